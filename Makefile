@@ -1,0 +1,31 @@
+# stylempi: `make demo` sets up and runs the demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export OMPI_ALLOW_RUN_AS_ROOT ?= 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM ?= 1
+export OMPI_MCA_rmaps_base_oversubscribe ?= 1
+
+.PHONY: setup demo test clean
+
+$(BIN)/stylempi: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[mpi,test,azureml]"
+	touch $@
+
+node_modules/.bin/azurite-blob: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+setup: $(BIN)/stylempi node_modules/.bin/azurite-blob
+
+demo: setup
+	$(BIN)/python -m stylempi.demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) node_modules demo-output

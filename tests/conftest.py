@@ -1,0 +1,63 @@
+"""Shared test fixtures.
+
+Tests launch the real thing: real ``mpirun`` processes, real codecs, real
+Azurite and Slurm daemons. ``SHARED`` is the reference data beside the
+checkout; tests that need it skip with a reason when it is absent.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT.parent / "shared").resolve()
+BIN = Path(sys.executable).parent
+
+# Open MPI refuses to run as root, and more ranks than cores, unless told.
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped where none is present)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def need_shared(*parts: str) -> Path:
+    """Path inside ../shared, or skip the test when the reference data is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data {path} is absent (CI always has ../shared)")
+    return path
+
+
+def stylempi(*args: str | os.PathLike, ranks: int | None = None, timeout: float = 300,
+             env: dict | None = None, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI, under ``mpirun -n RANKS`` when ranks is given.
+
+    The timeout is a liveness deadline (a hang fails the test), not a speed check.
+    """
+    cmd = [str(BIN / "stylempi"), *map(str, args)]
+    if ranks is not None:
+        cmd = [str(BIN / "mpirun"), "-n", str(ranks), *cmd]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
