@@ -1,0 +1,90 @@
+"""``stylempi export MODEL --format torchscript|onnx``.
+
+Exports the bare network (RGB float 0..255 in, RGB out; the caller clamps to
+0..255, as ``stylempi run`` does), so an exported file gives the same pixels as
+the checkpoint. TorchScript files load in ``stylempi run --trust-model``
+(TorchScript can run code, so it is only loaded when trusted). ONNX needs the
+``onnx`` package (``pip install onnx``); its height and width are dynamic
+(multiples of 4).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import torch
+
+from .errors import OutputFailure, UsageError
+from .preview import open_model
+
+FORMATS = ("torchscript", "onnx")
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def to_torchscript(net: torch.nn.Module) -> bytes:
+    """TorchScript bytes of ``net`` (scripted; traced when scripting is impossible)."""
+    net = net.eval()
+    try:
+        module = torch.jit.script(net)
+    except Exception:  # noqa: BLE001 - fall back to tracing
+        with torch.no_grad():
+            module = torch.jit.trace(net, torch.rand(1, 3, 64, 64) * 255)
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    return buf.getvalue()
+
+
+def to_onnx(net: torch.nn.Module, path: Path, opset: int = 17) -> None:
+    if not onnx_available():
+        raise UsageError("--format onnx needs the onnx package (pip install onnx); "
+                         "--format torchscript works without it")
+    example = torch.rand(1, 3, 64, 64) * 255
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
+    kwargs = dict(input_names=["input"], output_names=["output"], dynamic_axes=axes, opset_version=opset)
+    try:
+        torch.onnx.export(net.eval(), (example,), str(path), dynamo=False, **kwargs)
+    except TypeError:  # older torch without the dynamo switch
+        torch.onnx.export(net.eval(), (example,), str(path), **kwargs)
+
+
+def export(model: str, fmt: str, out: str | Path | None = None, *, trust: bool = False) -> Path:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    net = open_model(model, trust=trust)
+    if out is None:
+        out = Path(Path(model).stem + SUFFIX[fmt])
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
+    try:
+        if fmt == "torchscript":
+            out.write_bytes(to_torchscript(net))
+        else:
+            to_onnx(net, out)
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="built-in style name or .pth checkpoint")
+    p.add_argument("--format", default="torchscript", choices=FORMATS,
+                   help="torchscript (default) or onnx (needs `pip install onnx`)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: MODEL.pt / MODEL.onnx here)")
+    p.add_argument("--trust-model", action="store_true", help="allow a TorchScript MODEL as input")
+
+
+def export_main(args: argparse.Namespace) -> int:
+    path = export(args.model, args.format, args.out, trust=args.trust_model)
+    note = " (load it with --trust-model: TorchScript can run code)" if args.format == "torchscript" else ""
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB){note}", flush=True)
+    return 0

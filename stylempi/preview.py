@@ -1,0 +1,240 @@
+"""``stylempi preview`` and ``stylempi models``.
+
+``preview`` decodes only K frames spread over the video (one seek each),
+stylizes them and writes a before/after contact sheet: the input frames on the
+top row, the stylized frames below, K columns. It takes seconds, so a style
+can be judged before paying for the whole video.
+
+``models`` lists the built-in styles (:mod:`stylempi.styles`).
+"""
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from .model import load_network
+
+#: Pixels between and around the tiles of a contact sheet.
+GAP = 4
+BACKGROUND = (24, 24, 24)
+
+
+# --------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------
+
+def resolve_model(spec: str) -> Path:
+    """``--model`` value -> checkpoint path: a built-in style name or a file."""
+    from .styles import BUILTIN, builtin_checkpoint
+
+    path = builtin_checkpoint(spec)
+    if path is not None:
+        return path
+    candidate = Path(spec)
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(sorted(BUILTIN)) or "none"
+    raise ModelLoadFailure(f"--model {spec}: no such file and no built-in style of that name "
+                           f"(built-in: {names}; see `stylempi models`)")
+
+
+def open_model(spec: str, *, trust: bool = False) -> torch.nn.Module:
+    """Load ``--model`` (built-in name or file) as an eval-mode CPU network."""
+    path = resolve_model(spec)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadFailure(f"cannot read --model {path}: {exc.strerror or exc}") from None
+    return load_network(data, trust=trust, name=str(path))
+
+
+@torch.inference_mode()
+def stylize_image(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
+    """Stylize one ``H x W x 3`` uint8 RGB image; same size out (pads to a multiple of 4, crops)."""
+    h, w, _ = rgb.shape
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float()
+    ph, pw = (-h) % 4, (-w) % 4
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    y = net(x)[:, :, :h, :w].clamp(0, 255)
+    return y[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
+
+
+# --------------------------------------------------------------------------
+# Frame sampling: seek + decode only the frames we need
+# --------------------------------------------------------------------------
+
+def sample_frames(path: str | Path, count: int, *, max_height: int | None = None
+                  ) -> list[tuple[float, np.ndarray]]:
+    """``count`` frames spread evenly over the video as ``(time_s, RGB uint8)``.
+
+    One seek per frame (to the keyframe before the target), then decode up to
+    the target. Seeks are not trusted: each decoded frame's own timestamp
+    decides, and a seek that lands after the target is answered by the
+    first frame after it.
+    """
+    import av
+
+    if count < 1:
+        raise UsageError("--frames must be at least 1")
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise VideoOpenFailure(f"cannot open {path}: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoOpenFailure(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        tb = stream.time_base or Fraction(1, 1000000)
+        start = float(stream.start_time * tb) if stream.start_time is not None else (
+            (container.start_time or 0) / 1e6)
+        if stream.duration:
+            duration = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / 1e6
+        else:
+            duration = 0.0
+        targets = [start + duration * (i + 0.5) / count for i in range(count)]
+        out: list[tuple[float, np.ndarray]] = []
+        for target in targets:
+            frame = _frame_at(container, stream, target, tb)
+            if frame is None:
+                if out:
+                    break  # the stream ends earlier than its header said
+                raise VideoDecodeFailure(f"{path}: no frame could be decoded")
+            img = frame.to_image()
+            if max_height and img.height > max_height:
+                img = img.resize((max(1, round(img.width * max_height / img.height)), max_height),
+                                 Image.BICUBIC)
+            out.append((float(frame.time if frame.time is not None else target),
+                        np.asarray(img.convert("RGB"))))
+    return out
+
+
+def _frame_at(container, stream, target: float, tb: Fraction):
+    """The last frame whose time is <= target (or the first frame after a late seek)."""
+    offset = int(target / tb)
+    try:
+        container.seek(offset, stream=stream, backward=True, any_frame=False)
+    except Exception:  # noqa: BLE001 - unseekable input: decode from where we are
+        pass
+    previous = None
+    try:
+        for frame in container.decode(stream):
+            if frame.time is None:
+                previous = frame
+                continue
+            if frame.time > target + 1e-6:
+                return previous if previous is not None else frame
+            previous = frame
+    except Exception as exc:  # noqa: BLE001
+        if previous is None:
+            raise VideoDecodeFailure(f"decoding failed near {target:.2f} s: {exc}") from None
+    return previous
+
+
+# --------------------------------------------------------------------------
+# Contact sheet
+# --------------------------------------------------------------------------
+
+def contact_sheet(before: list[np.ndarray], after: list[np.ndarray], *, gap: int = GAP) -> Image.Image:
+    """Two rows (before on top, after below) of K equal tiles, ``gap`` pixels apart and around."""
+    if not before or len(before) != len(after):
+        raise ValueError("need as many stylized frames as input frames")
+    h, w = before[0].shape[:2]
+    k = len(before)
+    sheet = Image.new("RGB", (k * w + (k + 1) * gap, 2 * h + 3 * gap), BACKGROUND)
+    for i, (a, b) in enumerate(zip(before, after)):
+        x = gap + i * (w + gap)
+        sheet.paste(Image.fromarray(a).resize((w, h)), (x, gap))
+        sheet.paste(Image.fromarray(b).resize((w, h)), (x, 2 * gap + h))
+    return sheet
+
+
+def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = 4,
+            height: int = 270, trust: bool = False) -> dict:
+    """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise UsageError(f"--out {out}: give a .png (or .jpg/.webp) file name")
+    if not out.parent.is_dir():
+        raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
+    net = open_model(model, trust=trust)
+    shots = sample_frames(input_path, frames, max_height=height)
+    before = [img for _, img in shots]
+    after = [stylize_image(net, img) for img in before]
+    sheet = contact_sheet(before, after)
+    try:
+        sheet.save(out)
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
+    return {"out": str(out), "frames": [t for t, _ in shots], "size": sheet.size}
+
+
+def add_preview_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="INPUT", help="the video to sample")
+    p.add_argument("--model", required=True, help="built-in style name (see `stylempi models`) or .pth file")
+    p.add_argument("--frames", type=int, default=4, metavar="K", help="frames spread over the video (default 4)")
+    p.add_argument("--out", required=True, metavar="SHEET.png", help="where to write the contact sheet")
+    p.add_argument("--height", type=int, default=270,
+                   help="tile height in pixels; frames are scaled down to it (default 270)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="allow a TorchScript --model (it can run code when loaded)")
+
+
+def preview_main(args: argparse.Namespace) -> int:
+    if args.height < 8:
+        raise UsageError("--height must be at least 8")
+    info = preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
+                   trust=args.trust_model)
+    times = ", ".join(f"{t:.2f}" for t in info["frames"])
+    print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): input on top, "
+          f"{args.model} below; frames at {times} s", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# stylempi models
+# --------------------------------------------------------------------------
+
+def list_models() -> list[dict]:
+    from .styles import BUILTIN, builtin_checkpoint
+
+    rows = []
+    for name, info in sorted(BUILTIN.items()):
+        path = builtin_checkpoint(name)
+        rows.append({"name": name, "size": path.stat().st_size if path else 0, "width": info.width,
+                     "painting": info.painting, "licence": info.licence,
+                     "path": str(path) if path else None})
+    return rows
+
+
+def add_models_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def models_main(args: argparse.Namespace) -> int:
+    rows = list_models()
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no built-in styles are installed")
+        return 0
+    head = ("NAME", "SIZE", "WIDTH", "PAINTING", "LICENCE")
+    table = [(r["name"], f"{r['size'] / 1e6:.2f} MB" if r["path"] else "missing", str(r["width"]),
+              r["painting"], r["licence"]) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *table)]
+    for line in (head, *table):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+    print("use one as --model NAME (stylempi run/preview), e.g. --model " + rows[0]["name"])
+    return 0

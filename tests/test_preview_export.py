@@ -1,0 +1,145 @@
+"""`stylempi preview`, `stylempi export` and `stylempi models` (issue 7)."""
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clips
+from conftest import need_shared
+from stylempi.errors import ModelLoadFailure, UsageError
+from stylempi.export import add_export_arguments, export, export_main, onnx_available
+from stylempi.model import TransformerNet, load_network, network_from_state_dict
+from stylempi.preview import GAP, contact_sheet, list_models, preview, sample_frames, stylize_image
+from stylempi.styles import BUILTIN, builtin_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A small random width-8 network with non-trivial norms, saved as a plain state_dict."""
+    torch.manual_seed(3)
+    net = TransformerNet(8)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith("in") or ".in" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    path = tmp_path / "net.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_sample_frames_spreads_over_the_video(tmp_path):
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=25, size=(64, 48))  # 1 s at 25 fps
+    shots = sample_frames(clip, 4)
+    times = [t for t, _ in shots]
+    assert len(shots) == 4 and times == sorted(times) and len(set(times)) == 4
+    assert times[0] < 0.3 and times[-1] > 0.7
+    assert shots[0][1].shape == (48, 64, 3) and shots[0][1].dtype == np.uint8
+    # Each frame is the one shown at its time: compare with a plain full decode.
+    import av
+
+    with av.open(str(clip)) as c:
+        decoded = {round(f.time, 4): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+    for t, img in shots:
+        np.testing.assert_array_equal(img, decoded[round(t, 4)])
+
+
+def test_preview_sheet_layout(tmp_path, checkpoint):
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=20, size=(64, 48))
+    out = tmp_path / "sheet.png"
+    info = preview(clip, str(checkpoint), out, frames=3, height=48)
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    assert sheet.shape == (2 * 48 + 3 * GAP, 3 * 64 + 4 * GAP, 3)
+    assert info["size"] == (3 * 64 + 4 * GAP, 2 * 48 + 3 * GAP)
+    net = network_from_state_dict(torch.load(checkpoint, weights_only=True))
+    shots = sample_frames(clip, 3)
+    for i, (_, frame) in enumerate(shots):
+        x = GAP + i * (64 + GAP)
+        np.testing.assert_array_equal(sheet[GAP:GAP + 48, x:x + 64], frame)  # before, top row
+        np.testing.assert_array_equal(sheet[2 * GAP + 48:2 * GAP + 96, x:x + 64],
+                                      stylize_image(net, frame))           # after, below
+
+
+def test_preview_scales_down_and_is_fast_on_real_footage(tmp_path):
+    flower = need_shared("media", "flower.mp4")
+    name = sorted(BUILTIN)[0] if BUILTIN else None
+    if name is None:
+        pytest.skip("no built-in style is installed yet")
+    t0 = time.monotonic()
+    info = preview(flower, name, tmp_path / "s.png", frames=4, height=135)
+    assert time.monotonic() - t0 < 60  # seconds, not minutes (one seek per frame)
+    assert info["size"] == (4 * 240 + 5 * GAP, 2 * 135 + 3 * GAP)
+
+
+def test_stylize_image_keeps_sizes_not_multiple_of_4(checkpoint):
+    net = load_network(checkpoint.read_bytes())
+    img = (np.random.default_rng(0).random((37, 45, 3)) * 255).astype(np.uint8)
+    assert stylize_image(net, img).shape == (37, 45, 3)
+
+
+def test_contact_sheet_needs_matching_rows():
+    with pytest.raises(ValueError):
+        contact_sheet([np.zeros((4, 4, 3), np.uint8)], [])
+
+
+def test_preview_errors(tmp_path, checkpoint):
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=5)
+    with pytest.raises(ModelLoadFailure, match="built-in"):
+        preview(clip, "no-such-style", tmp_path / "s.png")
+    with pytest.raises(UsageError, match=".png"):
+        preview(clip, str(checkpoint), tmp_path / "s.txt")
+
+
+def test_torchscript_export_gives_the_same_pixels(tmp_path, checkpoint):
+    out = export(str(checkpoint), "torchscript", tmp_path / "net.pt")
+    data = out.read_bytes()
+    with pytest.raises(ModelLoadFailure, match="trust"):
+        load_network(data)  # TorchScript can run code: refused unless trusted
+    scripted = load_network(data, trust=True)
+    plain = load_network(checkpoint.read_bytes())
+    for shape in ((45, 61, 3), (64, 64, 3)):
+        img = (np.random.default_rng(1).random(shape) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(stylize_image(scripted, img), stylize_image(plain, img))
+
+
+def test_export_cli_and_onnx(tmp_path, checkpoint, capsys):
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    args = parser.parse_args([str(checkpoint), "--out", str(tmp_path / "x.pt")])
+    assert export_main(args) == 0 and (tmp_path / "x.pt").stat().st_size > 0
+    assert "trust-model" in capsys.readouterr().out
+    if not onnx_available():
+        with pytest.raises(UsageError, match="pip install onnx"):
+            export(str(checkpoint), "onnx", tmp_path / "x.onnx")
+    else:
+        export(str(checkpoint), "onnx", tmp_path / "x.onnx")
+        import onnx
+
+        onnx.checker.check_model(onnx.load(str(tmp_path / "x.onnx")))
+
+
+def test_builtin_styles_are_listed_small_and_load():
+    rows = list_models()
+    assert len(rows) >= 3, "issue 7 needs at least three built-in styles"
+    for row in rows:
+        path = builtin_checkpoint(row["name"])
+        assert path is not None and row["size"] == path.stat().st_size <= 2_000_000
+        net = load_network(path.read_bytes(), name=row["name"])
+        assert net.width == row["width"] == BUILTIN[row["name"]].width
+        assert row["painting"] and row["licence"]
+        # A plain state_dict of tensors (what `stylempi run` loads), no training state.
+        state = torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+        assert all(isinstance(v, torch.Tensor) for v in state.values())
