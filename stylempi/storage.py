@@ -1,0 +1,935 @@
+"""Azure Blob Storage for stylempi: URLs, credentials, streaming transfers, work dirs.
+
+Locations
+---------
+Anywhere stylempi takes a file (INPUT, OUTPUT, ``--model``, ``--work-dir``) it also
+takes a Blob URL, in one of three forms, each optionally followed by a SAS query
+(``?sv=...&sig=...``):
+
+``az://CONTAINER/PATH``
+    The account comes from ``--account-url``, else ``AZURE_STORAGE_ACCOUNT_URL``,
+    else the endpoint in ``AZURE_STORAGE_CONNECTION_STRING``. PATH is taken
+    literally (no percent-decoding).
+``https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH``
+    Host-style URL (any host with a ``.blob.`` label: public and sovereign clouds).
+``http(s)://HOST[:PORT]/ACCOUNT/CONTAINER/PATH``
+    Path-style URL (Azurite, Azure Stack, IP endpoints).
+
+Credentials, first match wins
+-----------------------------
+1. a SAS token in the URL's query string;
+2. ``AZURE_STORAGE_CONNECTION_STRING`` (account key or SAS), when it names the
+   same account as the URL;
+3. ``DefaultAzureCredential`` from azure-identity (environment service
+   principal, workload/managed identity, Azure CLI login ...); https only.
+
+Guarantees
+----------
+* Transfers stream in blocks; no blob is ever held whole in memory (except
+  :func:`read_bytes`, which is for small things and refuses large blobs).
+* :func:`upload` stages blocks (each MD5-checked by the service) and commits the
+  block list last, so the blob appears only when complete; the whole file's
+  MD5 is stored as the blob's Content-MD5 and :func:`download` verifies it.
+* Every Azure error becomes :class:`~stylempi.errors.StorageFailure` with a
+  one-line message that names the blob without its query string and never
+  contains a SAS, an account key or a connection string.
+* Short retries and timeouts: an unreachable endpoint fails in seconds.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StorageFailure, UsageError
+
+__all__ = [
+    "BlobLocation", "BlobInfo", "WorkDir", "LocalWorkDir", "BlobWorkDir",
+    "is_remote", "parse_blob_url", "redact", "download", "upload", "upload_bytes",
+    "read_bytes", "exists", "list_blobs", "delete", "open_work_dir", "fetch_to_local",
+    "ensure_container", "safe_local_name", "failure_reason",
+    "ENV_ACCOUNT_URL", "ENV_CONNECTION_STRING",
+]
+
+ENV_ACCOUNT_URL = "AZURE_STORAGE_ACCOUNT_URL"
+ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+
+#: Block size for uploads and chunk size for downloads (bytes).
+BLOCK_SIZE = 4 * 1024 * 1024
+#: Retries per request after the first try, and client-side timeouts (seconds).
+RETRIES = 2
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 120
+#: read_bytes refuses blobs larger than this.
+READ_BYTES_LIMIT = 512 * 1024 * 1024
+
+_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_SCHEMES = ("az://", "http://", "https://")
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- URLs
+
+def is_remote(location: str | os.PathLike | None) -> bool:
+    """True when LOCATION is a Blob URL (``az://``, ``http://`` or ``https://``)."""
+    return isinstance(location, str) and location.lower().startswith(_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """URL without its query string or fragment (a SAS lives there); other text unchanged."""
+    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", str(url))
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """A blob (or, with ``blob`` ending in ``/`` or empty, a prefix) in one container.
+
+    ``account_url`` has no query: ``https://acct.blob.core.windows.net`` or
+    ``http://127.0.0.1:10000/devstoreaccount1``. ``sas`` is the SAS query string
+    without ``?``, or None. ``str()`` gives the redacted URL, safe to print.
+    """
+
+    account_url: str
+    account_name: str
+    container: str
+    blob: str = ""
+    sas: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Full URL without SAS, percent-encoded (safe to print)."""
+        path = urllib.parse.quote(self.blob, safe="/~")
+        return f"{self.account_url}/{self.container}/{path}" if path else f"{self.account_url}/{self.container}"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def child(self, name: str) -> "BlobLocation":
+        """The location NAME below this one, treating this one as a prefix."""
+        base = self.blob if (not self.blob or self.blob.endswith("/")) else self.blob + "/"
+        return replace(self, blob=base + name.lstrip("/"))
+
+    def as_prefix(self) -> "BlobLocation":
+        """This location with a trailing ``/`` (empty stays empty: the whole container)."""
+        if not self.blob or self.blob.endswith("/"):
+            return self
+        return replace(self, blob=self.blob + "/")
+
+    @property
+    def name(self) -> str:
+        """Last path component of the blob name."""
+        return self.blob.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def expiry(self) -> _dt.datetime | None:
+        """The SAS token's ``se`` expiry time, if any."""
+        if not self.sas:
+            return None
+        se = urllib.parse.parse_qs(self.sas).get("se")
+        if not se:
+            return None
+        try:
+            return _dt.datetime.fromisoformat(se[0].replace("Z", "+00:00"))
+        except ValueError:
+            return None
+
+    @property
+    def sas_permissions(self) -> str | None:
+        if not self.sas:
+            return None
+        sp = urllib.parse.parse_qs(self.sas).get("sp")
+        return sp[0] if sp else None
+
+
+def _account_from_env(account_url: str | None) -> tuple[str, str]:
+    """(account_url, account_name) for an ``az://`` URL, or UsageError."""
+    url = account_url or os.environ.get(ENV_ACCOUNT_URL)
+    if url:
+        parsed = parse_blob_url(url.rstrip("/") + "/x", _container_optional=True)
+        return parsed.account_url, parsed.account_name
+    cs = os.environ.get(ENV_CONNECTION_STRING)
+    if cs:
+        endpoint, name, _ = _parse_connection_string(cs)
+        return endpoint, name
+    raise UsageError(
+        "an az:// URL needs a storage account: pass --account-url "
+        "https://ACCOUNT.blob.core.windows.net, or set AZURE_STORAGE_ACCOUNT_URL "
+        "or AZURE_STORAGE_CONNECTION_STRING")
+
+
+def parse_blob_url(url: str, account_url: str | None = None, *,
+                   _container_optional: bool = False) -> BlobLocation:
+    """Parse any of the three Blob URL forms (see the module docstring).
+
+    Raises :class:`UsageError` (one line, no query string) for malformed URLs.
+    """
+    text = str(url).strip()
+    shown = redact(text)
+    split = urllib.parse.urlsplit(text)
+    scheme = split.scheme.lower()
+    sas = split.query or None
+    if scheme == "az":
+        container = split.netloc
+        blob = split.path.lstrip("/")  # literal, no percent-decoding
+        if not container:
+            raise UsageError(f"{shown}: an az:// URL reads az://CONTAINER/PATH")
+        acct_url, acct_name = _account_from_env(account_url)
+    elif scheme in ("http", "https"):
+        if not split.hostname:
+            raise UsageError(f"{shown}: no host in the Blob URL")
+        host = split.netloc.rsplit("@", 1)[-1]
+        labels = split.hostname.split(".")
+        segments = split.path.lstrip("/").split("/", 1)
+        if len(labels) > 2 and labels[1] == "blob":
+            acct_name = labels[0]
+            acct_url = f"{scheme}://{host}"
+            container = urllib.parse.unquote(segments[0])
+            rest = segments[1] if len(segments) > 1 else ""
+        else:
+            acct_name = urllib.parse.unquote(segments[0])
+            if not acct_name:
+                raise UsageError(f"{shown}: a path-style Blob URL reads "
+                                 "http(s)://HOST:PORT/ACCOUNT/CONTAINER/PATH")
+            acct_url = f"{scheme}://{host}/{acct_name}"
+            tail = (segments[1] if len(segments) > 1 else "").split("/", 1)
+            container = urllib.parse.unquote(tail[0])
+            rest = tail[1] if len(tail) > 1 else ""
+        blob = urllib.parse.unquote(rest)
+        if not container and _container_optional:
+            container = "x"
+    else:
+        raise UsageError(f"{shown}: not a Blob URL (expected az://, http:// or https://)")
+    if not _container_optional and not _CONTAINER_RE.match(container):
+        raise UsageError(f"{shown}: {container!r} is not a valid container name "
+                         "(3-63 lowercase letters, digits and single hyphens)")
+    return BlobLocation(account_url=acct_url, account_name=acct_name, container=container,
+                        blob=blob, sas=sas)
+
+
+def _as_location(loc: BlobLocation | str, account_url: str | None = None) -> BlobLocation:
+    return loc if isinstance(loc, BlobLocation) else parse_blob_url(loc, account_url)
+
+
+# --------------------------------------------------------------------------- credentials
+
+def _parse_connection_string(cs: str) -> tuple[str, str, Any]:
+    """(blob endpoint, account name, credential) from a connection string.
+
+    The credential is ``{"account_name", "account_key"}``, a SAS string, or None.
+    Errors never quote the string.
+    """
+    bad = StorageFailure("AZURE_STORAGE_CONNECTION_STRING is malformed "
+                         "(expected Key=Value pairs separated by ';')")
+    pairs = [p.split("=", 1) for p in cs.strip().rstrip(";").split(";") if p.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise bad
+    s = {k.strip().lower(): v.strip() for k, v in pairs}
+    if s.get("usedevelopmentstorage", "").lower() == "true":
+        from azure.storage.blob._shared.constants import DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY  # type: ignore
+        return f"http://127.0.0.1:10000/{DEV_ACCOUNT_NAME}", DEV_ACCOUNT_NAME, {
+            "account_name": DEV_ACCOUNT_NAME, "account_key": DEV_ACCOUNT_KEY}
+    name = s.get("accountname")
+    endpoint = s.get("blobendpoint")
+    if not endpoint:
+        if not name:
+            raise StorageFailure("AZURE_STORAGE_CONNECTION_STRING names neither AccountName "
+                                 "nor BlobEndpoint")
+        endpoint = (f"{s.get('defaultendpointsprotocol', 'https')}://{name}.blob."
+                    f"{s.get('endpointsuffix', 'core.windows.net')}")
+    try:
+        loc = parse_blob_url(endpoint.rstrip("/") + "/x", _container_optional=True)
+    except UsageError:
+        raise StorageFailure("AZURE_STORAGE_CONNECTION_STRING has an unusable BlobEndpoint") from None
+    name = name or loc.account_name
+    if "accountkey" in s and name:
+        cred: Any = {"account_name": name, "account_key": s["accountkey"]}
+    else:
+        cred = s.get("sharedaccesssignature")
+    return loc.account_url, name, cred
+
+
+_default_credential = None
+_cred_lock = threading.Lock()
+
+
+def _get_default_credential():
+    global _default_credential
+    with _cred_lock:
+        if _default_credential is None:
+            from azure.identity import DefaultAzureCredential
+            _default_credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        return _default_credential
+
+
+def _quiet_azure_logging() -> None:
+    # The SDK logs request URLs (with redacted signatures) at INFO; keep it quiet
+    # unless the user configured those loggers explicitly.
+    # azure-identity logs a multi-line warning for every credential it tries; our
+    # StorageFailure says the same in one line.
+    for name, level in (("azure", logging.WARNING), ("azure.identity", logging.CRITICAL)):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(level)
+
+
+def _client_kwargs() -> dict:
+    from azure.storage.blob import ExponentialRetry
+    return dict(
+        retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=RETRIES,
+                                      random_jitter_range=1),
+        connection_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_single_get_size=BLOCK_SIZE,
+        max_chunk_get_size=BLOCK_SIZE,
+        max_single_put_size=BLOCK_SIZE,
+        max_block_size=BLOCK_SIZE,
+    )
+
+
+def _auth_kind(loc: BlobLocation) -> str:
+    """Which credential _service_client would use: 'sas', 'key', 'cs-sas' or 'token'."""
+    if loc.sas:
+        return "sas"
+    cs = os.environ.get(ENV_CONNECTION_STRING)
+    if cs:
+        _, name, cred = _parse_connection_string(cs)
+        if name == loc.account_name and cred:
+            return "key" if isinstance(cred, dict) else "cs-sas"
+    return "token"
+
+
+def _service_client(loc: BlobLocation):
+    """A BlobServiceClient for LOC's account with the first credential that applies."""
+    from azure.storage.blob import BlobServiceClient
+    _quiet_azure_logging()
+    kind = _auth_kind(loc)
+    if kind == "sas":
+        cred: Any = loc.sas
+    elif kind in ("key", "cs-sas"):
+        _, _, cred = _parse_connection_string(os.environ[ENV_CONNECTION_STRING])
+    else:
+        if not loc.account_url.lower().startswith("https://"):
+            failure = StorageFailure(
+                f"no usable credential for {loc.account_url}: Azure AD credentials need https; "
+                "for an http endpoint (Azurite) put a SAS token in the URL or set "
+                "AZURE_STORAGE_CONNECTION_STRING")
+            failure.reason = "no-credential"  # type: ignore[attr-defined]
+            raise failure
+        cred = _get_default_credential()
+    try:
+        return BlobServiceClient(account_url=loc.account_url, credential=cred, **_client_kwargs())
+    except (ValueError, TypeError, binascii.Error):
+        raise StorageFailure(f"cannot use the credentials for {loc.account_url}: "
+                             "the account key or SAS token is malformed") from None
+
+
+def _blob_client(loc: BlobLocation):
+    return _service_client(loc).get_blob_client(loc.container, loc.blob)
+
+
+def _container_client(loc: BlobLocation):
+    return _service_client(loc).get_container_client(loc.container)
+
+
+# --------------------------------------------------------------------------- errors
+
+def _secrets() -> list[str]:
+    out = []
+    cs = os.environ.get(ENV_CONNECTION_STRING)
+    if cs:
+        out.append(cs)
+        for part in cs.split(";"):
+            if "=" in part:
+                k, v = part.split("=", 1)
+                if k.strip().lower() in ("accountkey", "sharedaccesssignature") and len(v) > 3:
+                    out.append(v.strip())
+    return out
+
+
+def _scrub(message: str, loc: BlobLocation | None = None) -> str:
+    """One line, no query strings, no known secrets."""
+    msg = redact(" ".join(str(message).split()))
+    secrets = _secrets()
+    if loc is not None and loc.sas:
+        secrets.append(loc.sas)
+        secrets.extend(v for k, v in urllib.parse.parse_qsl(loc.sas) if k == "sig")
+    for s in sorted(secrets, key=len, reverse=True):
+        if s:
+            msg = msg.replace(s, "***")
+    return msg
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "timed out" in text or "timeout" in text:
+        return "connection timed out"
+    if "name or service not known" in text or "nodename nor servname" in text or \
+            "failed to resolve" in text or "getaddrinfo" in text or "name resolution" in text:
+        return "host name not found"
+    if "certificate" in text or "ssl" in text:
+        return "TLS/certificate error (is the endpoint's certificate trusted? see REQUESTS_CA_BUNDLE)"
+    if "reset" in text or "aborted" in text:
+        return "connection reset"
+    return "network error"
+
+
+def _translate(exc: BaseException, loc: BlobLocation, action: str) -> StorageFailure:
+    """Turn any exception from the Azure SDK into one clean StorageFailure line."""
+    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
+                                       ServiceRequestError, ServiceResponseError)
+    if isinstance(exc, StorageFailure):
+        return exc
+    where = str(loc)
+    host = urllib.parse.urlsplit(loc.account_url).netloc
+    kind = _auth_kind_safe(loc)
+    msg: str
+    reason = "other"
+    if isinstance(exc, HttpResponseError) and getattr(exc, "response", None) is not None:
+        status = exc.status_code
+        code = str(getattr(exc, "error_code", None) or "")
+        expiry = loc.expiry
+        reason = "http"
+        if code == "ContainerNotFound":
+            reason = "container-not-found"
+            msg = (f"cannot {action} {where}: container '{loc.container}' does not exist "
+                   f"in account '{loc.account_name}'")
+        elif code == "BlobNotFound" or (status == 404 and action in ("download", "read", "delete", "check")):
+            reason = "blob-not-found"
+            msg = f"cannot {action} {where}: no such blob"
+        elif status in (401, 403):
+            reason = "denied"
+            if kind == "sas" and expiry is not None and expiry <= _dt.datetime.now(_dt.timezone.utc):
+                msg = (f"cannot {action} {where}: the SAS token in the URL expired at "
+                       f"{expiry.isoformat()}; make a new one")
+            elif code.startswith("AuthorizationPermissionMismatch") or code in (
+                    "AuthorizationFailure", "AuthorizationResourceTypeMismatch",
+                    "AuthorizationServiceMismatch", "AuthorizationSourceIPMismatch",
+                    "AuthorizationProtocolMismatch", "AuthorizationPermissionMismatch"):
+                perms = loc.sas_permissions
+                extra = f" (its permissions are '{perms}')" if kind == "sas" and perms else ""
+                who = {"sas": "the SAS token", "key": "the account key", "cs-sas":
+                       "the SAS in AZURE_STORAGE_CONNECTION_STRING"}.get(kind, "the Azure credential")
+                msg = f"cannot {action} {where}: {who} does not allow this{extra}"
+            elif kind == "sas":
+                msg = (f"cannot {action} {where}: the SAS token in the URL was refused "
+                       "(wrong signature, expired, or made for another resource)")
+            elif kind == "key":
+                msg = (f"cannot {action} {where}: the account key in AZURE_STORAGE_CONNECTION_STRING "
+                       f"was refused by account '{loc.account_name}'")
+            elif kind == "cs-sas":
+                msg = (f"cannot {action} {where}: the SAS in AZURE_STORAGE_CONNECTION_STRING "
+                       "was refused")
+            else:
+                msg = (f"cannot {action} {where}: the Azure credential was refused "
+                       f"(HTTP {status} {code}); does the identity have a Storage Blob Data role?")
+        elif status == 409 and code == "LeaseAlreadyPresent":
+            reason = "leased"
+            msg = f"cannot {action} {where}: the blob is leased by another process"
+        elif status in (409, 412) and code in ("BlobAlreadyExists", "ConditionNotMet", ""):
+            reason = "condition"
+            msg = f"cannot {action} {where}: the blob changed or exists already (condition not met)"
+        else:
+            msg = f"cannot {action} {where}: Blob storage answered HTTP {status}" + (f" {code}" if code else "")
+    elif isinstance(exc, ClientAuthenticationError):
+        # No HTTP response: azure-identity found no credential at all.
+        reason = "no-credential"
+        msg = (f"cannot {action} {where}: no Azure credential found. Put a SAS token in the URL, "
+               "set AZURE_STORAGE_CONNECTION_STRING, or sign in (managed identity, "
+               "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or `az login`)")
+    elif isinstance(exc, ServiceRequestError):
+        reason = "unreachable"
+        text = str(exc)
+        if "non-TLS" in text or "https" in text.lower() and "bearer" in text.lower():
+            msg = (f"cannot {action} {where}: Azure AD credentials need https; use a SAS or "
+                   "AZURE_STORAGE_CONNECTION_STRING for http endpoints")
+        else:
+            msg = f"cannot reach Blob storage at {host} to {action} {where}: {_why_unreachable(exc)}"
+    elif isinstance(exc, ServiceResponseError):
+        reason = "unreachable"
+        msg = f"connection to Blob storage at {host} failed during {action} of {where}: {_why_unreachable(exc)}"
+    elif isinstance(exc, (ValueError, TypeError, binascii.Error)):
+        msg = f"cannot {action} {where}: the credentials are malformed or unusable ({type(exc).__name__})"
+    elif isinstance(exc, OSError):
+        msg = f"cannot {action} {where}: local file error: {exc.strerror or type(exc).__name__}"
+    else:
+        msg = f"cannot {action} {where}: {type(exc).__name__}"
+    failure = StorageFailure(_scrub(msg, loc))
+    failure.reason = reason  # type: ignore[attr-defined]
+    return failure
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Machine-readable kind of a StorageFailure: 'blob-not-found', 'container-not-found',
+    'denied', 'leased', 'condition', 'no-credential', 'unreachable', 'http' or 'other'."""
+    return getattr(exc, "reason", "other")
+
+
+def _auth_kind_safe(loc: BlobLocation) -> str:
+    try:
+        return _auth_kind(loc)
+    except StorageFailure:
+        return "token"
+
+
+class _Guard:
+    """``with _Guard(loc, 'download'):`` maps any SDK exception to StorageFailure.
+
+    The original exception is dropped (``from None``): its text may hold a URL
+    with a SAS token.
+    """
+
+    def __init__(self, loc: BlobLocation, action: str):
+        self.loc, self.action = loc, action
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if ev is None or isinstance(ev, (StorageFailure, KeyboardInterrupt, SystemExit, GeneratorExit)):
+            return False
+        if isinstance(ev, Exception):
+            failure = _translate(ev, self.loc, self.action)
+            failure.__suppress_context__ = True
+            raise failure from None
+        return False
+
+
+# --------------------------------------------------------------------------- operations
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One entry of :func:`list_blobs`: full blob name, size, etag, metadata."""
+
+    name: str
+    size: int
+    etag: str
+    metadata: dict
+    last_modified: _dt.datetime | None = None
+
+
+def exists(loc: BlobLocation | str) -> bool:
+    """Whether the blob exists. A missing container counts as 'no'."""
+    loc = _as_location(loc)
+    with _Guard(loc, "check"):
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            _blob_client(loc).get_blob_properties()
+            return True
+        except ResourceNotFoundError:
+            return False
+
+
+def download(loc: BlobLocation | str, local_path: str | os.PathLike) -> int:
+    """Stream the blob to LOCAL_PATH (atomically: temp file, then rename). Returns bytes.
+
+    Each chunk is read in turn (never the whole blob in memory); when the blob
+    carries a Content-MD5, the file's MD5 is checked against it.
+    """
+    loc = _as_location(loc)
+    dest = Path(local_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dl-", dir=dest.parent)
+    ok = False
+    try:
+        md5 = hashlib.md5()
+        total = 0
+        with os.fdopen(fd, "wb") as out, _Guard(loc, "download"):
+            stream = _blob_client(loc).download_blob(max_concurrency=1)
+            expected = stream.properties.content_settings.content_md5
+            for chunk in stream.chunks():
+                out.write(chunk)
+                md5.update(chunk)
+                total += len(chunk)
+        if expected and bytes(expected) != md5.digest():
+            raise StorageFailure(f"download of {loc} is corrupt: its MD5 does not match the "
+                                 "blob's Content-MD5")
+        os.replace(tmp, dest)
+        ok = True
+        return total
+    finally:
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def upload(local_path: str | os.PathLike, loc: BlobLocation | str, *,
+           metadata: dict | None = None, content_type: str | None = None,
+           block_size: int | None = None, overwrite: bool = True) -> str:
+    """Upload LOCAL_PATH as a block blob; the blob appears only when complete.
+
+    Blocks of BLOCK_SIZE are staged one at a time (each MD5-checked by the
+    service), then the block list is committed with the whole file's MD5 as
+    Content-MD5; the stored MD5 is read back and compared. With
+    ``overwrite=False`` the commit fails if the blob exists. Returns the hex MD5.
+    """
+    from azure.storage.blob import BlobBlock, ContentSettings
+    loc = _as_location(loc)
+    size = block_size or BLOCK_SIZE
+    tag = uuid.uuid4().hex[:16]
+    md5 = hashlib.md5()
+    blocks = []
+    try:
+        src = open(local_path, "rb")
+    except OSError as e:
+        raise StorageFailure(f"cannot upload {local_path}: {e.strerror}") from None
+    with src, _Guard(loc, "upload to"):
+        client = _blob_client(loc)
+        index = 0
+        while True:
+            data = _read_full(src, size)
+            if not data and index > 0:
+                break
+            block_id = base64.b64encode(f"{tag}-{index:08d}".encode()).decode()
+            client.stage_block(block_id, data, length=len(data), validate_content=True)
+            blocks.append(BlobBlock(block_id=block_id))
+            md5.update(data)
+            index += 1
+            if len(data) < size:
+                break
+        settings = ContentSettings(content_type=content_type or _guess_type(str(local_path)),
+                                   content_md5=bytearray(md5.digest()))
+        kwargs: dict = {}
+        if not overwrite:  # conditional create: If-None-Match: *
+            from azure.core import MatchConditions
+            kwargs = {"match_condition": MatchConditions.IfMissing}
+        client.commit_block_list(blocks, content_settings=settings, metadata=metadata, **kwargs)
+        stored = client.get_blob_properties().content_settings.content_md5
+    if stored is not None and bytes(stored) != md5.digest():
+        raise StorageFailure(f"upload to {loc} is corrupt: stored MD5 differs from the file's")
+    return md5.hexdigest()
+
+
+def _read_full(f, n: int) -> bytes:
+    """Up to N bytes, fewer only at end of file (pipes return short reads)."""
+    parts, got = [], 0
+    while got < n:
+        part = f.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def upload_bytes(data: bytes, loc: BlobLocation | str, *, metadata: dict | None = None,
+                 content_type: str = "application/octet-stream", overwrite: bool = True) -> None:
+    """Write a small blob in one request (atomic). ``overwrite=False``: create only."""
+    from azure.storage.blob import ContentSettings
+    loc = _as_location(loc)
+    with _Guard(loc, "upload to"):
+        _blob_client(loc).upload_blob(
+            data, overwrite=overwrite, metadata=metadata, validate_content=True,
+            content_settings=ContentSettings(content_type=content_type,
+                                             content_md5=bytearray(hashlib.md5(data).digest())))
+
+
+def read_bytes(loc: BlobLocation | str, limit: int | None = None) -> bytes:
+    """Whole content of a small blob (a checkpoint, a JSON record)."""
+    loc = _as_location(loc)
+    limit = READ_BYTES_LIMIT if limit is None else limit
+    with _Guard(loc, "read"):
+        stream = _blob_client(loc).download_blob(max_concurrency=1)
+        if stream.size > limit:
+            raise StorageFailure(f"{loc} is {stream.size} bytes, more than the {limit} bytes "
+                                 "this reader accepts")
+        data = stream.readall()
+    expected = stream.properties.content_settings.content_md5
+    if expected and bytes(expected) != hashlib.md5(data).digest():
+        raise StorageFailure(f"read of {loc} is corrupt: its MD5 does not match the blob's Content-MD5")
+    return data
+
+
+def list_blobs(prefix: BlobLocation | str, *, metadata: bool = False) -> Iterator[BlobInfo]:
+    """Blobs whose names start with PREFIX's blob name (taken as-is: add ``/`` for a folder)."""
+    loc = _as_location(prefix)
+    with _Guard(loc, "list"):
+        items = _container_client(loc).list_blobs(
+            name_starts_with=loc.blob or None, include=["metadata"] if metadata else None)
+        for b in items:
+            yield BlobInfo(name=b.name, size=b.size, etag=b.etag, metadata=dict(b.metadata or {}),
+                           last_modified=b.last_modified)
+
+
+def delete(loc: BlobLocation | str, *, missing_ok: bool = True, lease: Any = None) -> bool:
+    """Delete one blob. Returns False when it was already gone (and missing_ok)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    loc = _as_location(loc)
+    with _Guard(loc, "delete"):
+        try:
+            _blob_client(loc).delete_blob(lease=lease)
+            return True
+        except ResourceNotFoundError as e:
+            if missing_ok and getattr(e, "error_code", None) != "ContainerNotFound":
+                return False
+            raise
+
+
+def ensure_container(loc: BlobLocation | str) -> None:
+    """Create LOC's container if it is missing (needs account-level rights)."""
+    from azure.core.exceptions import ResourceExistsError
+    loc = _as_location(loc)
+    with _Guard(loc, "create the container of"):
+        try:
+            _container_client(loc).create_container()
+        except ResourceExistsError:
+            pass
+
+
+def _guess_type(path: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def fetch_to_local(location: str, directory: str | os.PathLike, account_url: str | None = None) -> Path:
+    """Local path for LOCATION: itself when local, else a download into DIRECTORY.
+
+    The local file name is derived safely from the blob name (no path traversal).
+    """
+    if not is_remote(location):
+        return Path(location)
+    loc = parse_blob_url(location, account_url)
+    dest = Path(directory) / safe_local_name(loc.blob)
+    download(loc, dest)
+    return dest
+
+
+def safe_local_name(blob_name: str, max_len: int = 120) -> str:
+    """A flat, harmless file name for a blob: no separators, no leading dots, no '..'.
+
+    Adds a short hash of the full name so different blobs never share a name.
+    """
+    base = blob_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".-") or "blob"
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem or len(ext) > 8:
+        stem, ext = base, ""
+    digest = hashlib.sha256(blob_name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    stem = stem[: max_len - len(ext) - 12]
+    return f"{stem}-{digest}" + (f".{ext}" if ext else "")
+
+
+# --------------------------------------------------------------------------- work dirs
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(f"work-dir entry names are flat file names, not {name!r}")
+    return name
+
+
+class WorkDir:
+    """Where a job keeps its resumable state: ``plan.json``, ``chunk-NNNNN.nut``,
+    ``chunk-NNNNN.json`` ... Flat names only (letters, digits, ``._-``).
+
+    Two implementations share this interface: :class:`LocalWorkDir` (a directory)
+    and :class:`BlobWorkDir` (a blob prefix, so a job on nodes without a shared
+    filesystem resumes from chunks kept in Blob storage). Every write is atomic:
+    an entry is either absent or complete. Make one with :func:`open_work_dir`.
+    """
+
+    is_remote = False
+
+    def put_file(self, local_path: str | os.PathLike, name: str) -> None:
+        """Store a copy of LOCAL_PATH as NAME (replacing it)."""
+        raise NotImplementedError
+
+    def get_file(self, name: str, local_path: str | os.PathLike) -> bool:
+        """Copy NAME to LOCAL_PATH; False when NAME is absent."""
+        raise NotImplementedError
+
+    def put_json(self, name: str, obj: Any) -> None:
+        """Store OBJ as JSON under NAME (replacing it)."""
+        raise NotImplementedError
+
+    def get_json(self, name: str) -> Any | None:
+        """The JSON object stored as NAME, or None when absent."""
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def list(self) -> list[str]:
+        """Names of all complete entries, sorted."""
+        raise NotImplementedError
+
+    def remove(self, name: str) -> None:
+        """Remove NAME if present."""
+        raise NotImplementedError
+
+    def remove_all(self) -> None:
+        """Remove every entry (the job finished: its state is no longer needed)."""
+        for name in self.list():
+            self.remove(name)
+
+    def __str__(self) -> str:  # pragma: no cover - overridden
+        return self.__class__.__name__
+
+
+class LocalWorkDir(WorkDir):
+    """A work dir in a local directory (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(path)
+
+    def path(self, name: str) -> Path:
+        """The local path of NAME (the core may write there directly, atomically)."""
+        return self.root / _check_name(name)
+
+    def _atomic_write(self, name: str, writer) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_check_name(name)}.", suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / name)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def put_file(self, local_path, name):
+        src = Path(local_path)
+        if src.resolve() == self.path(name).resolve():
+            return
+        with open(src, "rb") as f:
+            self._atomic_write(name, lambda out: shutil.copyfileobj(f, out, 1024 * 1024))
+
+    def get_file(self, name, local_path):
+        src = self.path(name)
+        if not src.exists():
+            return False
+        dest = Path(local_path)
+        if src.resolve() != dest.resolve():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        return True
+
+    def put_json(self, name, obj):
+        data = json.dumps(obj, indent=1, sort_keys=True).encode()
+        self._atomic_write(name, lambda out: out.write(data))
+
+    def get_json(self, name):
+        try:
+            return json.loads(self.path(name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # torn or foreign file: treat as absent
+
+    def exists(self, name):
+        return self.path(name).exists()
+
+    def list(self):
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_file() and _NAME_RE.match(p.name) and ".." not in p.name)
+
+    def remove(self, name):
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def remove_all(self):
+        super().remove_all()
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass
+
+    def __str__(self):
+        return str(self.root)
+
+
+class BlobWorkDir(WorkDir):
+    """A work dir under a blob prefix: entry NAME is the blob ``PREFIX/NAME``.
+
+    Files go up with :func:`upload` (committed last, so an entry is either
+    absent or complete); JSON records are single-request writes.
+    """
+
+    is_remote = True
+
+    def __init__(self, prefix: BlobLocation | str, account_url: str | None = None):
+        self.prefix = _as_location(prefix, account_url).as_prefix()
+
+    def _loc(self, name: str) -> BlobLocation:
+        return self.prefix.child(_check_name(name))
+
+    def put_file(self, local_path, name):
+        upload(local_path, self._loc(name))
+
+    def get_file(self, name, local_path):
+        loc = self._loc(name)
+        try:
+            download(loc, local_path)
+            return True
+        except StorageFailure as e:
+            if failure_reason(e) == "blob-not-found":
+                return False
+            raise
+
+    def put_json(self, name, obj):
+        upload_bytes(json.dumps(obj, indent=1, sort_keys=True).encode(), self._loc(name),
+                     content_type="application/json")
+
+    def get_json(self, name):
+        loc = self._loc(name)
+        try:
+            data = read_bytes(loc, limit=64 * 1024 * 1024)
+        except StorageFailure as e:
+            if failure_reason(e) == "blob-not-found":
+                return None
+            raise
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+    def exists(self, name):
+        return exists(self._loc(name))
+
+    def list(self):
+        start = len(self.prefix.blob)
+        return sorted(b.name[start:] for b in list_blobs(self.prefix)
+                      if "/" not in b.name[start:] and _NAME_RE.match(b.name[start:]))
+
+    def remove(self, name):
+        delete(self._loc(name))
+
+    def __str__(self):
+        return str(self.prefix)
+
+
+def open_work_dir(location: str | os.PathLike, account_url: str | None = None) -> WorkDir:
+    """A :class:`BlobWorkDir` for a Blob URL, else a :class:`LocalWorkDir`."""
+    if is_remote(str(location)):
+        return BlobWorkDir(str(location), account_url)
+    return LocalWorkDir(location)

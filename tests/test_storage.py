@@ -1,0 +1,413 @@
+"""stylempi.storage against the real Azurite Blob emulator (no mocks of the Blob API).
+
+URL parsing and the work-dir name rules are pure unit tests; everything else
+talks to Azurite started by ``azurite_server`` (tests/azurite.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from stylempi import storage
+from stylempi.errors import StorageFailure, UsageError
+
+from azurite import ACCOUNT, KEY, azurite_server, blob_env, free_port  # noqa: F401 (fixtures)
+
+DEV_URL = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+def assert_clean(message: str, *secrets: str) -> None:
+    """One line, no query string, none of the given secrets, no Azurite key."""
+    assert "\n" not in message and "\r" not in message, message
+    assert "?" not in message, message
+    assert "sig=" not in message and "AccountKey" not in message, message
+    for secret in (KEY, *secrets):
+        if secret:
+            assert secret not in message, message
+    assert "Traceback" not in message
+
+
+# --------------------------------------------------------------------------- URL parsing (pure)
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv(storage.ENV_ACCOUNT_URL, raising=False)
+    monkeypatch.delenv(storage.ENV_CONNECTION_STRING, raising=False)
+
+
+def test_is_remote():
+    assert storage.is_remote("az://c/x.mp4")
+    assert storage.is_remote("https://a.blob.core.windows.net/c/x")
+    assert storage.is_remote("HTTP://127.0.0.1:10000/devstoreaccount1/c/x")
+    assert not storage.is_remote("clip.mp4")
+    assert not storage.is_remote("/data/az/clip.mp4")
+    assert not storage.is_remote(Path("az://x"))  # a Path is always local
+    assert not storage.is_remote(None)
+
+
+def test_parse_az_with_account_url_argument(no_env):
+    loc = storage.parse_blob_url("az://incoming/dir/clip one.mp4", account_url="https://acct.blob.core.windows.net/")
+    assert loc.account_url == "https://acct.blob.core.windows.net"
+    assert (loc.account_name, loc.container, loc.blob, loc.sas) == ("acct", "incoming", "dir/clip one.mp4", None)
+    assert str(loc) == "https://acct.blob.core.windows.net/incoming/dir/clip%20one.mp4"
+
+
+def test_parse_az_account_from_env_and_connection_string(no_env, monkeypatch):
+    monkeypatch.setenv(storage.ENV_ACCOUNT_URL, DEV_URL)
+    loc = storage.parse_blob_url("az://styled/out.mp4?sv=2024&sig=SECRET")
+    assert (loc.account_url, loc.account_name, loc.container, loc.blob) == (DEV_URL, ACCOUNT, "styled", "out.mp4")
+    assert loc.sas == "sv=2024&sig=SECRET"
+    assert "SECRET" not in str(loc)
+    monkeypatch.delenv(storage.ENV_ACCOUNT_URL)
+    monkeypatch.setenv(storage.ENV_CONNECTION_STRING,
+                       f"DefaultEndpointsProtocol=https;AccountName=prod1;AccountKey={KEY};EndpointSuffix=core.windows.net")
+    loc = storage.parse_blob_url("az://styled/a/b.mp4")
+    assert (loc.account_url, loc.account_name) == ("https://prod1.blob.core.windows.net", "prod1")
+    monkeypatch.setenv(storage.ENV_CONNECTION_STRING, f"AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={DEV_URL};")
+    assert storage.parse_blob_url("az://styled/b.mp4").account_url == DEV_URL
+
+
+def test_parse_az_without_account_is_a_clear_usage_error(no_env):
+    with pytest.raises(UsageError) as e:
+        storage.parse_blob_url("az://incoming/clip.mp4?sig=SECRET")
+    assert "--account-url" in str(e.value) and "AZURE_STORAGE_ACCOUNT_URL" in str(e.value)
+    assert_clean(str(e.value), "SECRET")
+
+
+def test_parse_host_style_and_sovereign_cloud(no_env):
+    loc = storage.parse_blob_url("https://acct.blob.core.windows.net/incoming/a%20b/c.mp4?sv=1&sig=S%2Fx")
+    assert (loc.account_url, loc.account_name, loc.container, loc.blob) == (
+        "https://acct.blob.core.windows.net", "acct", "incoming", "a b/c.mp4")
+    assert loc.sas == "sv=1&sig=S%2Fx"
+    cn = storage.parse_blob_url("https://x1.blob.core.chinacloudapi.cn/c01/v.mp4")
+    assert (cn.account_name, cn.container, cn.blob) == ("x1", "c01", "v.mp4")
+
+
+def test_parse_path_style(no_env):
+    loc = storage.parse_blob_url("http://127.0.0.1:10000/devstoreaccount1/incoming/clip.mp4?se=2030-01-01T00%3A00%3A00Z&sp=r&sig=abc")
+    assert (loc.account_url, loc.account_name, loc.container, loc.blob) == (DEV_URL, ACCOUNT, "incoming", "clip.mp4")
+    assert loc.sas_permissions == "r"
+    assert loc.expiry == dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    stack = storage.parse_blob_url("https://stack.local:443/acct2/cont/x/y/")
+    assert (stack.account_url, stack.container, stack.blob) == ("https://stack.local:443/acct2", "cont", "x/y/")
+    assert stack.child("z.json").blob == "x/y/z.json"
+    assert storage.parse_blob_url("https://stack.local/acct2/cont/x").as_prefix().blob == "x/"
+
+
+@pytest.mark.parametrize("bad", [
+    "ftp://host/a/b", "az:///x.mp4", "https://acct.blob.core.windows.net/Bad_Container/x",
+    "http://127.0.0.1:10000/devstoreaccount1/ab/x", "http:///nohost",
+])
+def test_parse_rejects_malformed(no_env, bad):
+    with pytest.raises(UsageError) as e:
+        storage.parse_blob_url(bad + "?sig=SECRET", account_url=DEV_URL)
+    assert_clean(str(e.value), "SECRET")
+
+
+def test_redact():
+    assert storage.redact("https://a.blob.core.windows.net/c/x?sv=1&sig=abc") == "https://a.blob.core.windows.net/c/x"
+    assert storage.redact("failed: az://c/x.mp4?sig=abc retry") == "failed: az://c/x.mp4 retry"
+    assert storage.redact("no url here?") == "no url here?"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=80))
+def test_safe_local_name_never_escapes(tmp_path_factory, name):
+    safe = storage.safe_local_name(name)
+    assert "/" not in safe and "\\" not in safe and not safe.startswith(".") and safe not in ("", "..")
+    root = Path("/tmp/stylempi-root")
+    assert (root / safe).resolve().parent == root.resolve()
+
+
+def test_safe_local_name_keeps_extension_and_distinguishes():
+    a, b = storage.safe_local_name("x/../clip.mp4"), storage.safe_local_name("y/clip.mp4")
+    assert a.endswith(".mp4") and b.endswith(".mp4") and a != b
+    assert storage.safe_local_name("../../etc/passwd").startswith("passwd-")
+
+
+# --------------------------------------------------------------------------- transfers on Azurite
+
+def _md5(path: Path) -> bytes:
+    return hashlib.md5(path.read_bytes()).digest()
+
+
+def test_round_trip_multi_block_with_checksum(blob_env, tmp_path, monkeypatch):
+    server, container = blob_env
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(250_000))
+    monkeypatch.setattr(storage, "BLOCK_SIZE", 64 * 1024)  # download chunks too: several GETs
+    url = f"{server.account_url}/{container}/dir/in.bin"
+    digest = storage.upload(src, url, block_size=64 * 1024)
+    assert digest == hashlib.md5(src.read_bytes()).hexdigest()
+    blob = server.service().get_blob_client(container, "dir/in.bin")
+    committed, uncommitted = blob.get_block_list("all")
+    assert len(committed) == 4 and not uncommitted
+    assert bytes(blob.get_blob_properties().content_settings.content_md5) == _md5(src)
+    out = tmp_path / "sub" / "out.bin"
+    assert storage.download(url, out) == 250_000
+    assert _md5(out) == _md5(src)
+    assert storage.exists(url) and not storage.exists(url + "x")
+    assert [b.name for b in storage.list_blobs(f"{server.account_url}/{container}/dir/")] == ["dir/in.bin"]
+    assert storage.read_bytes(url)[:10] == src.read_bytes()[:10]
+    assert storage.delete(url) and not storage.delete(url)
+
+
+def test_empty_file_round_trip(blob_env, tmp_path):
+    server, container = blob_env
+    (tmp_path / "e").write_bytes(b"")
+    url = f"{server.account_url}/{container}/e"
+    storage.upload(tmp_path / "e", url)
+    assert storage.download(url, tmp_path / "f") == 0 and (tmp_path / "f").read_bytes() == b""
+
+
+def test_output_blob_invisible_until_commit(blob_env, tmp_path):
+    """Upload from a pipe: blocks are staged while the writer still writes,
+    and the blob does not exist until the last block is committed."""
+    server, container = blob_env
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    url = f"{server.account_url}/{container}/out.mp4"
+    result: dict = {}
+
+    def run():
+        try:
+            result["md5"] = storage.upload(fifo, url, block_size=1024)
+        except BaseException as e:  # pragma: no cover - reported below
+            result["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    blob = server.service().get_blob_client(container, "out.mp4")
+    payload = os.urandom(5000)
+    with open(fifo, "wb") as w:
+        w.write(payload[:3000])
+        w.flush()
+        # Wait (bounded) until Azurite holds staged-but-uncommitted blocks.
+        import time
+        deadline = time.monotonic() + 60
+        staged = []
+        while time.monotonic() < deadline:
+            try:
+                staged = blob.get_block_list("uncommitted")[1]
+            except Exception:
+                staged = []
+            if len(staged) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(staged) >= 2, "upload never staged blocks"
+        assert not storage.exists(url), "blob visible before its block list was committed"
+        w.write(payload[3000:])
+    t.join(60)
+    assert not t.is_alive() and "error" not in result, result
+    assert storage.read_bytes(url) == payload
+    assert result["md5"] == hashlib.md5(payload).hexdigest()
+
+
+def test_conditional_create(blob_env, tmp_path):
+    server, container = blob_env
+    (tmp_path / "a").write_bytes(b"first")
+    url = f"{server.account_url}/{container}/once"
+    storage.upload(tmp_path / "a", url, overwrite=False)
+    with pytest.raises(StorageFailure) as e:
+        storage.upload(tmp_path / "a", url, overwrite=False)
+    assert storage.failure_reason(e.value) == "condition"
+    storage.upload_bytes(b"x", url + "2", overwrite=False)
+    with pytest.raises(StorageFailure):
+        storage.upload_bytes(b"y", url + "2", overwrite=False)
+    assert storage.read_bytes(url + "2") == b"x"
+
+
+def test_corrupt_download_is_detected(blob_env, tmp_path):
+    server, container = blob_env
+    (tmp_path / "a").write_bytes(b"payload" * 100)
+    url = f"{server.account_url}/{container}/c.bin"
+    storage.upload(tmp_path / "a", url)
+    from azure.storage.blob import ContentSettings
+    server.service().get_blob_client(container, "c.bin").set_http_headers(
+        ContentSettings(content_md5=bytearray(hashlib.md5(b"other").digest())))
+    with pytest.raises(StorageFailure, match="corrupt"):
+        storage.download(url, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no temp file left behind
+
+
+def test_az_url_uses_connection_string_account(blob_env, tmp_path):
+    server, container = blob_env
+    (tmp_path / "a").write_bytes(b"hello")
+    storage.upload(tmp_path / "a", f"az://{container}/x/a.txt")
+    assert storage.read_bytes(f"{server.account_url}/{container}/x/a.txt") == b"hello"
+
+
+# --------------------------------------------------------------------------- SAS and errors
+
+def _sas(container, blob=None, expiry_hours=1.0, **perms):
+    from azure.storage.blob import (BlobSasPermissions, ContainerSasPermissions,
+                                    generate_blob_sas, generate_container_sas)
+    expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=expiry_hours)
+    if blob is None:
+        return generate_container_sas(ACCOUNT, container, account_key=KEY,
+                                      permission=ContainerSasPermissions(**perms), expiry=expiry)
+    return generate_blob_sas(ACCOUNT, container, blob, account_key=KEY,
+                             permission=BlobSasPermissions(**perms), expiry=expiry)
+
+
+@pytest.fixture
+def sas_setup(blob_env, tmp_path, monkeypatch):
+    """A blob in a container, then no connection string: only a SAS can authorise."""
+    server, container = blob_env
+    (tmp_path / "in.bin").write_bytes(os.urandom(10_000))
+    storage.upload(tmp_path / "in.bin", f"{server.account_url}/{container}/in.bin")
+    monkeypatch.delenv(storage.ENV_CONNECTION_STRING)
+    return server, container
+
+
+def test_sas_read_blob_and_container(sas_setup, tmp_path):
+    server, container = sas_setup
+    blob_sas = _sas(container, "in.bin", read=True)
+    storage.download(f"{server.account_url}/{container}/in.bin?{blob_sas}", tmp_path / "a")
+    cont_sas = _sas(container, read=True, list=True, write=True, create=True)
+    base = f"{server.account_url}/{container}"
+    assert [b.name for b in storage.list_blobs(f"{base}/?{cont_sas}")] == ["in.bin"]
+    storage.upload(tmp_path / "a", f"{base}/copy.bin?{cont_sas}")
+    assert storage.read_bytes(f"{base}/copy.bin?{cont_sas}") == (tmp_path / "in.bin").read_bytes()
+
+
+def test_read_only_sas_write_fails_cleanly(sas_setup, tmp_path):
+    server, container = sas_setup
+    sas = _sas(container, read=True, list=True)
+    with pytest.raises(StorageFailure) as e:
+        storage.upload(tmp_path / "in.bin", f"{server.account_url}/{container}/new.bin?{sas}")
+    msg = str(e.value)
+    assert "does not allow" in msg and "'rl'" in msg
+    assert_clean(msg, sas)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_expired_sas_fails_cleanly(sas_setup, tmp_path):
+    server, container = sas_setup
+    sas = _sas(container, "in.bin", expiry_hours=-1, read=True)
+    with pytest.raises(StorageFailure) as e:
+        storage.download(f"{server.account_url}/{container}/in.bin?{sas}", tmp_path / "x")
+    assert "expired" in str(e.value)
+    assert_clean(str(e.value), sas)
+
+
+def test_wrong_signature_sas_fails_cleanly(sas_setup, tmp_path):
+    server, container = sas_setup
+    sas = _sas(container, "in.bin", read=True).replace("sig=", "sig=AAAA")
+    with pytest.raises(StorageFailure) as e:
+        storage.read_bytes(f"{server.account_url}/{container}/in.bin?{sas}")
+    assert "SAS token" in str(e.value)
+    assert_clean(str(e.value), sas)
+
+
+def test_wrong_account_key_fails_cleanly(blob_env, monkeypatch, tmp_path):
+    server, container = blob_env
+    wrong = "A" * 86 + "=="
+    cs = server.connection_string(key=wrong)
+    monkeypatch.setenv(storage.ENV_CONNECTION_STRING, cs)
+    with pytest.raises(StorageFailure) as e:
+        storage.read_bytes(f"az://{container}/x")
+    assert "account key" in str(e.value)
+    assert_clean(str(e.value), wrong, cs)
+    assert e.value.exit_code == 6
+
+
+def test_malformed_connection_string(blob_env, monkeypatch):
+    server, container = blob_env
+    monkeypatch.setenv(storage.ENV_CONNECTION_STRING, f"garbage;{KEY}")
+    with pytest.raises(StorageFailure) as e:
+        storage.read_bytes(f"{server.account_url}/{container}/x")
+    assert "malformed" in str(e.value)
+    assert_clean(str(e.value), f"garbage;{KEY}")
+
+
+def test_missing_container_and_blob(blob_env, tmp_path):
+    server, container = blob_env
+    with pytest.raises(StorageFailure) as e:
+        storage.download(f"{server.account_url}/no-such-container/x.mp4", tmp_path / "x")
+    assert "container 'no-such-container' does not exist" in str(e.value)
+    assert storage.failure_reason(e.value) == "container-not-found"
+    with pytest.raises(StorageFailure) as e:
+        storage.upload(__file__, f"{server.account_url}/no-such-container/x.mp4")
+    assert "does not exist" in str(e.value)
+    with pytest.raises(StorageFailure) as e:
+        storage.download(f"{server.account_url}/{container}/missing.mp4", tmp_path / "x")
+    assert str(e.value).endswith("no such blob") and storage.failure_reason(e.value) == "blob-not-found"
+    assert_clean(str(e.value))
+    assert not list(tmp_path.iterdir())
+
+
+def test_unreachable_endpoint_fails_fast_and_cleanly(blob_env, tmp_path):
+    port = free_port()  # nothing listens there
+    sas = "sv=2024-01-01&sp=r&sig=TOPSECRET"
+    with pytest.raises(StorageFailure) as e:
+        storage.download(f"http://127.0.0.1:{port}/{ACCOUNT}/c01/x.mp4?{sas}", tmp_path / "x")
+    assert f"cannot reach Blob storage at 127.0.0.1:{port}" in str(e.value)
+    assert_clean(str(e.value), "TOPSECRET")
+
+
+def test_no_credential_found_is_one_clear_line(monkeypatch, tmp_path):
+    """DefaultAzureCredential's 'nothing configured' path (the only one testable here)."""
+    for var in list(os.environ):
+        if var.startswith(("AZURE_", "IDENTITY_", "MSI_")):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")  # skip the managed-identity network probe
+    monkeypatch.setattr(storage, "_default_credential", None)
+    with pytest.raises(StorageFailure) as e:
+        storage.read_bytes("https://nosuchacct0.blob.core.windows.net/c01/x.mp4")
+    msg = str(e.value)
+    assert "no Azure credential found" in msg and "AZURE_STORAGE_CONNECTION_STRING" in msg
+    assert_clean(msg)
+    with pytest.raises(StorageFailure, match="need https"):
+        storage.read_bytes(f"{DEV_URL}/c01/x.mp4")
+
+
+# --------------------------------------------------------------------------- work dirs
+
+@pytest.fixture(params=["local", "blob"])
+def work_dir(request, tmp_path):
+    if request.param == "local":
+        return storage.open_work_dir(tmp_path / "wd")
+    server, container = request.getfixturevalue("blob_env")
+    return storage.open_work_dir(f"az://{container}/jobs/job1")
+
+
+def test_work_dir_interface(work_dir, tmp_path):
+    assert work_dir.list() == [] and work_dir.get_json("plan.json") is None
+    seg = tmp_path / "seg.nut"
+    seg.write_bytes(os.urandom(3000))
+    work_dir.put_file(seg, "chunk-00012.nut")
+    work_dir.put_json("chunk-00012.json", {"frames": 30, "sha256": "ab"})
+    work_dir.put_json("plan.json", {"chunks": [1, 2]})
+    assert work_dir.list() == ["chunk-00012.json", "chunk-00012.nut", "plan.json"]
+    assert work_dir.get_json("chunk-00012.json") == {"frames": 30, "sha256": "ab"}
+    assert work_dir.exists("plan.json") and not work_dir.exists("chunk-00013.nut")
+    assert work_dir.get_file("chunk-00012.nut", tmp_path / "back" / "seg.nut")
+    assert (tmp_path / "back" / "seg.nut").read_bytes() == seg.read_bytes()
+    assert not work_dir.get_file("chunk-00013.nut", tmp_path / "nope")
+    work_dir.put_json("plan.json", {"chunks": [3]})
+    assert work_dir.get_json("plan.json") == {"chunks": [3]}
+    for bad in ("../x", "a/b", ".hidden", "..", ""):
+        with pytest.raises(ValueError):
+            work_dir.put_json(bad, {})
+    work_dir.remove("chunk-00012.nut")
+    assert "chunk-00012.nut" not in work_dir.list()
+    work_dir.remove_all()
+    assert work_dir.list() == []
+
+
+def test_blob_work_dir_ignores_nested_blobs(blob_env, tmp_path):
+    server, container = blob_env
+    wd = storage.open_work_dir(f"{server.account_url}/{container}/w")
+    storage.upload_bytes(b"{}", f"az://{container}/w/sub/plan.json")
+    storage.upload_bytes(b"{}", f"az://{container}/wx.json")
+    wd.put_json("plan.json", {})
+    assert wd.list() == ["plan.json"] and str(wd).endswith(f"/{container}/w/")
