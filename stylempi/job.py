@@ -1,0 +1,602 @@
+"""The MPI job: plan on rank 0, stylize chunks on every rank, assemble on rank 0.
+
+::
+
+    rank 0                         every rank (0 included)             rank 0
+    probe, index frames,  scatter  decode its chunks (seek+check),  gather  join segments by packet
+    plan chunks, load   ───────►   stylize in batches, encode   ───────►  copy, copy audio/subs,
+    model, check resume            segment files into work dir            rename onto OUTPUT
+
+Only chunk *lists* and small records travel over MPI; frames never do. Each
+rank reads the input and writes its encoded segments on the filesystem all
+ranks share, so rank 0's serial work is the index (a packet scan) and the final
+packet-copy join, both far faster than decoding or encoding.
+
+Finished chunks are durable in the work dir with a checksum, under a directory
+named by a key over everything that changes pixels (input content, model,
+precision, encoder settings, chunking); rerunning the same command reuses them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import __version__
+from .comm import Comm, get_comm
+from .errors import ModelLoadFailure, OutputFailure, StylempiError, UsageError
+from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
+                    choose_encoding, describe_video, file_sha256, index_frames, open_input,
+                    pick_video_stream, plan_stream_copy, decode_frames)
+from .plan import DEFAULT_CHUNK_FRAMES, Chunk, assign_chunks, plan_chunks
+from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_device, resolve_precision,
+                      threads_per_rank)
+
+#: Bumped when the segment format or chunking changes, so old work is never reused.
+WORK_FORMAT = 1
+
+
+@dataclass
+class RunOptions:
+    """Everything ``stylempi run`` takes; the CLI fills it from its flags."""
+
+    input: str
+    output: str
+    model: str
+    trust_model: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    video_stream: int | None = None
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    audio_codec: str | None = None
+    work_dir: str | None = None
+    restart: bool = False
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES
+    quiet: bool = False
+
+
+@dataclass
+class Prepared:
+    """What rank 0 decides before any rank works; broadcast to all."""
+
+    input: str
+    output: str
+    video: VideoStreamInfo
+    chunks: list[Chunk]
+    pending: list[int]
+    settings: EncodeSettings
+    copy: CopyPlan
+    job_dir: str
+    model_bytes: bytes
+    model_name: str
+    precision: str
+    key: str
+    device: str
+    batch_size: int | None
+    total_frames: int
+    reused_frames: int
+    notices: list[str] = field(default_factory=list)
+    plan_seconds: float = 0.0
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    frames: int
+    sha256: str
+
+
+@dataclass
+class RankStats:
+    rank: int
+    chunks: list[ChunkResult] = field(default_factory=list)
+    decode_s: float = 0.0
+    network_s: float = 0.0
+    encode_s: float = 0.0
+
+
+@dataclass
+class Summary:
+    """The outcome of a job, as printed on its last line."""
+
+    output: str
+    frames: int
+    chunks: int
+    reused_chunks: int
+    wall_s: float
+    plan_s: float
+    work_s: float
+    assemble_s: float
+    decode_s: float
+    network_s: float
+    encode_s: float
+    ranks: int
+
+    def line(self) -> str:
+        fps = self.frames / self.wall_s if self.wall_s else 0.0
+        return (f"stylempi: {self.frames} frames in {self.wall_s:.1f} s ({fps:.2f} frames/s) on "
+                f"{self.ranks} rank{'s' if self.ranks != 1 else ''}; {self.chunks} chunks, "
+                f"{self.reused_chunks} reused; plan {self.plan_s:.1f} s, stylize {self.work_s:.1f} s "
+                f"(summed over ranks: decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
+                f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s -> {self.output}")
+
+
+StylizerFactory = Callable[[Prepared, Comm], Stylizer]
+
+
+# ---------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------
+
+def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None,
+            comm: Comm | None = None, progress: Callable[[int, int], None] | None = None) -> Summary:
+    """Stylize ``options.input`` into ``options.output`` on every rank of ``comm``.
+
+    ``stylizer_factory`` replaces the network (benchmarks plug in stand-ins);
+    ``progress(done, total)`` is called on rank 0 as frames complete.
+    """
+    comm = comm or get_comm()
+    started = time.monotonic()
+    prepared = comm.on_root(lambda: prepare(options))
+    assignments = assign_chunks([prepared.chunks[i] for i in prepared.pending], comm.size) if comm.is_root else None
+    mine: list[Chunk] = comm.scatter(assignments)
+
+    work_started = time.monotonic()
+    bar = _ProgressBar(prepared, options.quiet or not comm.is_root, progress)
+    try:
+        stylizer = (stylizer_factory or build_stylizer)(prepared, comm)
+        stats = _work(prepared, mine, stylizer, comm, bar)
+    except BaseException as error:  # noqa: BLE001 - every failure must end the whole job
+        hint = (f" (finished chunks are kept in {prepared.job_dir}: rerun the same command to resume)")
+        if comm.size == 1:
+            bar.close()
+            if isinstance(error, (StylempiError, KeyboardInterrupt)):
+                raise _with_hint(error, hint) from None
+            raise
+        comm.abort(_with_hint(error, hint))
+        raise  # abort does not return under MPI
+    comm.finish_progress()
+    if comm.is_root:
+        while not comm.all_done:
+            bar.update(comm.poll_progress(block_until_done=True))
+    bar.close()
+    gathered = comm.gather(stats)
+    work_s = time.monotonic() - work_started
+
+    def finish() -> Summary:
+        assemble_started = time.monotonic()
+        _finish(prepared, gathered or [])
+        assembled = time.monotonic() - assemble_started
+        ranks = gathered or []
+        return Summary(
+            output=prepared.output, frames=prepared.total_frames, chunks=len(prepared.chunks),
+            reused_chunks=len(prepared.chunks) - len(prepared.pending),
+            wall_s=time.monotonic() - started, plan_s=prepared.plan_seconds, work_s=work_s,
+            assemble_s=assembled, decode_s=sum(r.decode_s for r in ranks),
+            network_s=sum(r.network_s for r in ranks), encode_s=sum(r.encode_s for r in ranks),
+            ranks=comm.size)
+
+    return comm.on_root(finish)
+
+
+def _with_hint(error: BaseException, hint: str) -> BaseException:
+    if isinstance(error, StylempiError):
+        wrapped = StylempiError(f"{error}{hint}")
+        wrapped.exit_code = error.exit_code
+        return wrapped
+    if isinstance(error, KeyboardInterrupt):
+        wrapped = StylempiError(f"interrupted{hint}")
+        wrapped.exit_code = 130
+        return wrapped
+    wrapped = StylempiError(f"internal error: {type(error).__name__}: {error}{hint}")
+    wrapped.exit_code = 70
+    return wrapped
+
+
+# ---------------------------------------------------------------------------
+# Rank 0: preparing
+# ---------------------------------------------------------------------------
+
+def prepare(options: RunOptions) -> Prepared:
+    """Validate everything, index the input, plan chunks and find reusable work."""
+    started = time.monotonic()
+    input_path = Path(options.input)
+    output_path = Path(options.output)
+    if options.chunk_frames < 1:
+        raise UsageError("--chunk-frames must be at least 1")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    with open_input(input_path) as container:  # existence, emptiness, format
+        video_stream = pick_video_stream(container, options.video_stream)
+        video = describe_video(container, video_stream)
+    if output_path.exists() and input_path.exists() and os.path.samefile(output_path, input_path) \
+            or output_path.resolve() == input_path.resolve():
+        raise UsageError("OUTPUT is the same file as INPUT; write the result to a new file")
+    settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
+    copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec)
+    notices = list(copy.dropped)
+    _check_writable_dir(output_path.parent, "OUTPUT's directory")
+
+    model_bytes, model_name = read_model(options.model)
+    from .model import load_network
+    load_network(model_bytes, trust=options.trust_model, name=model_name)  # fail here, not on every rank
+
+    precision = resolve_precision(options.precision, resolve_device(options.device))
+    index = index_frames(input_path, video.index)
+    chunks = plan_chunks(index.pts, index.keyframes, options.chunk_frames)
+    key = job_key(input_path, video, model_bytes, precision, settings, options.chunk_frames)
+    job_dir = _job_dir(options, output_path, key)
+    pending, reused_frames = _find_reusable(job_dir, chunks)
+    _write_json(job_dir / "plan.json", {
+        "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
+        "model": model_name, "precision": precision, "encoding": settings.as_dict(),
+        "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
+                   for c in chunks]})
+    return Prepared(
+        input=str(input_path.resolve()), output=str(output_path.resolve()), video=video, chunks=chunks,
+        pending=pending, settings=settings, copy=copy, job_dir=str(job_dir), model_bytes=model_bytes,
+        model_name=model_name, precision=precision, key=key, device=options.device,
+        batch_size=options.batch_size, total_frames=len(index.pts),
+        reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started)
+
+
+def read_model(spec: str) -> tuple[bytes, str]:
+    """Checkpoint bytes for ``--model``: a file path or a built-in style name."""
+    from .styles import BUILTIN, builtin_checkpoint
+    path = Path(spec)
+    if not path.exists():
+        builtin = builtin_checkpoint(spec)
+        if builtin is not None:
+            return builtin.read_bytes(), f"built-in style {spec}"
+        names = ", ".join(sorted(BUILTIN)) or "none installed"
+        raise ModelLoadFailure(f"model {spec} is neither a file nor a built-in style "
+                               f"(built-in styles: {names}; see `stylempi models`)")
+    if path.is_dir():
+        raise ModelLoadFailure(f"model {spec} is a directory; give a .pth checkpoint file")
+    try:
+        return path.read_bytes(), f"model {spec}"
+    except OSError as exc:
+        raise ModelLoadFailure(f"cannot read model {spec}: {exc.strerror}") from None
+
+
+def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
+            settings: EncodeSettings, chunk_frames: int) -> str:
+    """A digest of everything that decides the output's pixels and chunk boundaries."""
+    identity = {
+        "format": WORK_FORMAT, "stylempi": __version__,
+        "input_size": input_path.stat().st_size, "input_sha256": file_sha256(input_path),
+        "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
+    base = Path(options.work_dir) if options.work_dir else output_path.parent
+    root = base / f".{output_path.name}.stylempi"
+    job_dir = root / key[:20]
+    try:
+        if options.restart and root.exists():
+            shutil.rmtree(root)
+        if root.exists():  # earlier jobs for this OUTPUT with other inputs/settings are obsolete
+            for stale in root.iterdir():
+                if stale.name != job_dir.name:
+                    shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        job_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFailure(f"cannot use work dir {root}: {exc.strerror or exc}") from None
+    _check_writable_dir(job_dir, "the work dir")
+    return job_dir
+
+
+def _find_reusable(job_dir: Path, chunks: Sequence[Chunk]) -> tuple[list[int], int]:
+    """Indexes of chunks still to do, and the frames already done (checksums verified)."""
+    pending: list[int] = []
+    reused = 0
+    for chunk in chunks:
+        record = _read_json(_record_path(job_dir, chunk.index))
+        segment = _segment_path(job_dir, chunk.index)
+        if (record and record.get("frames") == chunk.frames and record.get("first_pts") == chunk.first
+                and record.get("last_pts") == chunk.last and segment.is_file()
+                and file_sha256(segment) == record.get("sha256")):
+            reused += chunk.frames
+        else:
+            pending.append(chunk.index)
+    return pending, reused
+
+
+def _check_writable_dir(directory: Path, what: str) -> None:
+    if not directory.is_dir():
+        raise OutputFailure(f"{what} {directory} does not exist")
+    probe = directory / f".stylempi-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputFailure(f"cannot write to {what} {directory}: {exc.strerror or exc}") from None
+
+
+def _segment_path(job_dir: Path | str, index: int) -> Path:
+    return Path(job_dir) / f"chunk-{index:05d}.nut"
+
+
+def _record_path(job_dir: Path | str, index: int) -> Path:
+    return Path(job_dir) / f"chunk-{index:05d}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write atomically: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputFailure(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Every rank: working
+# ---------------------------------------------------------------------------
+
+def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
+    """The real network on this rank's device (its own GPU among the node's ranks)."""
+    import torch
+
+    from .model import load_network
+
+    device = resolve_device(prepared.device, comm.local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(threads_per_rank(comm.local_size))
+    network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
+    batch = prepared.batch_size or default_batch_size(device)
+    return NetworkStylizer(network, device, prepared.precision, batch)
+
+
+def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm,
+          bar: "_ProgressBar") -> RankStats:
+    """Decode, stylize and encode this rank's chunks, three stages in parallel threads."""
+    stats = RankStats(rank=comm.rank)
+    batch_size = getattr(stylizer, "batch_size", 1) or 1
+    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=2)
+    encoder = _EncoderThread(prepared, stats)
+    try:
+        for chunk, pts, frames in batches:
+            if frames is None:
+                encoder.put((chunk, None, None))
+                continue
+            t = time.monotonic()
+            styled = stylizer(frames)
+            stats.network_s += time.monotonic() - t
+            if len(styled) != len(frames):
+                raise StylempiError("the stylizer returned a different number of frames than it was given")
+            encoder.put((chunk, pts, styled))
+            if comm.is_root:
+                bar.update(len(frames) + comm.poll_progress())
+            else:
+                comm.report_progress(len(frames))
+        encoder.close()
+    finally:
+        batches.stop()
+        encoder.stop()
+    return stats
+
+
+def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
+                     stats: RankStats) -> Iterator[tuple[Chunk, list[int] | None, list[np.ndarray] | None]]:
+    for chunk in chunks:
+        pts: list[int] = []
+        frames: list[np.ndarray] = []
+        t = time.monotonic()
+        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts):
+            pts.append(p)
+            frames.append(rgb)
+            if len(frames) == batch_size:
+                stats.decode_s += time.monotonic() - t
+                yield chunk, pts, frames
+                pts, frames = [], []
+                t = time.monotonic()
+        stats.decode_s += time.monotonic() - t
+        if frames:
+            yield chunk, pts, frames
+        yield chunk, None, None  # end of chunk
+
+
+class _Prefetch:
+    """Run an iterator in a thread, a few items ahead (decoding overlaps the network)."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fill, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                while not self._stopped.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stopped.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._error = exc
+        self._queue.put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class _EncoderThread:
+    """Encode stylized batches into segment files while the network runs on the next."""
+
+    def __init__(self, prepared: Prepared, stats: RankStats):
+        self._prepared = prepared
+        self._stats = stats
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._writer: SegmentWriter | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        self.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass
+        if self._writer is not None:
+            self._writer.abort()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                t = time.monotonic()
+                self._handle(*item)
+                self._stats.encode_s += time.monotonic() - t
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            self._error = exc
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
+
+    def _handle(self, chunk: Chunk, pts: list[int] | None, frames: list[np.ndarray] | None) -> None:
+        job_dir = Path(self._prepared.job_dir)
+        final = _segment_path(job_dir, chunk.index)
+        partial = final.with_name(final.stem + ".partial.nut")
+        if frames is None:  # end of chunk: make it durable
+            writer, self._writer = self._writer, None
+            if writer is None or writer.frames != chunk.frames:
+                raise StylempiError(f"chunk {chunk.index} produced {writer.frames if writer else 0} frames, "
+                                    f"planned {chunk.frames}")
+            writer.close()
+            digest = file_sha256(partial)
+            try:
+                os.replace(partial, final)
+            except OSError as exc:
+                raise OutputFailure(f"cannot write {final}: {exc.strerror or exc}") from None
+            _write_json(_record_path(job_dir, chunk.index), {
+                "index": chunk.index, "frames": chunk.frames, "first_pts": chunk.first,
+                "last_pts": chunk.last, "sha256": digest})
+            self._stats.chunks.append(ChunkResult(chunk.index, chunk.frames, digest))
+            return
+        if self._writer is None:
+            self._writer = SegmentWriter(partial, self._prepared.settings)
+        for p, rgb in zip(pts, frames):
+            if rgb.shape[:2] != (self._prepared.settings.height, self._prepared.settings.width):
+                raise StylempiError(f"the stylizer changed the frame size to {rgb.shape[1]}x{rgb.shape[0]}")
+            self._writer.write(p, rgb)
+
+
+# ---------------------------------------------------------------------------
+# Rank 0: assembling
+# ---------------------------------------------------------------------------
+
+def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
+    job_dir = Path(prepared.job_dir)
+    done = {c.index for r in ranks for c in r.chunks}
+    missing = [i for i in prepared.pending if i not in done]
+    if missing:
+        raise StylempiError(f"chunks {missing[:5]} were not produced; rerun the same command to finish them")
+    segments = [_segment_path(job_dir, c.index) for c in prepared.chunks]
+    assemble(prepared.input, prepared.video, segments, prepared.copy.copy, prepared.output)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    try:
+        job_dir.parent.rmdir()  # the per-OUTPUT work root, when nothing else is in it
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------
+
+class _ProgressBar:
+    """One bar on rank 0 for frames done over all ranks, with rate and ETA."""
+
+    def __init__(self, prepared: Prepared, silent: bool, callback: Callable[[int, int], None] | None):
+        self._callback = callback
+        self._done = prepared.reused_frames
+        self._total = prepared.total_frames
+        self._bar = None
+        if not silent:
+            for notice in prepared.notices:
+                print(f"stylempi: note: {notice}", file=sys.stderr)
+            from tqdm import tqdm
+            self._bar = tqdm(total=self._total, initial=self._done, unit="frame", desc="stylize",
+                             file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                             disable=None if not os.environ.get("STYLEMPI_PROGRESS") else False)
+
+    def update(self, frames: int) -> None:
+        if not frames:
+            return
+        self._done += frames
+        if self._bar is not None:
+            self._bar.update(frames)
+        if self._callback is not None:
+            self._callback(self._done, self._total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,607 @@
+"""Media I/O with PyAV: probe, index, decode exact frame runs, encode segments, assemble.
+
+Everything happens in process (PyAV bundles FFmpeg): no frames on disk as
+images, no ``ffmpeg`` command lines. Timestamps are carried as integers in the
+input stream's time base, so nothing is ever re-timed.
+
+The data path of a job:
+
+1. :func:`index_frames` lists the presentation timestamps and keyframes of the
+   chosen video stream by demuxing packets (no decoding, so it is fast).
+2. :func:`decode_frames` yields exactly the frames of one chunk as RGB arrays,
+   seeking from the keyframe before it and checking every timestamp, because a
+   seek does not always land where asked.
+3. :class:`SegmentWriter` encodes a rank's stylized chunk into a NUT file (any
+   codec, any time base, exact timestamps).
+4. :func:`assemble` joins the segments by packet copy and muxes the original
+   audio and subtitle packets untouched, interleaved by time, into a temporary
+   file that is renamed onto OUTPUT only when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import av
+import numpy as np
+
+from .errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+
+#: Codec chosen for OUTPUT's container when --codec is not given.
+DEFAULT_CODECS = {"webm": "libvpx-vp9", "ogg": "libtheora"}
+FALLBACK_CODEC = "libx264"
+
+
+# ---------------------------------------------------------------------------
+# Opening and describing inputs
+# ---------------------------------------------------------------------------
+
+def open_input(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open a media file, turning every failure into one clear :class:`VideoOpenFailure`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoOpenFailure(f"input {path} does not exist")
+    if os.path.isdir(path):
+        raise VideoOpenFailure(f"input {path} is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoOpenFailure(f"input {path} is empty")
+    try:
+        return av.open(path, metadata_errors="replace")
+    except av.error.FFmpegError as exc:
+        raise VideoOpenFailure(f"cannot read {path} as a video: {_ffmpeg_reason(exc)}") from None
+
+
+def pick_video_stream(container: av.container.InputContainer, index: int | None = None) -> av.video.stream.VideoStream:
+    """The stream FFmpeg would pick (``streams.best``), or stream number ``index``."""
+    videos = [s for s in container.streams.video if not _is_attached_picture(s)]
+    if index is not None:
+        if index < 0 or index >= len(container.streams) or container.streams[index].type != "video":
+            choices = ", ".join(str(s.index) for s in videos) or "none"
+            raise UsageError(f"--video-stream {index} is not a video stream of {container.name} "
+                             f"(video streams: {choices})")
+        return container.streams[index]
+    if not videos:
+        raise VideoOpenFailure(f"{container.name} holds no video stream "
+                               "(an audio-only file or a document?); give a video file")
+    best = container.streams.best("video")
+    return best if best is not None and not _is_attached_picture(best) else videos[0]
+
+
+def _is_attached_picture(stream) -> bool:
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except Exception:  # noqa: BLE001 - older PyAV without dispositions
+        return False
+
+
+@dataclass
+class VideoStreamInfo:
+    """What the output must reproduce of the chosen video stream."""
+
+    index: int
+    codec: str
+    width: int
+    height: int
+    time_base: Fraction
+    start_pts: int | None
+    sample_aspect_ratio: Fraction | None
+    rotation: int
+    pix_fmt: str | None
+    frame_rate: Fraction | None
+
+
+def describe_video(container: av.container.InputContainer, stream) -> VideoStreamInfo:
+    """Size, aspect, rotation and timing of ``stream`` (decodes its first frame for rotation)."""
+    ctx = stream.codec_context
+    rotation = 0
+    width, height = ctx.width, ctx.height
+    try:
+        for frame in container.decode(stream):
+            rotation = int(round(frame.rotation or 0)) % 360
+            width, height = frame.width, frame.height
+            break
+    except av.error.FFmpegError as exc:
+        raise VideoOpenFailure(f"cannot decode video of {container.name}: {_ffmpeg_reason(exc)}") from None
+    sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
+    return VideoStreamInfo(
+        index=stream.index, codec=ctx.name, width=width, height=height,
+        time_base=Fraction(stream.time_base), start_pts=stream.start_time,
+        sample_aspect_ratio=Fraction(sar) if sar else None, rotation=rotation,
+        pix_fmt=ctx.pix_fmt, frame_rate=Fraction(stream.average_rate) if stream.average_rate else None)
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """A JSON-ready description of every stream, plus a frame count of the best video stream."""
+    with open_input(path) as container:
+        best = None
+        try:
+            best = pick_video_stream(container)
+        except VideoOpenFailure:
+            pass
+        streams = []
+        for s in container.streams:
+            ctx = s.codec_context
+            entry: dict = {"index": s.index, "type": s.type, "codec": ctx.name if ctx else None,
+                           "time_base": str(s.time_base) if s.time_base else None,
+                           "start_time": _seconds(s.start_time, s.time_base),
+                           "duration": _seconds(s.duration, s.time_base),
+                           "language": s.language, "default_pick": best is not None and s.index == best.index}
+            if s.type == "audio":
+                entry.update(sample_rate=ctx.sample_rate, channels=ctx.channels,
+                             layout=ctx.layout.name if ctx.layout else None)
+            streams.append(entry)
+        result = {"path": os.fspath(path), "format": container.format.name,
+                  "duration": container.duration / av.time_base if container.duration else None,
+                  "streams": streams, "video": None,
+                  "audio_tracks": sum(1 for s in container.streams if s.type == "audio"),
+                  "subtitle_tracks": sum(1 for s in container.streams if s.type == "subtitle")}
+    if best is not None:
+        index = index_frames(path, best.index)
+        with open_input(path) as container:
+            info = describe_video(container, container.streams[best.index])
+        span = index.seconds(index.pts[-1]) - index.seconds(index.pts[0]) if index.pts else 0
+        result["video"] = {
+            "stream": info.index, "codec": info.codec, "width": info.width, "height": info.height,
+            "sample_aspect_ratio": str(info.sample_aspect_ratio) if info.sample_aspect_ratio else None,
+            "rotation": info.rotation, "pix_fmt": info.pix_fmt,
+            "frames": len(index.pts), "keyframes": len(index.keyframes),
+            "frame_rate": float(info.frame_rate) if info.frame_rate else None,
+            "variable_frame_rate": index.is_variable_rate(),
+            "start_time": float(index.seconds(index.pts[0])) if index.pts else None,
+            "duration": float(span + index.mean_frame_duration()) if index.pts else 0.0,
+        }
+    return result
+
+
+def _seconds(value: int | None, time_base) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+# ---------------------------------------------------------------------------
+# The frame index
+# ---------------------------------------------------------------------------
+
+@dataclass
+class FrameIndex:
+    """Presentation timestamps of every frame a sequential decode yields, and keyframes."""
+
+    time_base: Fraction
+    pts: list[int]
+    keyframes: list[int] = field(default_factory=list)
+
+    def seconds(self, pts: int) -> Fraction:
+        return pts * self.time_base
+
+    def mean_frame_duration(self) -> Fraction:
+        if len(self.pts) < 2:
+            return Fraction(0)
+        return (self.pts[-1] - self.pts[0]) * self.time_base / (len(self.pts) - 1)
+
+    def is_variable_rate(self) -> bool:
+        steps = {b - a for a, b in zip(self.pts, self.pts[1:])}
+        return len(steps) > 1 and (max(steps) - min(steps)) > 1
+
+
+def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
+    """List frame timestamps by demuxing packets; decode only when packets lack timestamps.
+
+    Packets flagged for discard (e.g. cut by an MP4 edit list) are left out,
+    exactly as the decoder leaves their frames out.
+    """
+    with open_input(path) as container:
+        stream = container.streams[stream_index]
+        time_base = Fraction(stream.time_base)
+        pts: list[int] = []
+        keys: list[int] = []
+        complete = True
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None:
+                    complete = False
+                    break
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.error.FFmpegError as exc:
+            raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
+    pts.sort()
+    if complete and len(set(pts)) == len(pts) and pts:
+        return FrameIndex(time_base, pts, sorted(keys))
+    return _index_by_decoding(path, stream_index)
+
+
+def _index_by_decoding(path, stream_index: int) -> FrameIndex:
+    """Slow path for streams whose packets carry no timestamps: decode everything once."""
+    with open_input(path) as container:
+        stream = container.streams[stream_index]
+        stream.thread_type = "AUTO"
+        pts: list[int] = []
+        keys: list[int] = []
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    raise VideoOpenFailure(f"{path}: video frames carry no timestamps; remux it "
+                                           "into MP4 or MKV first")
+                pts.append(frame.pts)
+                if frame.key_frame:
+                    keys.append(frame.pts)
+        except av.error.FFmpegError as exc:
+            raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
+    if not pts:
+        raise VideoOpenFailure(f"{path} holds a video stream with no decodable frames")
+    if any(b <= a for a, b in zip(pts, pts[1:])):
+        raise VideoOpenFailure(f"{path}: video timestamps are not strictly increasing; remux it first")
+    return FrameIndex(Fraction(container.streams[stream_index].time_base), pts, keys)
+
+
+# ---------------------------------------------------------------------------
+# Decoding exactly one chunk
+# ---------------------------------------------------------------------------
+
+def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(pts, rgb24 array)`` for exactly the frames ``pts``, in order.
+
+    Seeks to the keyframe before the first frame. Seeking is not exact on
+    every container (on an MPEG-2 program stream a backward seek can land
+    *after* the target), so when the first decoded frame is already past the
+    wanted one, the seek is retried further back, then from the very start.
+    Any frame that differs from the plan raises :class:`VideoDecodeFailure`.
+    """
+    if not pts:
+        return
+    first = pts[0]
+    time_base = None
+    for back_seconds in (0, 1, 4, 16, 64, None):
+        with open_input(path) as container:
+            stream = container.streams[stream_index]
+            stream.thread_type = "AUTO"
+            time_base = Fraction(stream.time_base)
+            if back_seconds is not None:
+                target = first - int(back_seconds / time_base)
+                start = stream.start_time if stream.start_time is not None else target
+                if target > start:
+                    try:
+                        container.seek(target, stream=stream, backward=True, any_frame=False)
+                    except av.error.FFmpegError:
+                        continue
+            frames = container.decode(stream)
+            want = 0
+            try:
+                for frame in frames:
+                    if frame.pts is None:
+                        raise VideoDecodeFailure(f"{path}: a decoded frame has no timestamp")
+                    if want == 0:
+                        if frame.pts < first:
+                            continue
+                        if frame.pts > first:
+                            break  # the seek overshot: try further back
+                    if frame.pts != pts[want]:
+                        raise VideoDecodeFailure(
+                            f"{path}: frame at {float(frame.pts * time_base):.6f}s differs from the index "
+                            f"(expected {float(pts[want] * time_base):.6f}s); the stream may be damaged")
+                    yield frame.pts, frame.to_ndarray(format="rgb24")
+                    want += 1
+                    if want == len(pts):
+                        return
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeFailure(f"{path}: decoding failed near "
+                                         f"{float(pts[want] * time_base):.3f}s: {_ffmpeg_reason(exc)}") from None
+            if want:
+                missing = float(pts[want] * time_base)
+                raise VideoDecodeFailure(f"{path}: the stream ended or broke before the frame at {missing:.6f}s "
+                                         f"({len(pts) - want} frames of this chunk missing); the file is damaged")
+    raise VideoDecodeFailure(f"{path}: could not reach the frame at {float(first * time_base):.6f}s by seeking "
+                             "or by decoding from the start")
+
+
+# ---------------------------------------------------------------------------
+# Output settings and encoding segments
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything that decides the bytes of the encoded video (part of the resume key)."""
+
+    codec: str
+    pix_fmt: str
+    options: tuple[tuple[str, str], ...]
+    width: int
+    height: int
+    time_base: Fraction
+    sample_aspect_ratio: Fraction | None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["time_base"] = str(self.time_base)
+        d["sample_aspect_ratio"] = str(self.sample_aspect_ratio) if self.sample_aspect_ratio else None
+        d["options"] = dict(self.options)
+        return d
+
+
+def output_format(path: str | os.PathLike) -> av.container.OutputContainer:
+    """Open a throwaway output container of OUTPUT's type, to ask what it can hold."""
+    suffix = Path(path).suffix
+    if not suffix:
+        raise UsageError(f"OUTPUT {path} has no extension; name it .mp4, .mkv, .mov or .webm")
+    probe_path = Path(os.devnull)
+    try:
+        return av.open(os.fspath(probe_path), "w", format=_format_name_for(suffix))
+    except (ValueError, av.error.FFmpegError):
+        raise UsageError(f"unknown output type {suffix!r}; name OUTPUT .mp4, .mkv, .mov or .webm") from None
+
+
+def _format_name_for(suffix: str) -> str:
+    import av.format as avformat  # local: only needed here
+    wanted = suffix.lstrip(".").lower()
+    names = {"mkv": "matroska", "mp4": "mp4", "mov": "mov", "webm": "webm", "m4v": "mp4",
+             "avi": "avi", "ts": "mpegts", "mpg": "mpeg", "ogv": "ogg", "nut": "nut", "flv": "flv"}
+    if wanted in names:
+        return names[wanted]
+    for name in sorted(av.formats_available):
+        try:
+            fmt = avformat.ContainerFormat(name, "w")
+        except (ValueError, av.error.FFmpegError):
+            continue
+        if wanted in (fmt.extensions or set()):
+            return name
+    raise ValueError(wanted)
+
+
+def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, codec: str | None,
+                    crf: int | None, preset: str | None) -> EncodeSettings:
+    """Pick codec, pixel format and encoder options for OUTPUT's container."""
+    container = output_format(output_path)
+    try:
+        ext = Path(output_path).suffix.lstrip(".").lower()
+        codec = codec or DEFAULT_CODECS.get(ext, FALLBACK_CODEC)
+        try:
+            enc = av.Codec(codec, "w")
+        except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+            raise UsageError(f"unknown video encoder {codec!r}; try libx264, libx265 or libvpx-vp9") from None
+        if enc.type != "video":
+            raise UsageError(f"{codec} is not a video encoder")
+        if enc.name not in container.supported_codecs and codec not in container.supported_codecs:
+            raise OutputFailure(f"a .{ext} file cannot hold {codec} video; choose another --codec "
+                                "or name OUTPUT .mkv")
+    finally:
+        container.close()
+    even = video.width % 2 == 0 and video.height % 2 == 0
+    formats = {f.name for f in (enc.video_formats or [])}
+    pix_fmt = "yuv420p" if even and ("yuv420p" in formats or not formats) else "yuv444p"
+    if formats and pix_fmt not in formats:
+        raise UsageError(f"{codec} cannot encode {video.width}x{video.height} frames exactly "
+                         "(odd sizes need 4:4:4); try --codec libx264")
+    options: dict[str, str] = {}
+    if enc.name in ("libx264", "libx265"):
+        options["crf"] = str(18 if crf is None else crf)
+        options["preset"] = preset or "medium"
+        # No B-frames: every segment's decode order equals presentation order,
+        # so segments encoded apart join into one stream with monotonic DTS.
+        if enc.name == "libx264":
+            options["bf"] = "0"
+        else:
+            options["x265-params"] = "bframes=0:log-level=error"
+    elif enc.name in ("libvpx-vp9", "libvpx"):
+        options.update({"crf": str(31 if crf is None else crf), "b": "0", "row-mt": "1",
+                        "deadline": "good", "cpu-used": "4"})
+    elif enc.name == "libsvtav1":
+        options.update({"crf": str(35 if crf is None else crf), "preset": preset or "8"})
+    elif crf is not None:
+        options["crf"] = str(crf)
+    return EncodeSettings(enc.name, pix_fmt, tuple(sorted(options.items())), video.width, video.height,
+                          video.time_base, video.sample_aspect_ratio)
+
+
+class SegmentWriter:
+    """Encode one chunk of stylized frames into a NUT file with the input's timestamps."""
+
+    def __init__(self, path: str | os.PathLike, settings: EncodeSettings):
+        self.path = os.fspath(path)
+        self.settings = settings
+        try:
+            self._container = av.open(self.path, "w", format="nut")
+        except av.error.FFmpegError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {_ffmpeg_reason(exc)}") from None
+        stream = self._container.add_stream(settings.codec, options=dict(settings.options))
+        stream.width = settings.width
+        stream.height = settings.height
+        stream.pix_fmt = settings.pix_fmt
+        stream.time_base = settings.time_base
+        stream.codec_context.time_base = settings.time_base
+        if settings.sample_aspect_ratio:
+            stream.codec_context.sample_aspect_ratio = settings.sample_aspect_ratio
+        self._stream = stream
+        self.frames = 0
+
+    def write(self, pts: int, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.settings.time_base
+        self._mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._mux(self._stream.encode(None))
+        self._container.close()
+
+    def abort(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - we are already failing
+            pass
+        Path(self.path).unlink(missing_ok=True)
+
+    def _mux(self, packets) -> None:
+        try:
+            self._container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {_ffmpeg_reason(exc)}") from None
+        except OSError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------
+
+@dataclass
+class CopyPlan:
+    """Which input streams go to the output as packet copies, and which are dropped."""
+
+    copy: list[int]
+    dropped: list[str]
+
+
+def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLike, video_index: int,
+                     audio_codec: str | None = None) -> CopyPlan:
+    """Decide which audio/subtitle streams OUTPUT's container can hold, before any work.
+
+    Audio is never silently re-encoded: an audio codec the container cannot hold
+    is an error that names a container that can.
+    """
+    container = output_format(output_path)
+    supported = container.supported_codecs
+    container.close()
+    ext = Path(output_path).suffix.lower()
+    copy: list[int] = []
+    dropped: list[str] = []
+    with open_input(input_path) as inp:
+        for s in inp.streams:
+            if s.index == video_index:
+                continue
+            name = s.codec_context.name if s.codec_context else "unknown"
+            if s.type == "video":
+                dropped.append(f"video stream {s.index} ({name}): only one video stream is stylized")
+            elif s.type == "audio":
+                if name in supported:
+                    copy.append(s.index)
+                elif audio_codec:
+                    raise UsageError("--audio-codec re-encoding is not supported yet; "
+                                     f"name OUTPUT .mkv to keep {name} audio untouched")
+                else:
+                    raise OutputFailure(
+                        f"a {ext} file cannot hold the input's {name} audio (stream {s.index}); "
+                        "name OUTPUT .mkv (it holds any audio), or pass --audio-codec to re-encode")
+            elif s.type == "subtitle":
+                if name in supported:
+                    copy.append(s.index)
+                else:
+                    dropped.append(f"subtitle stream {s.index} ({name}): a {ext} file cannot hold it")
+            else:
+                dropped.append(f"{s.type} stream {s.index} ({name})")
+    return CopyPlan(copy, dropped)
+
+
+def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Sequence[str | os.PathLike],
+             copy_streams: Sequence[int], output_path: str | os.PathLike) -> None:
+    """Join segment packets and copy the other streams' packets into OUTPUT, atomically.
+
+    Packets from all sources are merged by decode time so the muxer never
+    buffers more than a few of them: memory stays flat for any video length.
+    """
+    output_path = Path(output_path)
+    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    try:
+        _assemble_to(input_path, video, segments, copy_streams, partial, output_path.suffix)
+        os.replace(partial, output_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, partial: Path, suffix: str) -> None:
+    if not segments:
+        raise OutputFailure("no video segments to assemble")
+    try:
+        out = av.open(os.fspath(partial), "w", format=_format_name_for(suffix))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise OutputFailure(f"cannot create {partial.parent / partial.name}: {_ffmpeg_reason(exc)}") from None
+    inp = open_input(input_path)
+    first = av.open(os.fspath(segments[0]))
+    try:
+        template = first.streams.video[0]
+        extradata = template.codec_context.extradata
+        ovideo = out.add_stream_from_template(template)
+        ovideo.time_base = video.time_base
+        if video.rotation:
+            ovideo.set_display_rotation(video.rotation)
+        if video.sample_aspect_ratio:
+            ovideo.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
+        copies = {}
+        for index in copy_streams:
+            source = inp.streams[index]
+            target = out.add_stream_from_template(source)
+            target.time_base = source.time_base
+            try:
+                target.disposition = source.disposition
+            except Exception:  # noqa: BLE001 - dispositions are cosmetic
+                pass
+            if source.language:
+                target.metadata["language"] = source.language
+            copies[index] = target
+        out.start_encoding()
+
+        def video_packets() -> Iterator[av.Packet]:
+            for path in segments:
+                with av.open(os.fspath(path)) as seg:
+                    stream = seg.streams.video[0]
+                    if stream.codec_context.extradata != extradata:
+                        raise OutputFailure(f"segment {path} was encoded with other settings than the first; "
+                                            "rerun with --restart")
+                    for packet in seg.demux(stream):
+                        if packet.size:
+                            packet.stream = ovideo
+                            yield packet
+
+        def copied_packets() -> Iterator[av.Packet]:
+            if not copies:
+                return
+            for packet in inp.demux(*[inp.streams[i] for i in copies]):
+                if packet.size == 0 or packet.dts is None and packet.pts is None:
+                    continue
+                packet.stream = copies[packet.stream_index]
+                yield packet
+
+        for packet in heapq.merge(video_packets(), copied_packets(), key=_packet_time):
+            out.mux(packet)
+        out.close()
+    except av.error.FFmpegError as exc:
+        raise OutputFailure(f"cannot write {partial}: {_ffmpeg_reason(exc)}") from None
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {partial}: {exc.strerror or exc}") from None
+    finally:
+        first.close()
+        inp.close()
+        try:
+            out.close()
+        except Exception:  # noqa: BLE001 - already closed, or failing anyway
+            pass
+
+
+def _packet_time(packet: av.Packet) -> Fraction:
+    ts = packet.dts if packet.dts is not None else packet.pts
+    return Fraction(ts or 0) * Fraction(packet.time_base)
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    """FFmpeg's own words, without the file name it likes to repeat."""
+    if isinstance(exc, av.error.FFmpegError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)

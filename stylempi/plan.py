@@ -1,0 +1,89 @@
+"""Work planning: cut a video's frames into chunks and hand chunks to ranks.
+
+Pure logic, no MPI and no I/O, so it can be tested on its own.
+
+A *chunk* is a run of consecutive frames (in presentation order), named by the
+frames' timestamps. The cut points depend only on the video (its timestamps and
+keyframes) and the target chunk length, never on the number of ranks: the same
+video gives the same chunks on 1 or 100 ranks, so outputs are reproducible and
+a job can resume with a different rank count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+#: Default target chunk length in frames. Long enough that the seek to the
+#: chunk's keyframe is cheap next to the network, short enough to balance load.
+DEFAULT_CHUNK_FRAMES = 48
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames ``pts`` (stream time-base units, ascending) stylized as one segment."""
+
+    index: int
+    pts: tuple[int, ...]
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+    @property
+    def first(self) -> int:
+        return self.pts[0]
+
+    @property
+    def last(self) -> int:
+        return self.pts[-1]
+
+
+def plan_chunks(pts: Sequence[int], keyframes: Sequence[int] | set[int] = (),
+                target: int = DEFAULT_CHUNK_FRAMES) -> list[Chunk]:
+    """Cut ``pts`` (ascending, unique) into chunks of about ``target`` frames.
+
+    A chunk ends at the first keyframe once it holds ``target`` frames, so that
+    most chunks start on a keyframe and decode without waste; when keyframes are
+    sparse a chunk is cut at ``2 * target`` frames regardless (its decoder then
+    seeks to the keyframe before it and skips the frames in between).
+    """
+    if target < 1:
+        raise ValueError("target chunk length must be at least 1 frame")
+    if any(b <= a for a, b in zip(pts, pts[1:])):
+        raise ValueError("frame timestamps must be strictly increasing")
+    keys = set(keyframes)
+    chunks: list[Chunk] = []
+    start = 0
+    for i in range(1, len(pts) + 1):
+        length = i - start
+        at_end = i == len(pts)
+        if at_end or (length >= target and pts[i] in keys) or length >= 2 * target:
+            chunks.append(Chunk(len(chunks), tuple(pts[start:i])))
+            start = i
+    return chunks
+
+
+def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
+    """Split ``chunks`` into ``ranks`` contiguous runs of about equal frame counts.
+
+    Contiguous runs let a rank decode consecutive chunks without seeking back.
+    Ranks beyond the number of chunks get an empty list (they stay idle).
+    """
+    if ranks < 1:
+        raise ValueError("need at least one rank")
+    total = sum(c.frames for c in chunks)
+    out: list[list[Chunk]] = [[] for _ in range(ranks)]
+    if not chunks:
+        return out
+    if len(chunks) <= ranks:
+        for i, chunk in enumerate(chunks):
+            out[i].append(chunk)
+        return out
+    done = 0
+    for chunk in chunks:
+        # The chunk goes to the rank whose share holds the chunk's midpoint.
+        middle = done + chunk.frames / 2
+        rank = min(ranks - 1, int(middle * ranks / total))
+        out[rank].append(chunk)
+        done += chunk.frames
+    return out

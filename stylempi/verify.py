@@ -1,0 +1,117 @@
+"""Check that an output video is the input, frame for frame, in a new style.
+
+``verify`` decodes both files completely and compares what must not change:
+the frame count and every frame's timestamp (as exact rationals, or within
+half a tick of the output's time base when its container rounds, as Matroska's
+1 ms ticks do), the displayed size, the sample aspect ratio, the rotation, and
+every audio packet byte for byte. Subtitle packets are compared where the
+output container can hold them. Pixels are not compared: they are meant to
+differ.
+"""
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .media import open_input, output_format, pick_video_stream
+
+
+def _video_facts(path: str, stream_index: int | None) -> dict:
+    with open_input(path) as container:
+        stream = pick_video_stream(container, stream_index)
+        stream.thread_type = "AUTO"
+        time_base = Fraction(stream.time_base)
+        times: list[Fraction] = []
+        sizes: set[tuple[int, int]] = set()
+        rotation = None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                times.append(Fraction(-1))
+                continue
+            times.append(frame.pts * time_base)
+            sizes.add((frame.width, frame.height))
+            if rotation is None:
+                rotation = int(round(frame.rotation or 0)) % 360
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        return {"stream": stream.index, "time_base": time_base, "times": times, "sizes": sizes,
+                "rotation": rotation or 0, "sar": Fraction(sar) if sar and sar.numerator else Fraction(1)}
+
+
+def _packet_streams(path: str, kind: str) -> list[dict]:
+    with open_input(path) as container:
+        streams = [s for s in container.streams if s.type == kind]
+        facts = {s.index: {"index": s.index, "codec": s.codec_context.name, "time_base": Fraction(s.time_base),
+                           "hashes": [], "times": []} for s in streams}
+        if streams:
+            for packet in container.demux(*streams):
+                if packet.size == 0:
+                    continue
+                data = bytes(packet)
+                if kind == "subtitle" and len(data) <= 2:
+                    continue  # empty mov_text cues that MP4 muxers insert between subtitles
+                entry = facts[packet.stream_index]
+                entry["hashes"].append(hashlib.sha256(data).hexdigest())
+                ts = packet.pts if packet.pts is not None else packet.dts
+                entry["times"].append(None if ts is None else ts * entry["time_base"])
+        return [facts[s.index] for s in streams]
+
+
+def _times_match(a: list, b: list, tolerance: Fraction) -> tuple[bool, str]:
+    if len(a) != len(b):
+        return False, f"{len(a)} in input, {len(b)} in output"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x is None or y is None:
+            continue
+        if abs(x - y) > tolerance:
+            return False, f"item {i}: {float(x):.6f}s in input, {float(y):.6f}s in output"
+    return True, f"{len(a)} match"
+
+
+def verify(input_path: str, output_path: str, video_stream: int | None = None) -> dict:
+    """Compare INPUT and OUTPUT; the report's ``ok`` is True only if every check passes."""
+    source = _video_facts(input_path, video_stream)
+    result = _video_facts(output_path, None)
+    checks: dict[str, dict] = {}
+    half_tick = result["time_base"] / 2
+
+    checks["frame_count"] = {"ok": len(source["times"]) == len(result["times"]),
+                             "input": len(source["times"]), "output": len(result["times"])}
+    ok, detail = _times_match(source["times"], result["times"], half_tick)
+    checks["timestamps"] = {"ok": ok, "detail": detail, "tolerance_s": float(half_tick)}
+    checks["size"] = {"ok": source["sizes"] == result["sizes"] and len(result["sizes"]) == 1,
+                      "input": sorted(source["sizes"]), "output": sorted(result["sizes"])}
+    checks["sample_aspect_ratio"] = {"ok": source["sar"] == result["sar"],
+                                     "input": str(source["sar"]), "output": str(result["sar"])}
+    checks["rotation"] = {"ok": source["rotation"] == result["rotation"],
+                          "input": source["rotation"], "output": result["rotation"]}
+
+    with open_input(output_path) as container:
+        out_videos = len(container.streams.video)
+    checks["video_streams"] = {"ok": out_videos == 1, "output": out_videos}
+
+    in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
+    audio_ok = len(in_audio) == len(out_audio)
+    details = []
+    for a, b in zip(in_audio, out_audio):
+        same_bytes = a["hashes"] == b["hashes"]
+        times_ok, detail = _times_match(a["times"], b["times"], b["time_base"] / 2)
+        audio_ok = audio_ok and same_bytes and times_ok and a["codec"] == b["codec"]
+        details.append({"input_stream": a["index"], "output_stream": b["index"], "codec": b["codec"],
+                        "packets": len(b["hashes"]), "bit_identical": same_bytes, "timestamps": detail})
+    checks["audio"] = {"ok": audio_ok, "input_tracks": len(in_audio), "output_tracks": len(out_audio),
+                       "tracks": details}
+
+    fmt = output_format(output_path)
+    holdable = fmt.supported_codecs
+    fmt.close()
+    in_subs = [s for s in _packet_streams(input_path, "subtitle") if s["codec"] in holdable]
+    out_subs = _packet_streams(output_path, "subtitle")
+    subs_ok = len(in_subs) == len(out_subs) and all(a["hashes"] == b["hashes"] for a, b in zip(in_subs, out_subs))
+    checks["subtitles"] = {"ok": subs_ok, "input_tracks": len(in_subs), "output_tracks": len(out_subs)}
+
+    return {"ok": all(c["ok"] for c in checks.values()), "input": str(Path(input_path)),
+            "output": str(Path(output_path)), "video_stream": source["stream"],
+            "frames": len(result["times"]), "checks": checks}
