@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""Run stylempi on Azure ML (SDK v2): compute cluster, pipeline job, batch endpoint.
+
+Submit one video (the cluster is created if needed, min 0 nodes so it costs
+nothing when idle)::
+
+    python azure/submit.py --subscription SUB --resource-group RG --workspace WS \\
+        --video azureml://datastores/workspaceblobstore/paths/stylempi/input/clip.mp4 \\
+        --model azureml://datastores/workspaceblobstore/paths/stylempi/models/candy.pth \\
+        --output azureml://datastores/workspaceblobstore/paths/stylempi/output/clip/ \\
+        --nodes 2 --gpus-per-node 4 --vm-size Standard_NC96ads_A100_v4 [--low-priority]
+
+Also deploy the pipeline as a batch endpoint (what azure/trigger.json invokes on
+every upload): add ``--deploy-endpoint [--endpoint-name NAME]``; ``--no-submit``
+deploys without running a job. ``--dry-run`` builds every object (environment,
+compute, pipeline job, batch endpoint and deployment), prints them, and stops:
+no credentials, no network.
+
+Subscription, resource group and workspace may also come from
+AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ENVIRONMENT_YML = HERE / "environment.yml"
+COMPONENT_YML = HERE / "style_component.yml"
+PIPELINE_COMPONENT_YML = HERE / "style_pipeline_component.yml"
+PIPELINE_JOB_YML = HERE / "pipeline_job.yml"
+STYLE_NODE = "style"
+
+
+@dataclass
+class Plan:
+    """Everything submit.py would create or submit."""
+
+    environment: Any
+    compute: Any
+    pipeline_job: Any
+    pipeline_component: Any
+    endpoint: Any
+    deployment: Any
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    ws = p.add_argument_group("workspace")
+    ws.add_argument("--subscription", default=os.environ.get("AZURE_SUBSCRIPTION_ID"))
+    ws.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"))
+    ws.add_argument("--workspace", default=os.environ.get("AZUREML_WORKSPACE"))
+
+    cl = p.add_argument_group("compute cluster")
+    cl.add_argument("--compute", default="gpu-cluster", help="cluster name (default %(default)s)")
+    cl.add_argument("--vm-size", default="Standard_NC24ads_A100_v4",
+                    help="VM size of the cluster's nodes (default %(default)s)")
+    cl.add_argument("--max-nodes", type=int, default=4,
+                    help="cluster's maximum node count (minimum is always 0)")
+    cl.add_argument("--low-priority", action="store_true",
+                    help="low-priority (spot) nodes: cheaper, may be preempted; rerun resumes")
+    cl.add_argument("--idle-seconds", type=int, default=300,
+                    help="idle time before the cluster scales down (default %(default)s)")
+
+    job = p.add_argument_group("job")
+    job.add_argument("--video", help="input video: datastore URI (azureml://datastores/...) "
+                                     "or https URL")
+    job.add_argument("--model", help="style checkpoint: datastore URI or https URL")
+    job.add_argument("--output", help="output folder: datastore URI (azureml://datastores/.../paths/...)")
+    job.add_argument("--output-name", default="styled.mp4",
+                     help="file name of the result in the output folder (default %(default)s)")
+    job.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    job.add_argument("--nodes", type=int, default=1, help="MPI nodes (instance_count)")
+    job.add_argument("--gpus-per-node", type=int, default=1,
+                     help="ranks per node, one per GPU (process_count_per_instance)")
+    job.add_argument("--experiment", default="stylempi")
+    job.add_argument("--stream", action="store_true", help="follow the job's log until it ends")
+    job.add_argument("--no-submit", action="store_true", help="do not submit a pipeline job")
+
+    ep = p.add_argument_group("batch endpoint")
+    ep.add_argument("--deploy-endpoint", action="store_true",
+                    help="deploy the pipeline component as a batch endpoint deployment")
+    ep.add_argument("--endpoint-name", default="stylempi-batch",
+                    help="batch endpoint name, unique in the region (default %(default)s)")
+    ep.add_argument("--deployment-name", default="stylempi")
+
+    p.add_argument("--dry-run", action="store_true",
+                   help="build and print every object, touch nothing (no network)")
+    args = p.parse_args(argv)
+    if args.nodes < 1 or args.gpus_per_node < 1 or args.max_nodes < args.nodes:
+        p.error("need --nodes >= 1, --gpus-per-node >= 1 and --max-nodes >= --nodes")
+    if not args.dry_run:
+        missing = [name for name in ("subscription", "resource_group", "workspace")
+                   if not getattr(args, name)]
+        if missing:
+            p.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        if not args.no_submit and not (args.video and args.model and args.output):
+            p.error("a job needs --video, --model and --output (or pass --no-submit)")
+    return args
+
+
+def _size_style_node(node: Any, args: argparse.Namespace) -> None:
+    node.resources = {"instance_count": args.nodes}
+    node.distribution.process_count_per_instance = args.gpus_per_node
+
+
+def build(args: argparse.Namespace) -> Plan:
+    """Build every Azure ML object offline (no client, no network)."""
+    from azure.ai.ml import Input, Output, load_component, load_environment, load_job
+    from azure.ai.ml.entities import (AmlCompute, BatchEndpoint,
+                                      PipelineComponentBatchDeployment)
+
+    environment = load_environment(source=ENVIRONMENT_YML)
+    compute = AmlCompute(
+        name=args.compute,
+        size=args.vm_size,
+        min_instances=0,
+        max_instances=args.max_nodes,
+        idle_time_before_scale_down=args.idle_seconds,
+        tier="low_priority" if args.low_priority else "dedicated",
+    )
+
+    job = load_job(source=PIPELINE_JOB_YML)
+    if args.video:
+        job.inputs.video = Input(type="uri_file", path=args.video)
+    if args.model:
+        job.inputs.model = Input(type="uri_file", path=args.model)
+    if args.output:
+        job.outputs.styled = Output(type="uri_folder", mode="rw_mount", path=args.output)
+    job.inputs.output_name = args.output_name
+    job.inputs.precision = args.precision
+    job.settings.default_compute = args.compute
+    job.experiment_name = args.experiment
+    _size_style_node(job.jobs[STYLE_NODE], args)
+
+    pipeline_component = load_component(source=PIPELINE_COMPONENT_YML)
+    _size_style_node(pipeline_component.jobs[STYLE_NODE], args)
+    endpoint = BatchEndpoint(
+        name=args.endpoint_name,
+        description="stylempi: stylize an uploaded video (pipeline component deployment)",
+    )
+    deployment = PipelineComponentBatchDeployment(
+        name=args.deployment_name,
+        endpoint_name=args.endpoint_name,
+        component=pipeline_component,
+        settings={"default_compute": args.compute, "continue_on_step_failure": "False"},
+        description="stylempi over MPI on the compute cluster",
+    )
+    return Plan(environment, compute, job, pipeline_component, endpoint, deployment)
+
+
+def validate(plan: Plan) -> None:
+    """Offline schema/graph validation of the job and the component."""
+    for name, obj in (("pipeline job", plan.pipeline_job),
+                      ("pipeline component", plan.pipeline_component)):
+        result = obj._validate()  # the SDK's own offline validation
+        if not result.passed:
+            raise SystemExit(f"{name} does not validate:\n{result}")
+
+
+def describe(plan: Plan, args: argparse.Namespace) -> dict:
+    style = plan.pipeline_job.jobs[STYLE_NODE]
+    return {
+        "environment": {"name": plan.environment.name, "version": plan.environment.version,
+                        "image": plan.environment.image},
+        "compute": {"name": plan.compute.name, "size": plan.compute.size,
+                    "min_instances": plan.compute.min_instances,
+                    "max_instances": plan.compute.max_instances, "tier": plan.compute.tier},
+        "pipeline_job": {
+            "type": type(plan.pipeline_job).__name__,
+            "experiment": plan.pipeline_job.experiment_name,
+            "default_compute": plan.pipeline_job.settings.default_compute,
+            "video": getattr(plan.pipeline_job.inputs.video, "path", None),
+            "model": getattr(plan.pipeline_job.inputs.model, "path", None),
+            "output": getattr(plan.pipeline_job.outputs.styled, "path", None),
+            "instance_count": args.nodes,
+            "process_count_per_instance": style.distribution.process_count_per_instance,
+            "distribution": style.distribution.type,
+        },
+        "batch_endpoint": {"name": plan.endpoint.name},
+        "batch_deployment": {"type": type(plan.deployment).__name__,
+                             "name": plan.deployment.name,
+                             "endpoint_name": plan.deployment.endpoint_name,
+                             "component": plan.pipeline_component.name,
+                             "settings": plan.deployment.settings},
+    }
+
+
+def submit(plan: Plan, args: argparse.Namespace) -> None:
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    ml = MLClient(DefaultAzureCredential(), args.subscription, args.resource_group, args.workspace)
+    print(f"environment {plan.environment.name}:{plan.environment.version} ...", flush=True)
+    ml.environments.create_or_update(plan.environment)
+    print(f"compute cluster {plan.compute.name} ({plan.compute.size}, 0..{plan.compute.max_instances}"
+          f" nodes, {plan.compute.tier}) ...", flush=True)
+    ml.compute.begin_create_or_update(plan.compute).result()
+
+    if not args.no_submit:
+        job = ml.jobs.create_or_update(plan.pipeline_job, experiment_name=args.experiment)
+        print(f"submitted pipeline job {job.name}: {job.studio_url}", flush=True)
+        if args.stream:
+            ml.jobs.stream(job.name)
+
+    if args.deploy_endpoint:
+        print(f"batch endpoint {plan.endpoint.name} ...", flush=True)
+        ml.batch_endpoints.begin_create_or_update(plan.endpoint).result()
+        plan.deployment.component = ml.components.create_or_update(plan.pipeline_component)
+        ml.batch_deployments.begin_create_or_update(plan.deployment).result()
+        endpoint = ml.batch_endpoints.get(plan.endpoint.name)
+        endpoint.defaults.deployment_name = plan.deployment.name
+        ml.batch_endpoints.begin_create_or_update(endpoint).result()
+        print(f"deployed {plan.deployment.name} as the default of {endpoint.name}; "
+              f"scoring URI {endpoint.scoring_uri}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = build(args)
+    validate(plan)
+    if args.dry_run:
+        print(json.dumps(describe(plan, args), indent=2, default=str))
+        print("dry run: nothing was created or submitted", file=sys.stderr)
+        return 0
+    submit(plan, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
