@@ -528,7 +528,11 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, par
     if not segments:
         raise OutputFailure("no video segments to assemble")
     try:
-        out = av.open(os.fspath(partial), "w", format=_format_name_for(suffix))
+        fmt = _format_name_for(suffix)
+        # Matroska can store negative timestamps (AAC priming packets); letting the
+        # muxer shift them would move every frame's timestamp.
+        options = {"avoid_negative_ts": "disabled"} if fmt in ("matroska", "webm") else {}
+        out = av.open(os.fspath(partial), "w", format=fmt, options=options)
     except (av.error.FFmpegError, OSError) as exc:
         raise OutputFailure(f"cannot create {partial.parent / partial.name}: {_ffmpeg_reason(exc)}") from None
     inp = open_input(input_path)
