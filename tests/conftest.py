@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 # Open MPI refuses to run as root, and more ranks than cores, unless told.
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-os.environ.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
+os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
 # Open MPI 5 maps ranks with PRRTE, which ignores the OMPI_MCA variable above.
 os.environ.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":OVERSUBSCRIBE")
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
