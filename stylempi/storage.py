@@ -60,7 +60,7 @@ __all__ = [
     "BlobLocation", "BlobInfo", "WorkDir", "LocalWorkDir", "BlobWorkDir",
     "is_remote", "parse_blob_url", "redact", "download", "upload", "upload_bytes",
     "read_bytes", "exists", "list_blobs", "delete", "open_work_dir", "fetch_to_local",
-    "ensure_container", "safe_local_name", "failure_reason",
+    "ensure_container", "safe_local_name", "failure_reason", "properties", "BlobLease", "scrub",
     "ENV_ACCOUNT_URL", "ENV_CONNECTION_STRING",
 ]
 
@@ -122,6 +122,10 @@ class BlobLocation:
         """The location NAME below this one, treating this one as a prefix."""
         base = self.blob if (not self.blob or self.blob.endswith("/")) else self.blob + "/"
         return replace(self, blob=base + name.lstrip("/"))
+
+    def with_blob(self, blob: str) -> "BlobLocation":
+        """Another blob of the same container, same credentials."""
+        return replace(self, blob=blob)
 
     def as_prefix(self) -> "BlobLocation":
         """This location with a trailing ``/`` (empty stays empty: the whole container)."""
@@ -357,6 +361,14 @@ def _secrets() -> list[str]:
                 k, v = part.split("=", 1)
                 if k.strip().lower() in ("accountkey", "sharedaccesssignature") and len(v) > 3:
                     out.append(v.strip())
+    return out
+
+
+def scrub(text: str) -> str:
+    """TEXT (newlines kept) without URL query strings or the connection string's secrets."""
+    out = redact(str(text))
+    for s in sorted(_secrets(), key=len, reverse=True):
+        out = out.replace(s, "***")
     return out
 
 
@@ -680,6 +692,54 @@ def delete(loc: BlobLocation | str, *, missing_ok: bool = True, lease: Any = Non
             if missing_ok and getattr(e, "error_code", None) != "ContainerNotFound":
                 return False
             raise
+
+
+def properties(loc: BlobLocation | str) -> BlobInfo:
+    """Size, etag and metadata of one blob (StorageFailure 'blob-not-found' when absent)."""
+    loc = _as_location(loc)
+    with _Guard(loc, "check"):
+        p = _blob_client(loc).get_blob_properties()
+        return BlobInfo(name=loc.blob, size=p.size, etag=p.etag, metadata=dict(p.metadata or {}),
+                        last_modified=p.last_modified)
+
+
+class BlobLease:
+    """A lease on one blob: while held, nobody else can lease, overwrite or delete it.
+
+    ``BlobLease.acquire(loc, 60)`` returns None when another process holds a
+    lease. Renew it well before it runs out; release it when done.
+    """
+
+    def __init__(self, loc: BlobLocation, client: Any):
+        self.loc, self._client = loc, client
+
+    @property
+    def id(self) -> str:
+        return self._client.id
+
+    @classmethod
+    def acquire(cls, loc: BlobLocation | str, seconds: int = 60) -> "BlobLease | None":
+        loc = _as_location(loc)
+        try:
+            with _Guard(loc, "lease"):
+                return cls(loc, _blob_client(loc).acquire_lease(lease_duration=seconds))
+        except StorageFailure as e:
+            if failure_reason(e) == "leased" or (failure_reason(e) == "http" and "409" in str(e)):
+                return None
+            raise
+
+    def renew(self) -> None:
+        with _Guard(self.loc, "renew the lease on"):
+            self._client.renew()
+
+    def release(self) -> None:
+        """Release the lease; never raises (a lost lease simply runs out)."""
+        try:
+            with _Guard(self.loc, "release the lease on"):
+                self._client.release()
+        except StorageFailure as e:
+            if failure_reason(e) != "blob-not-found":  # deleted under the lease: nothing to release
+                log.warning("%s", e)
 
 
 def ensure_container(loc: BlobLocation | str) -> None:

@@ -1,0 +1,225 @@
+"""``stylempi watch`` against the real Azurite: exactly once, K attempts, path traversal, stop.
+
+The job these tests launch is a tiny real Python script (the launcher path of
+the watcher), so they are fast and independent of the video core: it copies
+its input to its output, fails when the input says BROKEN, sleeps when it says
+SLOW, and appends one line per run to a log. The end-to-end test with the real
+``stylempi run`` lives at the bottom.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stylempi import storage, watch
+
+from azurite import azurite_server, blob_env  # noqa: F401 (fixtures)
+
+JOB_SCRIPT = r'''
+import os, sys, time, json
+src, dst = sys.argv[1], sys.argv[2]
+data = open(src, "rb").read()
+with open(os.environ["WATCH_TEST_LOG"], "a") as log:
+    log.write(json.dumps({"content": data.decode(errors="replace"), "input": os.path.abspath(src),
+                          "output": os.path.abspath(dst), "pid": os.getpid()}) + "\n")
+if b"SLOW" in data:
+    time.sleep(120)
+if b"BROKEN" in data:
+    print("cannot stylize: broken upload", file=sys.stderr)
+    sys.exit(3)
+time.sleep(0.3)  # long enough for two watchers to overlap
+open(dst, "wb").write(b"styled:" + data)
+'''
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    script = tmp_path / "fake_job.py"
+    script.write_text(JOB_SCRIPT)
+    log = tmp_path / "jobs.log"
+    log.touch()
+    monkeypatch.setenv("WATCH_TEST_LOG", str(log))
+    launcher = f"{sys.executable} {script} {{input}} {{output}}"
+
+    def runs():
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return launcher, runs
+
+
+def watch_cmd(source, dest, launcher, *extra, work_dir=None):
+    cmd = [sys.executable, "-m", "stylempi.watch", source, "--output", dest, "--model", "candy",
+           "--launcher", launcher, "--poll", "0.3", *extra]
+    if work_dir is not None:
+        cmd += ["--work-dir", str(work_dir)]
+    return cmd
+
+
+def put(container, name, data: bytes):
+    storage.upload_bytes(data, f"az://{container}/{name}")
+
+
+def names(container, prefix=""):
+    return sorted(b.name for b in storage.list_blobs(f"az://{container}/{prefix}"))
+
+
+def wait_for(predicate, deadline_s=120, what="condition"):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------- pure units
+
+def test_build_job_argv():
+    plain = watch.build_job_argv(None, "/w/in.mp4", "/w/out.mp4", "m.pth")
+    assert plain == [sys.executable, "-m", "stylempi.cli", "run", "/w/in.mp4", "/w/out.mp4", "--model", "m.pth"]
+    mpi = watch.build_job_argv("mpirun -n 4 --bind-to 'a b'", "/w/i x.mp4", "/w/o.mp4", "m", ["--crf", "20"])
+    assert mpi[:5] == ["mpirun", "-n", "4", "--bind-to", "a b"] and mpi[5:] == plain[:4] + ["/w/i x.mp4", "/w/o.mp4", "--model", "m", "--crf", "20"]
+    sb = watch.build_job_argv("sbatch --wait slurm/stylempi.sbatch {input} {output} {model}",
+                              "/w/in;rm -rf.mp4", "/w/o.mp4", "m")
+    assert sb == ["sbatch", "--wait", "slurm/stylempi.sbatch", "/w/in;rm -rf.mp4", "/w/o.mp4", "m"]
+
+
+def test_safe_relative_name():
+    assert watch.safe_relative_name("../../evil.mp4") == "evil.mp4"
+    assert watch.safe_relative_name("a/./b//..\\c.mp4") == "a/b/c.mp4"
+    assert watch.safe_relative_name("..") == ""
+
+
+def test_candidates_exclude_own_things(monkeypatch):
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "http://127.0.0.1:1/devstoreaccount1")
+    w = watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in"),
+                                        storage.parse_blob_url("az://box/in/styled/"), "m"))
+    info = lambda name, **md: storage.BlobInfo(name=name, size=1, etag="e", metadata=md)  # noqa: E731
+    assert w.is_candidate(info("in/a.mp4")) and w.is_candidate(info("in/sub/b.MKV"))
+    for name in ("in/styled/a.mp4", "in/failed/a.mp4", "in/.stylempi/done/a.mp4", "in/a.txt",
+                 "in/a.mp4.report.json", "inx/a.mp4", "other/a.mp4"):
+        assert not w.is_candidate(info(name)), name
+    assert not w.is_candidate(info("in/x.mp4", stylempi_role="output"))
+    assert w.output_location("sub/a.mpg").blob == "in/styled/sub/a.mp4"
+    with pytest.raises(Exception, match="contains SOURCE"):
+        watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in/x/"),
+                                        storage.parse_blob_url("az://box/in/"), "m"))
+
+
+# --------------------------------------------------------------------------- on Azurite
+
+def test_two_watchers_process_each_upload_exactly_once(blob_env, job, tmp_path):
+    """Five uploads, two concurrent watchers, DEST under SOURCE: each input runs once,
+    each output and report appears once, and outputs are never picked up again."""
+    server, container = blob_env
+    launcher, runs = job
+    source, dest = f"az://{container}/incoming/", f"az://{container}/incoming/styled/"
+    procs = [subprocess.Popen(watch_cmd(source, dest, launcher, work_dir=tmp_path / f"w{i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        for i in range(5):
+            put(container, f"incoming/clip{i}.mp4", f"video-{i}".encode())
+        wait_for(lambda: len([n for n in names(container, "incoming/styled/") if n.endswith(".report.json")]) == 5,
+                 what="five reports")
+        time.sleep(1.5)  # several more polls: nothing may be picked up again
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    contents = sorted(r["content"] for r in runs())
+    assert contents == [f"video-{i}" for i in range(5)], contents  # exactly once each
+    for i in range(5):
+        out = storage.read_bytes(f"az://{container}/incoming/styled/clip{i}.mp4")
+        assert out == f"styled:video-{i}".encode()
+        report = json.loads(storage.read_bytes(f"az://{container}/incoming/styled/clip{i}.mp4.report.json"))
+        assert report["status"] == "ok" and report["attempt"] == 1 and report["returncode"] == 0
+        assert report["input"].endswith(f"/incoming/clip{i}.mp4")
+    assert not [n for n in names(container) if "/failed/" in n]
+
+
+def test_broken_upload_moves_to_failed_after_k_attempts(blob_env, job, tmp_path):
+    server, container = blob_env
+    launcher, runs = job
+    put(container, "in/good.mp4", b"fine")
+    put(container, "in/broken.mp4", b"BROKEN")
+    r = subprocess.run(watch_cmd(f"az://{container}/in/", f"az://{container}/out/", launcher,
+                                 "--once", "--attempts", "3"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr  # --once: a job failed
+    assert "Traceback" not in r.stderr
+    assert [x["content"] for x in runs()].count("BROKEN") == 3
+    assert [x["content"] for x in runs()].count("fine") == 1
+    all_names = names(container)
+    assert "in/broken.mp4" not in all_names
+    assert "in/failed/broken.mp4" in all_names and "in/failed/broken.mp4.error.json" in all_names
+    assert storage.read_bytes(f"az://{container}/in/failed/broken.mp4") == b"BROKEN"
+    err = json.loads(storage.read_bytes(f"az://{container}/in/failed/broken.mp4.error.json"))
+    assert err["status"] == "failed" and err["attempt"] == 3 and len(err["errors"]) == 3
+    assert "exited with status 3" in err["error"] and "broken upload" in err["log_tail"]
+    assert not [n for n in all_names if "/attempts/" in n]
+    assert "out/good.mp4" in all_names and "out/broken.mp4" not in all_names
+    # A second pass leaves failed/ alone and finds nothing to do.
+    r2 = subprocess.run(watch_cmd(f"az://{container}/in/", f"az://{container}/out/", launcher, "--once"),
+                        capture_output=True, text=True, timeout=120)
+    assert r2.returncode == 0, r2.stderr
+    assert len(runs()) == 4
+
+
+def test_traversal_blob_names_cannot_escape_the_work_dir(blob_env, job, tmp_path):
+    server, container = blob_env
+    launcher, runs = job
+    svc = server.service()
+    # Azurite turns backslashes into slashes: this becomes a blob named '../../evil.mp4',
+    # which is listed but cannot be addressed by URL: the watcher must ignore it, loudly.
+    svc.get_blob_client(container, "..\\..\\evil.mp4").upload_blob(b"payload1", overwrite=True)
+    # Addressable names that a naive join (or URL-decoding) would turn into an escape.
+    for name in ("..%2F..%2Fevil2.mp4", "sub/..%5c..%5cevil3.mp4", "sub/..evil4.mp4"):
+        svc.get_blob_client(container, name).upload_blob(b"payload-" + name.encode(), overwrite=True)
+    assert "../../evil.mp4" in names(container), names(container)
+    wd = tmp_path / "deep" / "wd"
+    r = subprocess.run(watch_cmd(f"az://{container}/", f"az://{container}/styled/", launcher, "--once",
+                                 work_dir=wd), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ignoring blob with an unsafe name '../../evil.mp4'" in r.stderr
+    assert sorted(x["content"] for x in runs()) == sorted(
+        "payload-" + n for n in ("..%2F..%2Fevil2.mp4", "sub/..%5c..%5cevil3.mp4", "sub/..evil4.mp4"))
+    for run in runs():
+        for key in ("input", "output"):
+            assert Path(run[key]).resolve().parent.parent == wd.resolve(), run
+    assert [p for p in tmp_path.rglob("*") if "evil" in p.name] == []
+    outputs = sorted(n for n in names(container, "styled/") if n.endswith(".mp4"))
+    assert outputs == ["styled/..%2F..%2Fevil2.mp4", "styled/sub/..%5c..%5cevil3.mp4", "styled/sub/..evil4.mp4"]
+
+
+def test_sigterm_stops_cleanly_and_releases_the_claim(blob_env, job, tmp_path):
+    server, container = blob_env
+    launcher, runs = job
+    put(container, "in/slow.mp4", b"SLOW")
+    p = subprocess.Popen(watch_cmd(f"az://{container}/in/", f"az://{container}/out/", launcher),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(runs()) == 1, 60, "the job to start")
+        job_pid = runs()[0]["pid"]
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)  # the job was stopped too
+    lease = storage.BlobLease.acquire(f"az://{container}/in/slow.mp4", 15)
+    assert lease is not None, "the watcher did not release its claim"
+    lease.release()
+    assert not [n for n in names(container) if "/attempts/" in n or n.startswith("out/")]
