@@ -66,7 +66,7 @@ class UpsampleConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.upsample:
-            x = nn.functional.interpolate(x, mode="nearest", scale_factor=self.upsample)
+            x = nn.functional.interpolate(x, mode="nearest", scale_factor=float(self.upsample))
         return self.conv2d(self.reflection_pad(x))
 
 

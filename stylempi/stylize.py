@@ -101,7 +101,8 @@ class NetworkStylizer:
         height, width = frames[0].shape[:2]
         batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
         batch = batch.permute(0, 3, 1, 2).float()
-        pad_h, pad_w = -height % 4, -width % 4
+        # Multiples of 4, and at least 16 pixels: the 9x9 border layers reflect 4 pixels.
+        pad_h, pad_w = max(-height % 4, 16 - height), max(-width % 4, 16 - width)
         if pad_h or pad_w:
             # Reflection needs the pad smaller than the side; replicate covers tiny frames.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"

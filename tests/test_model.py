@@ -1,0 +1,94 @@
+"""Checkpoint loading: every width, stale keys, TorchScript only when trusted, clear refusals."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from stylempi.errors import ModelLoadFailure
+from stylempi.model import TransformerNet, infer_width, load_network
+from stylempi.stylize import NetworkStylizer
+
+from conftest import need_shared
+
+
+def _bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width", [8, 16, 32])
+@pytest.mark.parametrize("stale", [False, True])
+def test_widths_and_stale_running_stats_load(width, stale):
+    torch.manual_seed(width)
+    state = TransformerNet(width).state_dict()
+    if stale:  # old pytorch/examples checkpoints carry InstanceNorm running stats
+        for name in ("in1", "in2", "res1.in1"):
+            state[f"{name}.running_mean"] = torch.zeros(1)
+            state[f"{name}.running_var"] = torch.ones(1)
+    net = load_network(_bytes(state))
+    assert net.width == width
+    x = torch.rand(1, 3, 32, 32) * 255
+    reference = TransformerNet(width)
+    reference.load_state_dict(TransformerNet(width).state_dict() if False else
+                              {k: v for k, v in state.items() if "running" not in k})
+    assert torch.allclose(net(x), reference.eval()(x))
+
+
+def test_real_third_party_checkpoints_load():
+    for name, width in (("candy_nc8.pth", 8), ("mosaic_nc16.pth", 16)):
+        data = need_shared("models", "pretrained", name).read_bytes()
+        assert load_network(data).width == width
+
+
+def test_torchscript_needs_trust():
+    scripted = torch.jit.script(TransformerNet(8).eval())
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    with pytest.raises(ModelLoadFailure, match="--trust-model"):
+        load_network(buf.getvalue())
+    assert load_network(buf.getvalue(), trust=True) is not None
+
+
+@pytest.mark.parametrize("payload,message", [
+    (b"", "empty"),
+    (b"\x00garbage" * 100, "not a readable"),
+    (_bytes(torch.nn.Sequential(torch.nn.Linear(2, 2)).state_dict()), "not a fast-neural-style"),
+    (_bytes({"conv1.conv2d.weight": torch.zeros(8, 3, 9, 9)}), "missing"),
+    (_bytes([1, 2, 3]), "not a state_dict"),
+])
+def test_wrong_files_are_refused_clearly(payload, message):
+    with pytest.raises(ModelLoadFailure, match=message):
+        load_network(payload)
+
+
+def test_malicious_pickle_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import pickle
+    data = _bytes({"x": Evil()}) if False else pickle.dumps({"conv1.conv2d.weight": Evil()})
+    with pytest.raises(ModelLoadFailure):
+        load_network(data)
+    assert not marker.exists()
+
+
+def test_infer_width_reads_conv1():
+    assert infer_width({"conv1.conv2d.weight": torch.zeros(24, 3, 9, 9)}) == 24
+    with pytest.raises(ModelLoadFailure):
+        infer_width({"conv1.conv2d.weight": torch.zeros(24, 4, 9, 9)})
+
+
+@pytest.mark.parametrize("size", [(41, 67), (46, 70), (3, 5), (48, 64)])
+def test_stylizer_keeps_exact_sizes(size):
+    net = TransformerNet(8)
+    stylizer = NetworkStylizer(net, torch.device("cpu"), "fp32", batch_size=2)
+    frames = [np.random.randint(0, 255, (*size, 3), np.uint8) for _ in range(3)]
+    out = stylizer(frames)
+    assert len(out) == 3 and all(o.shape == (*size, 3) and o.dtype == np.uint8 for o in out)

@@ -1,0 +1,66 @@
+"""The planner: every frame exactly once, in order, whatever the layout and rank count."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from stylempi.plan import assign_chunks, plan_chunks
+
+
+@st.composite
+def layouts(draw):
+    steps = draw(st.lists(st.integers(1, 5000), min_size=0, max_size=400))
+    start = draw(st.integers(-10_000, 10_000))
+    pts, t = [], start
+    for step in steps:
+        pts.append(t)
+        t += step
+    keys = draw(st.sets(st.sampled_from(pts), max_size=len(pts))) if pts else set()
+    if pts and draw(st.booleans()):
+        keys.add(pts[0])
+    return pts, keys
+
+
+@settings(max_examples=300, deadline=None)
+@given(layouts(), st.integers(1, 100), st.integers(1, 64))
+def test_chunks_cover_every_frame_once_in_order(layout, target, ranks):
+    pts, keys = layout
+    chunks = plan_chunks(pts, keys, target)
+    flat = [p for c in chunks for p in c.pts]
+    assert flat == pts
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(1 <= c.frames <= 2 * target for c in chunks)
+    # Every chunk but the last ends either at a keyframe boundary past the target, or at 2*target.
+    for chunk, following in zip(chunks, chunks[1:]):
+        assert following.first in keys and chunk.frames >= target or chunk.frames == 2 * target
+
+    assigned = assign_chunks(chunks, ranks)
+    assert len(assigned) == ranks
+    order = [c.index for rank in assigned for c in rank]
+    assert order == list(range(len(chunks)))  # contiguous runs, in order, each chunk once
+
+
+@settings(max_examples=100, deadline=None)
+@given(layouts(), st.integers(1, 50))
+def test_plan_does_not_depend_on_rank_count(layout, target):
+    pts, keys = layout
+    assert plan_chunks(pts, keys, target) == plan_chunks(list(pts), set(keys), target)
+
+
+def test_balanced_assignment():
+    chunks = plan_chunks(list(range(1000)), set(range(0, 1000, 10)), 10)
+    sizes = [sum(c.frames for c in rank) for rank in assign_chunks(chunks, 7)]
+    assert sum(sizes) == 1000
+    assert max(sizes) - min(sizes) <= 10
+
+
+def test_more_ranks_than_chunks_leaves_idle_ranks():
+    chunks = plan_chunks([0, 1, 2], {0, 1, 2}, 1)
+    assigned = assign_chunks(chunks, 5)
+    assert [len(r) for r in assigned] == [1, 1, 1, 0, 0]
+
+
+def test_keyframe_alignment():
+    pts = list(range(100))
+    chunks = plan_chunks(pts, {0, 30, 60, 90}, 25)
+    assert [c.first for c in chunks] == [0, 30, 60, 90]
+    assert plan_chunks(pts, {0}, 25)[1].first == 50  # sparse keyframes: cut at 2*target
