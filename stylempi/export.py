@@ -88,3 +88,11 @@ def export_main(args: argparse.Namespace) -> int:
     note = " (load it with --trust-model: TorchScript can run code)" if args.format == "torchscript" else ""
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB){note}", flush=True)
     return 0
+
+
+def register(sub) -> None:
+    """Add ``stylempi export`` to the CLI's subparsers."""
+    p = sub.add_parser("export", help="export a style network to TorchScript (or ONNX)",
+                       description=__doc__.split("\n\n")[0])
+    add_export_arguments(p)
+    p.set_defaults(func=export_main)

@@ -238,3 +238,15 @@ def models_main(args: argparse.Namespace) -> int:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
     print("use one as --model NAME (stylempi run/preview), e.g. --model " + rows[0]["name"])
     return 0
+
+
+def register(sub) -> None:
+    """Add ``stylempi preview`` and ``stylempi models`` to the CLI's subparsers."""
+    p = sub.add_parser("preview", help="before/after contact sheet of a few frames, in seconds",
+                       description="Stylize K frames spread over INPUT (decoding only those) and write a "
+                                   "contact sheet: input frames on top, stylized below.")
+    add_preview_arguments(p)
+    p.set_defaults(func=preview_main)
+    m = sub.add_parser("models", help="list the built-in styles (usable as --model NAME)")
+    add_models_arguments(m)
+    m.set_defaults(func=models_main)
