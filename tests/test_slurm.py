@@ -1,0 +1,202 @@
+"""slurm/stylempi.sbatch on a real one-node Slurm (Debian slurm-wlm + munge).
+
+The cluster (tests/slurm_cluster.py) is started once per session in a temp
+dir and stopped afterwards. Each test submits the project's own sbatch script
+with ``sbatch --wait`` and checks the result with ``stylempi verify``; the
+second one requeues the job mid-run and checks that the rerun reused chunks.
+"""
+from __future__ import annotations
+
+import fractions
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, stylempi
+from slurm_cluster import SlurmCluster, SlurmError, missing_binaries
+
+SBATCH_SCRIPT = ROOT / "slurm" / "stylempi.sbatch"
+#: Liveness deadlines (a hang fails the test), not speed checks.
+JOB_DEADLINE_S = 420
+SUMMARY = re.compile(r"stylempi: (\d+) frames .*?; (\d+) chunks, (\d+) reused")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm/munge not installed ({', '.join(missing)} missing): "
+                    "apt-get install slurm-wlm munge (.ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("a private slurmd has to run as root to start jobs")
+    # Short path: munge and slurmd sockets have a length limit.
+    root = Path(tmp_path_factory.mktemp("slurm", numbered=True))
+    cluster = SlurmCluster(root)
+    try:
+        cluster.start()
+    except SlurmError as exc:
+        pytest.fail(f"could not start the test Slurm cluster: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 24, gop: int = 4) -> Path:
+    """An H.264 clip with a keyframe every ``gop`` frames and a real (sine) AAC track."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"preset": "ultrafast", "g": str(gop), "keyint_min": str(gop),
+                         "sc_threshold": "0"}
+        audio = out.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        yy, xx = np.mgrid[0:height, 0:width]
+        for i in range(frames):
+            rgb = np.stack([(xx * 4 + i * 8) % 256, (yy * 4) % 256,
+                            np.full_like(xx, (i * 16) % 256)], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        samples = int(16000 * frames / fps)
+        t = np.arange(samples) / 16000
+        sine = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, samples, 1024):
+            block = av.AudioFrame.from_ndarray(sine[None, start:start + 1024], format="fltp",
+                                               layout="mono")
+            block.sample_rate, block.pts = 16000, start
+            out.mux(audio.encode(block))
+        out.mux(audio.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from stylempi.model import TransformerNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("slurm-model") / "tiny8.pth"
+    torch.save(TransformerNet(8).state_dict(), path)
+    return path
+
+
+def job_env(extra: dict | None = None) -> dict:
+    """What the sbatch script needs: the venv to activate, MPI allowed as root."""
+    env = {
+        "STYLEMPI_VENV": sys.prefix if sys.prefix != sys.base_prefix else "",
+        "STYLEMPI": str(BIN / "stylempi"),
+        "STYLEMPI_LAUNCHER": "mpirun",  # the pip Open MPI's mpirun works in an allocation
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def sbatch_args(log: Path, clip: Path, output: Path, model: Path, *run_args: str) -> list[str]:
+    return ["sbatch", "--parsable", "--wait", "--job-name=stylempi-test",
+            "--ntasks=2", "--cpus-per-task=1", f"--output={log}", f"--chdir={log.parent}",
+            str(SBATCH_SCRIPT), str(clip), str(output), str(model),
+            "--device", "cpu", "--precision", "fp32", *run_args]
+
+
+def cancel(cluster: SlurmCluster, job_id: str) -> None:
+    if job_id:
+        cluster.run("scancel", job_id, check=False)
+
+
+def read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_sbatch_script_runs_and_verifies(slurm: SlurmCluster, tiny_model: Path, tmp_path: Path):
+    clip = make_clip(tmp_path / "in.mp4", 64, 48, 20)
+    output = tmp_path / "out.mp4"
+    log = tmp_path / "job.log"
+    proc = subprocess.Popen(
+        [*map(str, sbatch_args(log, clip, output, tiny_model, "--chunk-frames", "4"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm.env(job_env()))
+    job_id = ""
+    try:
+        out, err = proc.communicate(timeout=JOB_DEADLINE_S)
+        job_id = out.strip().splitlines()[0] if out.strip() else ""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        cancel(slurm, out.strip())
+        pytest.fail(f"sbatch --wait did not return in {JOB_DEADLINE_S} s\n{read(log)}\n{slurm.log_tail()}")
+    text = read(log)
+    assert proc.returncode == 0, f"job failed (sbatch: {err})\n{text}\n{slurm.log_tail()}"
+    assert slurm.job_state(job_id) == "COMPLETED", text
+    summary = SUMMARY.search(text)
+    assert summary, f"no run summary in the job log:\n{text}"
+    assert int(summary.group(1)) == 20
+    assert "on 2 ranks" in text, text  # both Slurm tasks became MPI ranks
+
+    verified = stylempi("verify", clip, output, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_requeued_job_resumes_from_finished_chunks(slurm: SlurmCluster, tiny_model: Path,
+                                                   tmp_path: Path):
+    # Long enough that a requeue after the first finished chunk lands mid-run:
+    # 96 frames in chunks of 4 (a keyframe every 4 frames) = 24 chunks on 2 ranks.
+    clip = make_clip(tmp_path / "in.mp4", 128, 96, 96)
+    output = tmp_path / "out.mp4"
+    log = tmp_path / "job.log"
+    work = tmp_path / f".{output.name}.stylempi"
+    proc = subprocess.Popen(
+        sbatch_args(log, clip, output, tiny_model, "--chunk-frames", "4", "--batch-size", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm.env(job_env()))
+    job_id = ""
+    try:
+        job_id = proc.stdout.readline().strip()  # --parsable prints the id at submission
+        assert job_id, f"sbatch printed no job id: {proc.stderr.read() if proc.poll() is not None else ''}"
+
+        # Requeue as soon as the first chunk is finished (its record is written last).
+        deadline = time.monotonic() + JOB_DEADLINE_S
+        while not list(work.glob("*/chunk-*.json")):
+            assert proc.poll() is None, f"job ended before any chunk was seen:\n{read(log)}"
+            assert time.monotonic() < deadline, f"no chunk finished in time:\n{read(log)}"
+            time.sleep(0.2)
+        first_attempt_done = len(list(work.glob("*/chunk-*.json")))
+        slurm.run("scontrol", "requeue", job_id)
+
+        out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 60))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        cancel(slurm, job_id)
+        pytest.fail(f"requeued job did not finish in time\n{read(log)}\n{slurm.log_tail()}")
+    except BaseException:
+        proc.kill()
+        cancel(slurm, job_id)
+        raise
+
+    text = read(log)
+    assert proc.returncode == 0, f"job failed (sbatch: {err})\n{text}\n{slurm.log_tail()}"
+    assert slurm.job_state(job_id) == "COMPLETED", text
+    assert slurm.job_field(job_id, "Restarts") == "1", text
+    # --open-mode=append keeps both attempts in the log; the first was cut short.
+    first, _, second = text.partition("attempt 2, started")
+    assert second, f"the job did not run a second time:\n{text}"
+    assert not SUMMARY.search(first), f"the first attempt finished before the requeue:\n{text}"
+    summaries = SUMMARY.findall(second)
+    assert summaries, f"no run summary after the requeue:\n{text}"
+    frames, chunks, reused = map(int, summaries[-1])
+    assert frames == 96 and chunks == 24, text
+    assert reused >= first_attempt_done >= 1, (
+        f"the rerun reused {reused} chunks, but {first_attempt_done} were finished before "
+        f"the requeue:\n{text}")
+
+    verified = stylempi("verify", clip, output, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
