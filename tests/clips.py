@@ -409,3 +409,27 @@ def derive(src: str | os.PathLike, dst: str | os.PathLike, *, video_stream: int 
         out.close()
         inp.close()
     return dst
+
+
+def test_network():
+    """A width-8 TransformerNet, seeded, whose pictures are far from black.
+
+    A plain random init gives outputs within +-3 of zero, i.e. black frames that
+    all look alike (and compress to nothing): then a misplaced frame could not
+    show, and a full disk would not fill. The output layer is scaled up.
+    """
+    import torch
+    from stylempi.model import TransformerNet
+    torch.manual_seed(1234)
+    net = TransformerNet(8).eval()
+    with torch.no_grad():
+        net.deconv3.conv2d.weight.mul_(170.0)
+        net.deconv3.conv2d.bias.fill_(128.0)
+    return net
+
+
+def save_test_model(path: str | os.PathLike) -> Path:
+    """``torch.save`` the state_dict of :func:`test_network` (a plain checkpoint)."""
+    import torch
+    torch.save(test_network().state_dict(), path)
+    return Path(path)

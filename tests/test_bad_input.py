@@ -31,10 +31,7 @@ TIMEOUT = 240
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny8.pth"
-    torch.manual_seed(0)
-    torch.save(TransformerNet(8).state_dict(), path)
-    return path
+    return clips.save_test_model(tmp_path_factory.mktemp("model") / "tiny8.pth")
 
 
 @pytest.fixture(scope="module")
@@ -204,19 +201,21 @@ def test_unknown_output_extension(tmp_path, model, good_clip, name):
     run_bad(good_clip, tmp_path / name, model)
 
 
-def fill(path: Path) -> None:
-    """Fill the filesystem holding ``path`` until it refuses another byte."""
-    with open(path / "ballast", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
+def fill(path: Path, leave: int = 0) -> None:
+    """Fill the filesystem holding ``path`` until at most ``leave`` bytes are free."""
+    fd = os.open(path / "ballast", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        (path / "crumbs").write_bytes(b"\0" * 512)
-    except OSError:
-        pass
+        chunk = b"\0" * 4096
+        while True:
+            free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+            if free <= leave:
+                break
+            try:
+                os.write(fd, chunk[: max(1, min(len(chunk), free - leave))])
+            except OSError:
+                break
+    finally:
+        os.close(fd)
 
 
 def test_full_disk_output(tmp_path, model, mounts):
@@ -237,10 +236,7 @@ def test_full_disk_1mb(tmp_path, model, mounts):
     """A 1 MB tmpfs as both output and work dir, too small for the job's files."""
     inp = clips.basic_clip(tmp_path / "in.mp4", frames=101, size=(96, 72))
     full = mounts(tmp_path / "full", "size=1m")
-    fill(full)
-    os.remove(full / "ballast")
-    # leave ~40 kB: enough to start, not enough to finish
-    (full / "ballast").write_bytes(b"\0" * (1024 * 1024 - 48 * 1024))
+    fill(full, leave=24 * 1024)  # enough to start, not enough to finish
     run_bad(inp, full / "out.mp4", model, "--work-dir", full / "work")
 
 

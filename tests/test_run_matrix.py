@@ -31,32 +31,18 @@ import torch
 import clips
 import oracle
 from conftest import stylempi
-from stylempi.model import TransformerNet
 
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT = 420  # liveness deadline for one job on two shared cores, not a speed check
 
 
-def make_test_net() -> TransformerNet:
-    """Width 8, seeded; output layer scaled so the pictures are far from black.
-
-    A plain random init gives outputs within +-3 of zero, i.e. black frames that
-    all look alike: then a misplaced frame could not show.
-    """
-    torch.manual_seed(1234)
-    net = TransformerNet(8).eval()
-    with torch.no_grad():
-        net.deconv3.conv2d.weight.mul_(170.0)
-        net.deconv3.conv2d.bias.fill_(128.0)
-    return net
+make_test_net = clips.test_network
 
 
 @pytest.fixture(scope="session")
 def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny8.pth"
-    torch.save(make_test_net().state_dict(), path)
-    return path
+    return clips.save_test_model(tmp_path_factory.mktemp("model") / "tiny8.pth")
 
 
 @pytest.fixture(autouse=True)
