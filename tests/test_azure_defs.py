@@ -1,0 +1,247 @@
+"""azure/: every Azure ML YAML loads and validates offline with azure-ai-ml's own
+loaders; ``submit.py --dry-run`` builds the pipeline job and the batch deployment
+without network; the upload trigger (ARM JSON) is consistent with the pipeline
+and with the parameters that docs/deploy.md names.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+AZURE = ROOT / "azure"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+# azure-ai-ml's marshmallow schemas warn by the hundred on import and load.
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+ml = pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is not installed (pip install -e .[azureml])")
+yaml = pytest.importorskip("yaml")
+
+
+def azure_yamls() -> list[Path]:
+    return sorted(p for p in AZURE.iterdir() if p.suffix in (".yml", ".yaml"))
+
+
+def schema_of(path: Path) -> str:
+    return str(yaml.safe_load(path.read_text(encoding="utf-8")).get("$schema", ""))
+
+
+def load_any(path: Path):
+    """The azure-ai-ml loader the file's $schema asks for (None for a conda file)."""
+    schema = schema_of(path)
+    if schema.endswith("/environment.schema.json"):
+        return ml.load_environment(source=path)
+    if schema.endswith(("/commandComponent.schema.json", "/pipelineComponent.schema.json")):
+        return ml.load_component(source=path)
+    if schema.endswith("/pipelineJob.schema.json"):
+        return ml.load_job(source=path)
+    return None
+
+
+def test_every_yaml_is_known_and_loads_offline():
+    files = azure_yamls()
+    assert {p.name for p in files} >= {"environment.yml", "conda.yml", "style_component.yml",
+                                       "style_pipeline_component.yml", "pipeline_job.yml"}
+    for path in files:
+        entity = load_any(path)
+        if entity is None:  # only conda files have no Azure ML schema
+            conda = yaml.safe_load(path.read_text(encoding="utf-8"))
+            assert "dependencies" in conda, f"{path.name}: neither an Azure ML YAML nor a conda file"
+            continue
+        validate = getattr(entity, "_validate", None)
+        if validate is not None:  # jobs and components: the SDK's offline validation
+            result = validate()
+            assert result.passed, f"{path.name} does not validate:\n{result}"
+
+
+def test_environment_is_conda_file_plus_mpi_cuda_image():
+    env = ml.load_environment(source=AZURE / "environment.yml")
+    assert "openmpi" in env.image and "cuda" in env.image, env.image
+    assert env.conda_file and "dependencies" in env.conda_file  # the loader inlines conda.yml
+
+
+def test_style_component_is_an_mpi_command():
+    component = ml.load_component(source=AZURE / "style_component.yml")
+    assert component.type == "command"
+    assert component.distribution.type == "mpi"
+    assert component.distribution.process_count_per_instance >= 1
+    assert component.resources["instance_count"] >= 1
+    assert {"video", "model"} <= set(component.inputs) and "styled" in component.outputs
+    # The command runs the launcher from the uploaded code (the repository root).
+    assert (AZURE / component.code).resolve() == ROOT
+    assert "azure/run_stylempi.py run" in component.command
+    assert (ROOT / "azure" / "run_stylempi.py").is_file()
+
+
+def test_pipeline_job_reads_and_writes_datastores():
+    job = ml.load_job(source=AZURE / "pipeline_job.yml")
+    assert job.type == "pipeline"
+    assert job.inputs.video.path.startswith("azureml://datastores/")
+    assert job.inputs.model.path.startswith("azureml://datastores/")
+    assert job.outputs.styled.path.startswith("azureml://datastores/")
+    node = job.jobs["style"]
+    assert node.distribution.type == "mpi"
+    assert node.resources.instance_count >= 1
+    assert node.distribution.process_count_per_instance >= 1
+
+
+def _no_network_env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AZURE_", "AZUREML_", "MSI_", "IDENTITY_"))}
+    # Any HTTP attempt would hit a closed port and fail.
+    env.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="",
+               no_proxy="")
+    return env
+
+
+def test_submit_dry_run_builds_job_and_batch_deployment_offline():
+    proc = subprocess.run(
+        [sys.executable, str(AZURE / "submit.py"), "--dry-run", "--nodes", "2",
+         "--gpus-per-node", "4", "--low-priority", "--compute", "a100-spot",
+         "--video", "azureml://datastores/workspaceblobstore/paths/in/clip.mp4",
+         "--model", "azureml://datastores/workspaceblobstore/paths/models/candy.pth",
+         "--output", "azureml://datastores/workspaceblobstore/paths/out/clip/"],
+        capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["compute"] == {"name": "a100-spot", "size": plan["compute"]["size"],
+                               "min_instances": 0, "max_instances": 4, "tier": "low_priority"}
+    job = plan["pipeline_job"]
+    assert job["type"] == "PipelineJob" and job["default_compute"] == "a100-spot"
+    assert job["video"] == "azureml://datastores/workspaceblobstore/paths/in/clip.mp4"
+    assert job["output"] == "azureml://datastores/workspaceblobstore/paths/out/clip/"
+    assert (job["distribution"], job["instance_count"], job["process_count_per_instance"]) == ("mpi", 2, 4)
+    assert plan["batch_deployment"]["type"] == "PipelineComponentBatchDeployment"
+    assert plan["batch_deployment"]["settings"]["default_compute"] == "a100-spot"
+
+
+def _import_submit():
+    spec = importlib.util.spec_from_file_location("stylempi_azure_submit", AZURE / "submit.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_submit_build_returns_sdk_objects():
+    from azure.ai.ml.entities import (AmlCompute, BatchEndpoint, Environment, PipelineComponent,
+                                      PipelineComponentBatchDeployment, PipelineJob)
+
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run", "--nodes", "3", "--gpus-per-node", "2"]))
+    assert isinstance(plan.environment, Environment)
+    assert isinstance(plan.compute, AmlCompute) and plan.compute.min_instances == 0
+    assert plan.compute.tier == "dedicated"
+    assert isinstance(plan.pipeline_job, PipelineJob)
+    assert isinstance(plan.endpoint, BatchEndpoint)
+    assert isinstance(plan.deployment, PipelineComponentBatchDeployment)
+    assert isinstance(plan.deployment.component, PipelineComponent)
+    for node in (plan.pipeline_job.jobs["style"], plan.pipeline_component.jobs["style"]):
+        assert node.distribution.process_count_per_instance == 2
+    submit.validate(plan)
+
+
+def test_submit_refuses_to_run_without_workspace():
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py")], capture_output=True,
+                          text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2 and "--subscription" in proc.stderr, proc.stderr
+
+
+def test_rank_launcher_binds_one_gpu_per_local_rank(monkeypatch):
+    spec = importlib.util.spec_from_file_location("stylempi_azure_run", AZURE / "run_stylempi.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    for local, expected in (("0", "4"), ("1", "6"), ("2", "4")):
+        env = {"CUDA_VISIBLE_DEVICES": "4,6"}
+        monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", local)
+        run.bind_gpu(env)
+        assert env["CUDA_VISIBLE_DEVICES"] == expected
+    env = {"CUDA_VISIBLE_DEVICES": "5"}
+    run.bind_gpu(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+# --- the upload trigger ------------------------------------------------------------
+
+def trigger() -> dict:
+    return json.loads((AZURE / "trigger.json").read_text(encoding="utf-8"))
+
+
+def documented_trigger_parameters() -> set[str]:
+    """Names in docs/deploy.md's trigger parameter table (between its markers)."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    match = re.search(r"<!-- trigger-parameters -->(.*?)<!-- /trigger-parameters -->", text, re.S)
+    assert match, "docs/deploy.md needs the trigger parameter table between its markers"
+    return set(re.findall(r"^\|\s*`([A-Za-z][A-Za-z0-9]*)`\s*\|", match.group(1), re.M))
+
+
+def resources_of(template: dict, type_: str) -> list[dict]:
+    return [r for r in template["resources"] if r["type"] == type_]
+
+
+def test_trigger_template_is_valid_arm_json():
+    template = trigger()
+    assert template["$schema"].startswith("https://schema.management.azure.com/schemas/")
+    assert template["$schema"].endswith("/deploymentTemplate.json#")
+    assert template["contentVersion"]
+    for name, param in template["parameters"].items():
+        assert param["type"] in ("string", "int", "bool", "object", "array", "securestring"), name
+    # Every parameter is used, every used parameter is declared.
+    text = json.dumps(template["resources"]) + json.dumps(template.get("variables", {})) \
+        + json.dumps(template.get("outputs", {}))
+    used = set(re.findall(r"parameters\('([A-Za-z0-9]+)'\)", text))
+    workflow_params = set(resources_of(template, "Microsoft.Logic/workflows")[0]
+                          ["properties"]["definition"]["parameters"])
+    assert used - workflow_params <= set(template["parameters"])
+    assert set(template["parameters"]) <= used, "unused template parameters"
+
+
+def test_trigger_parameters_are_the_documented_ones():
+    assert set(trigger()["parameters"]) == documented_trigger_parameters()
+
+
+def test_trigger_wires_blob_created_to_a_logic_app_that_invokes_the_endpoint():
+    template = trigger()
+    [subscription] = resources_of(template, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    props = subscription["properties"]
+    assert props["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert "listCallbackUrl" in props["destination"]["properties"]["endpointUrl"]
+    [topic] = resources_of(template, "Microsoft.EventGrid/systemTopics")
+    assert topic["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+
+    [workflow] = resources_of(template, "Microsoft.Logic/workflows")
+    definition = workflow["properties"]["definition"]
+    assert definition["triggers"]["manual"]["type"] == "Request"
+    invoke = _find_action(definition["actions"], "Http")
+    assert invoke["inputs"]["method"] == "POST"
+    assert invoke["inputs"]["authentication"]["type"] == "ManagedServiceIdentity"
+    assert "scoringUri" in invoke["inputs"]["uri"]
+    body = invoke["inputs"]["body"]["properties"]
+    # The job's inputs and outputs are those of the deployed pipeline component.
+    component = ml.load_component(source=AZURE / "style_pipeline_component.yml")
+    assert set(body["InputData"]) <= set(component.inputs)
+    required = {n for n, i in component.inputs.items()
+                if getattr(i, "default", None) is None and not getattr(i, "optional", False)}
+    assert required <= set(body["InputData"])
+    assert set(body["OutputData"]) <= set(component.outputs)
+
+
+def _find_action(actions: dict, type_: str) -> dict:
+    for action in actions.values():
+        if action.get("type") == type_:
+            return action
+        for nested in (action.get("actions", {}), action.get("else", {}).get("actions", {})):
+            found = _find_action(nested, type_) if nested else None
+            if found:
+                return found
+    return {}
