@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import StylempiError
-from .plan import DEFAULT_CHUNK_FRAMES
+from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
   mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
@@ -36,9 +36,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n"
                "  stylempi verify in.mp4 out.mp4")
-    p.add_argument("input", metavar="INPUT", help="input video file")
+    p.add_argument("input", metavar="INPUT", help="input video file or Blob URL (docs/storage.md)")
     p.add_argument("output", metavar="OUTPUT",
-                   help="output video; its extension picks the container (.mp4, .mkv, .mov, .webm)")
+                   help="output video file or Blob URL; its extension picks the container "
+                        "(.mp4, .mkv, .mov, .webm)")
     p.add_argument("--model", "-m", required=True,
                    help="a fast_neural_style checkpoint (.pth state_dict, any width) or a built-in "
                         "style name (see `stylempi models`)")
@@ -65,13 +66,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "without it such audio is an error, never silently re-encoded)")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="where finished chunks are kept until the job ends (default: beside OUTPUT, "
-                        "in .OUTPUT.stylempi/); must be visible to every rank")
+                        "in .OUTPUT.stylempi/); must be visible to every rank, or a Blob URL (az://...)")
     p.add_argument("--restart", action="store_true",
                    help="ignore chunks finished by an earlier run of this job")
-    p.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES, metavar="N",
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                    help=f"target frames per chunk, the unit of work and of resume (default: "
-                        f"{DEFAULT_CHUNK_FRAMES}); part of the job's identity")
+                        f"{DEFAULT_CHUNK_FRAMES}, fewer for short videos so that at least {MIN_CHUNKS} "
+                        "chunks exist; never below 8); chunks end at keyframes where possible")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--account-url", default=None, metavar="URL",
+                   help="storage account for az:// URLs (default: $AZURE_STORAGE_ACCOUNT_URL or the "
+                        "account of $AZURE_STORAGE_CONNECTION_STRING)")
     p.set_defaults(func=cmd_run)
 
 
@@ -83,7 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
         audio_codec=args.audio_codec, work_dir=args.work_dir, restart=args.restart,
         chunk_frames=args.chunk_frames, quiet=args.quiet)
-    summary = run_job(options)
+    from .comm import get_comm
+    from .storage import staged_run
+    comm = get_comm()
+    with staged_run(options, args.account_url, comm) as options:  # no-op unless a Blob URL is given
+        summary = run_job(options, comm=comm)
     if summary is not None and not args.quiet and _is_root():
         print(summary.line(), flush=True)
     return 0
@@ -134,7 +143,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 #: Subcommands contributed by other modules: (module, adder function name).
-_PLUGINS: list[tuple[str, str]] = []
+_PLUGINS: list[tuple[str, str]] = [("stylempi.watch", "add_watch_parser"),
+                                   ("stylempi.train", "register"),    # train (issue 7)
+                                   ("stylempi.preview", "register"),  # preview, models
+                                   ("stylempi.export", "register")]   # export
 
 
 def build_parser() -> argparse.ArgumentParser:

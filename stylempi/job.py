@@ -39,7 +39,7 @@ from .errors import ModelLoadFailure, OutputFailure, StylempiError, UsageError
 from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
                     choose_encoding, describe_video, file_sha256, index_frames, open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
-from .plan import DEFAULT_CHUNK_FRAMES, Chunk, assign_chunks, plan_chunks
+from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_device, resolve_precision,
                       threads_per_rank)
 
@@ -65,8 +65,10 @@ class RunOptions:
     audio_codec: str | None = None
     work_dir: str | None = None
     restart: bool = False
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES
+    chunk_frames: int | None = None
     quiet: bool = False
+    #: Blob storage staging (stylempi.storage.JobStaging) when a path is a Blob URL.
+    staging: object | None = None
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Prepared:
     reused_frames: int
     notices: list[str] = field(default_factory=list)
     plan_seconds: float = 0.0
+    staging: object | None = None  # set on each rank after the broadcast, never sent
 
 
 @dataclass
@@ -152,6 +155,8 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
     comm = comm or get_comm()
     started = time.monotonic()
     prepared = comm.on_root(lambda: prepare(options))
+    if options.staging is not None:
+        options.staging.adopt(prepared)  # this rank's own input copy and work dir
     assignments = assign_chunks([prepared.chunks[i] for i in prepared.pending], comm.size) if comm.is_root else None
     mine: list[Chunk] = comm.scatter(assignments)
 
@@ -216,7 +221,7 @@ def prepare(options: RunOptions) -> Prepared:
     started = time.monotonic()
     input_path = Path(options.input)
     output_path = Path(options.output)
-    if options.chunk_frames < 1:
+    if options.chunk_frames is not None and options.chunk_frames < 1:
         raise UsageError("--chunk-frames must be at least 1")
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -237,9 +242,12 @@ def prepare(options: RunOptions) -> Prepared:
 
     precision = resolve_precision(options.precision, resolve_device(options.device))
     index = index_frames(input_path, video.index)
-    chunks = plan_chunks(index.pts, index.keyframes, options.chunk_frames)
-    key = job_key(input_path, video, model_bytes, precision, settings, options.chunk_frames)
+    chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
+    chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
+    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames)
     job_dir = _job_dir(options, output_path, key)
+    if options.staging is not None:
+        options.staging.pull_chunks(job_dir)  # chunks an earlier run left in Blob storage
     pending, reused_frames = _find_reusable(job_dir, chunks)
     _write_json(job_dir / "plan.json", {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
@@ -538,6 +546,8 @@ class _EncoderThread:
             _write_json(_record_path(job_dir, chunk.index), {
                 "index": chunk.index, "frames": chunk.frames, "first_pts": chunk.first,
                 "last_pts": chunk.last, "sha256": digest})
+            if self._prepared.staging is not None:
+                self._prepared.staging.push_chunk(final, _record_path(job_dir, chunk.index))
             self._stats.chunks.append(ChunkResult(chunk.index, chunk.frames, digest))
             return
         if self._writer is None:
@@ -559,7 +569,11 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
     if missing:
         raise StylempiError(f"chunks {missing[:5]} were not produced; rerun the same command to finish them")
     segments = [_segment_path(job_dir, c.index) for c in prepared.chunks]
+    if prepared.staging is not None:
+        prepared.staging.fetch_chunks(job_dir, [c.index for c in prepared.chunks])
     assemble(prepared.input, prepared.video, segments, prepared.copy.copy, prepared.output)
+    if prepared.staging is not None:
+        prepared.output = prepared.staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
     try:
         job_dir.parent.rmdir()  # the per-OUTPUT work root, when nothing else is in it

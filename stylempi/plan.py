@@ -13,9 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-#: Default target chunk length in frames. Long enough that the seek to the
-#: chunk's keyframe is cheap next to the network, short enough to balance load.
+#: Longest default target chunk length in frames: long enough that the seek to
+#: the chunk's keyframe is cheap next to the network, short enough to balance load.
 DEFAULT_CHUNK_FRAMES = 48
+#: A short video is still cut into about this many chunks, so many ranks help.
+MIN_CHUNKS = 16
+
+
+def auto_chunk_frames(total_frames: int) -> int:
+    """The default target chunk length: 48 frames, shorter for short videos (never below 8).
+
+    It depends on the video alone, never on the rank count.
+    """
+    return max(8, min(DEFAULT_CHUNK_FRAMES, -(-total_frames // MIN_CHUNKS)))
 
 
 @dataclass(frozen=True)

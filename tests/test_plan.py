@@ -64,3 +64,11 @@ def test_keyframe_alignment():
     chunks = plan_chunks(pts, {0, 30, 60, 90}, 25)
     assert [c.first for c in chunks] == [0, 30, 60, 90]
     assert plan_chunks(pts, {0}, 25)[1].first == 50  # sparse keyframes: cut at 2*target
+
+
+def test_auto_chunk_length_depends_on_video_only():
+    from stylempi.plan import auto_chunk_frames
+    assert auto_chunk_frames(1) == 8
+    assert auto_chunk_frames(90) == 8
+    assert auto_chunk_frames(300) == 19
+    assert auto_chunk_frames(100_000) == 48
