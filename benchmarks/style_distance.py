@@ -60,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss-weights", default=str(SHARED / "models" / "lossnet" / "squeezenet1_0_caffe_bgr_fp16.pth"))
     p.add_argument("--style-size", type=int, default=256)
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--pair", action="append", default=[], metavar="CHECKPOINT=PAINTING",
+                   help="measure a checkpoint file against a painting file instead of the built-ins")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     lossnet = build_lossnet("squeezenet", args.loss_weights)
     frames = sample_frames(args.video, args.frames)
     rows = []
-    for name in args.styles or sorted(BUILTIN):
-        info = BUILTIN[name]
-        row = measure(name, SHARED / "styles" / info.painting, frames, lossnet, args.style_size)
+    jobs = [tuple(pair.split("=", 1)) for pair in args.pair] or [
+        (name, str(SHARED / "styles" / BUILTIN[name].image)) for name in (args.styles or sorted(BUILTIN))]
+    for name, painting in jobs:
+        row = measure(name, Path(painting), frames, lossnet, args.style_size)
         rows.append(row)
         print(f"{name:14s} painting {row['painting']:24s} input {row['input']:.3f}  "
               f"output {row['output']:.3f}  ratio {row['ratio']:.3f}  "

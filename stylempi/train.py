@@ -27,6 +27,7 @@ import argparse
 import io
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -264,6 +265,16 @@ def train(args: argparse.Namespace) -> dict:
               "loss_net": args.loss_net, "seed": args.seed, "batch_size": args.batch_size,
               "content_weight": args.content_weight, "style_weight": args.style_weight,
               "tv_weight": args.tv_weight, "lr": args.lr, "steps": steps}
+    if args.init:
+        try:
+            init_state = torch.load(args.init, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadFailure(f"--init {args.init} is not a readable state_dict: {str(exc)[:160]}") from None
+        init_net = network_from_state_dict(init_state)
+        if init_net.width != args.width:
+            raise UsageError(f"--init {args.init} has width {init_net.width}, not --width {args.width}")
+        net.load_state_dict(init_net.state_dict())
+        config["init"] = str(Path(args.init).name)
     start = 0
     spath = state_path(out)
     if args.resume and spath.is_file():
@@ -364,6 +375,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames-per-video", type=int, default=60, help="frames sampled from each video")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
                    help="rewrite the checkpoint and OUT.train-state.pth every N steps (0: only at the end)")
+    p.add_argument("--init", metavar="MODEL.pth",
+                   help="start from this checkpoint's weights (fine-tune another style: much faster than "
+                        "from scratch, the content-keeping part is already learned)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train-state.pth")
     p.add_argument("--keep-state", action="store_true",
                    help="keep OUT.train-state.pth after the last step (to extend the run later)")
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:  # ``python -m stylempi.train``
     try:
         return train_main(args)
     except StylempiError as exc:
-        print(f"stylempi train: error: {exc}", flush=True)
+        print(f"stylempi train: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import need_shared
+from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
 from stylempi.lossnet import build_lossnet, gram, load_squeezenet, squeezenet1_0_features
 from stylempi.model import load_network
@@ -173,12 +171,12 @@ def test_train_usage_errors(tmp_path):
 def test_cli_train_one_line_error_and_success(tmp_path):
     _content_dir(tmp_path)
     style = _style_image(tmp_path)
-    cmd = [sys.executable, "-m", "stylempi.train", "--style", str(style), "--content",
-           str(tmp_path / "content"), "--out", str(tmp_path / "m.pth"), "--loss-net", "random",
-           "--width", "8", "--image-size", "32", "--batch-size", "1", "--steps", "2", "--threads", "1"]
-    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    args = ["train", "--style", style, "--content", tmp_path / "content", "--out", tmp_path / "m.pth",
+            "--loss-net", "random", "--width", "8", "--batch-size", "1", "--steps", "2", "--threads", "1"]
+    ok = stylempi(*args, "--image-size", "32", timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "wrote" in ok.stdout and "step" in ok.stderr  # the tqdm bar goes to stderr
-    bad = subprocess.run(cmd[:-2] + ["2", "--image-size", "30"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "image-size" in bad.stdout + bad.stderr
-    assert "Traceback" not in bad.stdout + bad.stderr
+    assert load_network((tmp_path / "m.pth").read_bytes()).width == 8
+    bad = stylempi(*args, "--image-size", "30", timeout=120)
+    assert bad.returncode == 2 and "image-size" in bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr and len(bad.stderr.strip().splitlines()) == 1
