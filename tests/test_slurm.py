@@ -119,6 +119,71 @@ def read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+# --- the script itself, without a cluster ----------------------------------------
+
+FAKE_STYLEMPI = """#!/bin/bash
+echo "fake rank=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-?}} gpu=${CUDA_VISIBLE_DEVICES:-none} \
+threads=${OMP_NUM_THREADS:-unset} args=$*"
+"""
+
+
+def fake_stylempi(tmp_path: Path) -> Path:
+    fake = tmp_path / "fake-stylempi"
+    fake.write_text(FAKE_STYLEMPI)
+    fake.chmod(0o755)
+    return fake
+
+
+def test_sbatch_script_requests_no_fixed_resources():
+    text = SBATCH_SCRIPT.read_text()
+    directives = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert "--requeue" in directives and "--open-mode=append" in directives
+    fixed = [d for d in directives if re.match(
+        r"--(gpus|gres|gpus-per-node|gpus-per-task|nodes|ntasks|ntasks-per-node|partition|cpus-per-task)\b"
+        r"|-[NnpG]\b", d)]
+    assert not fixed, f"resources must come from the sbatch command line, not {fixed}"
+    syntax = subprocess.run(["bash", "-n", str(SBATCH_SCRIPT)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_sbatch_script_usage_error_without_arguments():
+    proc = subprocess.run(["bash", str(SBATCH_SCRIPT), "only-input.mp4"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_sbatch_script_gives_each_rank_one_gpu(tmp_path: Path):
+    """Outside Slurm too: mpirun ranks that see GPUs 4,6 keep one each, by local rank."""
+    env = dict(os.environ, **job_env({"STYLEMPI": str(fake_stylempi(tmp_path)), "STYLEMPI_RANKS": "2",
+                                      "CUDA_VISIBLE_DEVICES": "4,6", "SLURM_CPUS_PER_TASK": "3"}))
+    proc = subprocess.run(["bash", str(SBATCH_SCRIPT), "in.mp4", "out.mp4", "m.pth", "--crf", "20"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = sorted(line for line in proc.stdout.splitlines() if line.startswith("fake "))
+    assert ranks == [
+        "fake rank=0 gpu=4 threads=3 args=run in.mp4 out.mp4 --model m.pth --crf 20",
+        "fake rank=1 gpu=6 threads=3 args=run in.mp4 out.mp4 --model m.pth --crf 20",
+    ], proc.stdout + proc.stderr
+
+
+def test_sbatch_script_srun_launcher(slurm: SlurmCluster, tmp_path: Path):
+    """STYLEMPI_LAUNCHER=srun starts one task per rank (--mpi=none: the pip Open MPI has
+    no PMIx plugin match with this Slurm, so only the launch itself is checked)."""
+    log = tmp_path / "srun.log"
+    env = job_env({"STYLEMPI": str(fake_stylempi(tmp_path)), "STYLEMPI_LAUNCHER": "srun",
+                   "STYLEMPI_SRUN_MPI": "none", "CUDA_VISIBLE_DEVICES": "4,6"})
+    proc = slurm.run("sbatch", "--wait", "--ntasks=2", "--cpus-per-task=1", f"--output={log}",
+                     f"--chdir={tmp_path}", SBATCH_SCRIPT, "in.mp4", "out.mp4", "m.pth",
+                     env=env, timeout=JOB_DEADLINE_S, check=False)
+    text = read(log)
+    assert proc.returncode == 0, f"{proc.stderr}\n{text}"
+    ranks = sorted(line for line in text.splitlines() if line.startswith("fake "))
+    assert ranks == ["fake rank=0 gpu=4 threads=1 args=run in.mp4 out.mp4 --model m.pth",
+                     "fake rank=1 gpu=6 threads=1 args=run in.mp4 out.mp4 --model m.pth"], text
+
+
+# --- real jobs on the test cluster ---------------------------------------------------
+
 def test_sbatch_script_runs_and_verifies(slurm: SlurmCluster, tiny_model: Path, tmp_path: Path):
     clip = make_clip(tmp_path / "in.mp4", 64, 48, 20)
     output = tmp_path / "out.mp4"
@@ -151,7 +216,7 @@ def test_requeued_job_resumes_from_finished_chunks(slurm: SlurmCluster, tiny_mod
                                                    tmp_path: Path):
     # Long enough that a requeue after the first finished chunk lands mid-run:
     # 96 frames in chunks of 4 (a keyframe every 4 frames) = 24 chunks on 2 ranks.
-    clip = make_clip(tmp_path / "in.mp4", 128, 96, 96)
+    clip = make_clip(tmp_path / "in.mp4", 160, 120, 96)
     output = tmp_path / "out.mp4"
     log = tmp_path / "job.log"
     work = tmp_path / f".{output.name}.stylempi"
