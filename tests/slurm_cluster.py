@@ -108,7 +108,8 @@ class SlurmCluster:
             raise
 
     def stop(self) -> None:
-        """Stop slurmd, slurmctld and munged (in that order); never raises."""
+        """Cancel leftover jobs, stop slurmd, slurmctld and munged; never raises."""
+        self._cancel_all_jobs()
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
@@ -119,6 +120,23 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+    def _cancel_all_jobs(self, wait: float = 30.0) -> None:
+        """A failed test may leave a job running: its processes must not outlive the cluster."""
+        if "slurmctld" not in self._procs or self._procs["slurmctld"].poll() is not None:
+            return
+        try:
+            listed = self.run("squeue", "-h", "-o", "%i", check=False, timeout=20).stdout.split()
+            if not listed:
+                return
+            self.run("scancel", *listed, check=False, timeout=20)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.run("squeue", "-h", "-o", "%i", check=False, timeout=20).stdout.split():
+                    return
+                time.sleep(0.5)
+        except (OSError, subprocess.SubprocessError):
+            pass
 
     # -- clients ---------------------------------------------------------
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
