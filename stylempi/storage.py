@@ -993,3 +993,187 @@ def open_work_dir(location: str | os.PathLike, account_url: str | None = None) -
     if is_remote(str(location)):
         return BlobWorkDir(str(location), account_url)
     return LocalWorkDir(location)
+
+
+# --------------------------------------------------------------------------- `stylempi run` staging
+
+class JobStaging:
+    """Lets ``stylempi run`` take Blob URLs with no filesystem shared between ranks.
+
+    Created on every rank by :func:`staged_run` before the job starts:
+
+    * INPUT (remote): every rank downloads it into its own rank-local temp dir
+      and decodes from there (:meth:`adopt` points ``prepared.input`` at it).
+    * ``--model`` (remote): rank 0 alone downloads it (only rank 0 reads it; the
+      bytes travel to the others inside the plan).
+    * OUTPUT (remote): rank 0 assembles into its temp dir, then :meth:`publish`
+      uploads it (blocks committed last) before the chunks are deleted.
+    * Work dir: remote when ``--work-dir`` is a Blob URL, or when OUTPUT is
+      remote and no ``--work-dir`` is given (then beside OUTPUT, as locally).
+      Each rank keeps its segments in a rank-local dir and :meth:`push_chunk`
+      uploads each finished one (segment first, its JSON record last);
+      :meth:`pull_chunks` gives rank 0 the finished chunks of an earlier, killed
+      run, and :meth:`fetch_chunks` the chunks other ranks made.
+
+    With a local ``--work-dir`` (and remote INPUT/OUTPUT) the work dir must be
+    shared by all ranks, exactly as without Blob storage.
+    """
+
+    def __init__(self, options: Any, account_url: str | None, rank: int):
+        self.rank = rank
+        self.remote_input = parse_blob_url(options.input, account_url) if is_remote(options.input) else None
+        self.remote_output = parse_blob_url(options.output, account_url) if is_remote(options.output) else None
+        self.remote_model = parse_blob_url(options.model, account_url) if is_remote(options.model) else None
+        work = options.work_dir
+        if is_remote(work):
+            self.remote_work: BlobLocation | None = parse_blob_url(work, account_url).as_prefix()
+        elif work is None and self.remote_output is not None:
+            parent = self.remote_output.blob.rsplit("/", 1)[0] + "/" if "/" in self.remote_output.blob else ""
+            self.remote_work = self.remote_output.with_blob(parent)
+        else:
+            self.remote_work = None
+        self.root = Path(tempfile.mkdtemp(prefix=f"stylempi-r{rank}-"))
+        self.local_input: str | None = None
+        self._job_prefix: BlobLocation | None = None
+
+    @property
+    def active(self) -> bool:
+        return any((self.remote_input, self.remote_output, self.remote_model, self.remote_work))
+
+    def localize(self, options: Any, is_root: bool) -> None:
+        """Download what this rank needs and rewrite OPTIONS to local paths."""
+        if self.remote_input is not None:
+            dest = self.root / "input" / safe_local_name(self.remote_input.blob)
+            download(self.remote_input, dest)
+            options.input = self.local_input = str(dest)
+        if self.remote_model is not None:
+            dest = self.root / "model" / safe_local_name(self.remote_model.blob)
+            if is_root:
+                download(self.remote_model, dest)
+            options.model = str(dest)
+        if self.remote_output is not None:
+            (self.root / "output").mkdir()
+            options.output = str(self.root / "output" / safe_local_name(self.remote_output.blob))
+        if self.remote_work is not None:
+            options.work_dir = str(self.root / "work")
+            (self.root / "work").mkdir()
+
+    # Called by stylempi.job -------------------------------------------------
+    def _prefix_for(self, job_dir: Path | str) -> BlobLocation:
+        job_dir = Path(job_dir)
+        assert self.remote_work is not None
+        return self.remote_work.child(f"{job_dir.parent.name}/{job_dir.name}/")
+
+    def pull_chunks(self, job_dir: Path | str) -> None:
+        """Rank 0, while planning: copy finished chunks of an earlier run into JOB_DIR."""
+        if self.remote_work is None:
+            return
+        work = BlobWorkDir(self._prefix_for(job_dir))
+        names = set(work.list())
+        for name in sorted(names):
+            if name.endswith(".json") and name.startswith("chunk-") and name[:-5] + ".nut" in names:
+                work.get_file(name[:-5] + ".nut", Path(job_dir) / (name[:-5] + ".nut"))
+                work.get_file(name, Path(job_dir) / name)
+
+    def adopt(self, prepared: Any) -> None:
+        """Every rank, after planning: use this rank's own input copy and work dir."""
+        prepared.staging = self
+        if self.local_input is not None:
+            prepared.input = self.local_input
+        if self.remote_work is not None:
+            self._job_prefix = self._prefix_for(prepared.job_dir)
+            local = self.root / "work" / Path(prepared.job_dir).parent.name / Path(prepared.job_dir).name
+            local.mkdir(parents=True, exist_ok=True)
+            prepared.job_dir = str(local)
+
+    def push_chunk(self, segment: Path | str, record: Path | str) -> None:
+        """Any rank: a chunk is durable locally; make it durable in Blob storage too."""
+        if self._job_prefix is None:
+            return
+        work = BlobWorkDir(self._job_prefix)
+        work.put_file(segment, Path(segment).name)
+        work.put_file(record, Path(record).name)  # the record last: it marks the chunk done
+
+    def fetch_chunks(self, job_dir: Path | str, indexes: list[int]) -> None:
+        """Rank 0, before joining: download the segments other ranks made."""
+        if self._job_prefix is None:
+            return
+        work = BlobWorkDir(self._job_prefix)
+        for i in indexes:
+            name = f"chunk-{i:05d}.nut"
+            path = Path(job_dir) / name
+            if not path.is_file():
+                if not work.get_file(name, path):
+                    raise StorageFailure(f"chunk {i} is missing from the work dir {self._job_prefix}")
+            record = work.get_json(f"chunk-{i:05d}.json") if not (Path(job_dir) / f"chunk-{i:05d}.json").is_file() \
+                else json.loads((Path(job_dir) / f"chunk-{i:05d}.json").read_text())
+            if record and record.get("sha256"):
+                if _sha256_file(path) != record["sha256"]:
+                    raise StorageFailure(f"chunk {i} from {self._job_prefix} does not match its checksum")
+
+    def publish(self, local_output: str) -> str:
+        """Rank 0, after joining: upload OUTPUT; then drop the remote chunks. Returns OUTPUT for display."""
+        if self.remote_output is None:
+            shown = local_output
+        else:
+            upload(local_output, self.remote_output)
+            shown = str(self.remote_output)
+        if self._job_prefix is not None:
+            for b in list_blobs(self._job_prefix.with_blob(self._job_prefix.blob.rsplit("/", 2)[0] + "/")):
+                delete(self._job_prefix.with_blob(b.name))
+        return shown
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class staged_run:
+    """``with staged_run(options, account_url, comm) as options:`` around ``run_job``.
+
+    A no-op when nothing is remote. Otherwise every rank localizes its inputs;
+    a failure on any rank is shared so that every rank stops with the same
+    message (printed once, by rank 0) instead of leaving others waiting.
+    """
+
+    def __init__(self, options: Any, account_url: str | None, comm: Any):
+        self.options, self.account_url, self.comm = options, account_url, comm
+        self.staging: JobStaging | None = None
+
+    def __enter__(self):
+        from .comm import SharedError
+        from .errors import StylempiError
+        error: tuple[str, int] | None = None
+        try:
+            staging = JobStaging(self.options, self.account_url, self.comm.rank)
+            if staging.active:
+                self.staging = staging
+                staging.localize(self.options, self.comm.is_root)
+                self.options.staging = staging
+            else:
+                staging.cleanup()
+        except StylempiError as e:
+            error = (f"rank {self.comm.rank}: {e}" if self.comm.size > 1 else str(e), e.exit_code)
+        errors = self.comm.gather(error)
+        first = self.comm.bcast(next((e for e in errors if e), None) if self.comm.is_root else None)
+        if first is not None:
+            if self.staging is not None:
+                self.staging.cleanup()
+            if self.comm.is_root:
+                failure = StorageFailure(first[0])
+                failure.exit_code = first[1]
+                raise failure
+            raise SharedError(first[0], first[1], reported=True)
+        return self.options
+
+    def __exit__(self, *exc):
+        if self.staging is not None:
+            self.staging.cleanup()
+        return False

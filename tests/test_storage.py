@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from stylempi import storage
 from stylempi.errors import StorageFailure, UsageError
 
 from azurite import ACCOUNT, KEY, azurite_server, blob_env, free_port  # noqa: F401 (fixtures)
+from conftest import stylempi
 
 DEV_URL = "http://127.0.0.1:10000/devstoreaccount1"
 
@@ -411,3 +413,176 @@ def test_blob_work_dir_ignores_nested_blobs(blob_env, tmp_path):
     storage.upload_bytes(b"{}", f"az://{container}/wx.json")
     wd.put_json("plan.json", {})
     assert wd.list() == ["plan.json"] and str(wd).endswith(f"/{container}/w/")
+
+
+# --------------------------------------------------------------------------- `stylempi run` end to end
+
+SUMMARY = re.compile(r"stylempi: (\d+) frames .*?; (\d+) chunks, (\d+) reused")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+    from stylempi.model import TransformerNet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("blob-model") / "tiny8.pth"
+    torch.save(TransformerNet(8).state_dict(), path)
+    return path
+
+
+def _env(server, **extra) -> dict:
+    env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string(), "OMP_NUM_THREADS": "1"}
+    env.update(extra)
+    return env
+
+
+def _verify(clip: Path, out: Path) -> None:
+    verified = stylempi("verify", clip, out, timeout=120)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_run_az_urls_with_two_ranks(blob_env, tmp_path, tiny_model):
+    """Upload a clip, `mpirun -n 2 stylempi run az://incoming/clip.mp4 az://styled/clip.mp4
+    --model az://...`, download the result and verify it."""
+    import clips
+    server, container = blob_env
+    styled = server.new_container("styled")
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=12, gop=4, audio_tracks=1)
+    storage.upload(clip, f"az://{container}/incoming/clip.mp4")
+    storage.upload(tiny_model, f"az://{container}/models/tiny8.pth")
+    r = stylempi("run", f"az://{container}/incoming/clip.mp4", f"az://{styled}/clip.mp4",
+                 "--model", f"az://{container}/models/tiny8.pth", "--chunk-frames", "4", "--quiet",
+                 ranks=2, env=_env(server), timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    out = tmp_path / "out.mp4"
+    storage.download(f"az://{styled}/clip.mp4", out)
+    _verify(clip, out)
+    # Nothing left behind in Blob storage but the output.
+    assert [b.name for b in storage.list_blobs(f"az://{styled}/")] == ["clip.mp4"]
+
+
+@pytest.mark.slow
+def test_run_path_style_urls_with_sas_only(blob_env, tmp_path, tiny_model, monkeypatch):
+    import clips
+    server, container = blob_env
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
+    storage.upload(clip, f"az://{container}/in/clip.mp4")
+    sas = _sas(container, read=True, write=True, create=True, list=True, delete=True, add=True)
+    base = f"{server.account_url}/{container}"
+    env = {"OMP_NUM_THREADS": "1", "AZURE_STORAGE_CONNECTION_STRING": ""}
+    r = stylempi("run", f"{base}/in/clip.mp4?{sas}", f"{base}/out/clip.mp4?{sas}", "--model", tiny_model,
+                 ranks=2, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert sas.split("sig=")[1].split("&")[0] not in r.stdout + r.stderr
+    assert f"{base}/out/clip.mp4" in r.stdout  # the summary names the blob, without its SAS
+    storage.download(f"{base}/out/clip.mp4", tmp_path / "out.mp4")
+    _verify(clip, tmp_path / "out.mp4")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_chunks_in_blob_work_dir(blob_env, tmp_path, tiny_model):
+    import os as _os
+    import signal as _signal
+    import subprocess as _subprocess
+    import time as _time
+    import clips
+    from conftest import BIN
+    server, container = blob_env
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=48, gop=4, size=(96, 64))
+    storage.upload(clip, f"az://{container}/in/clip.mp4")
+    args = ["run", f"az://{container}/in/clip.mp4", f"az://{container}/out/clip.mp4", "--model",
+            str(tiny_model), "--work-dir", f"az://{container}/work/", "--chunk-frames", "4",
+            "--batch-size", "1"]
+    env = dict(_os.environ, **_env(server))
+    proc = _subprocess.Popen([str(BIN / "mpirun"), "-n", "2", str(BIN / "stylempi"), *args],
+                             stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        deadline = _time.monotonic() + 240
+        done: list = []
+        while not done:
+            assert proc.poll() is None, "the job ended before any chunk reached Blob storage: " + proc.stderr.read()[-2000:]
+            assert _time.monotonic() < deadline, "no chunk reached Blob storage in time"
+            done = [b.name for b in storage.list_blobs(f"az://{container}/work/")
+                    if re.search(r"/chunk-\d+\.json$", b.name)]
+            _time.sleep(0.2)
+        _kill_tree(proc.pid)  # mpirun and every rank at once, as a lost allocation would
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc.pid)
+        proc.communicate(timeout=60)
+    assert not storage.exists(f"az://{container}/out/clip.mp4")
+    r = stylempi(*args, ranks=2, env=_env(server), timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    frames, chunks, reused = map(int, SUMMARY.search(r.stdout).groups())
+    assert (frames, chunks) == (48, 12) and reused >= len(done) >= 1, r.stdout
+    storage.download(f"az://{container}/out/clip.mp4", tmp_path / "out.mp4")
+    _verify(clip, tmp_path / "out.mp4")
+    assert [b.name for b in storage.list_blobs(f"az://{container}/work/")] == []
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL PID and all its descendants (the ranks mpirun started; they may sit in
+    their own process groups, so killpg alone leaves them running)."""
+    import signal as _signal
+    victims = [pid, *_descendants(pid)]
+    for p in victims:
+        try:
+            os.kill(p, _signal.SIGSTOP)  # freeze first: nobody finishes a chunk meanwhile
+        except ProcessLookupError:
+            pass
+    for p in victims:
+        try:
+            os.kill(p, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("case", ["missing-blob", "missing-container", "wrong-key", "read-only-sas"])
+def test_run_storage_errors_are_one_clean_line(blob_env, tmp_path, tiny_model, case):
+    server, container = blob_env
+    clip_url = f"az://{container}/in/clip.mp4"
+    storage.upload_bytes(b"not really a video", clip_url)
+    env = _env(server)
+    secret = KEY
+    if case == "missing-blob":
+        args = [f"az://{container}/in/none.mp4", str(tmp_path / "o.mp4")]
+    elif case == "missing-container":
+        args = ["az://no-such-box/in/clip.mp4", str(tmp_path / "o.mp4")]
+    elif case == "wrong-key":
+        secret = "B" * 86 + "=="
+        env = _env(server, AZURE_STORAGE_CONNECTION_STRING=server.connection_string(secret))
+        args = [clip_url, str(tmp_path / "o.mp4")]
+    else:  # fails only when the finished output is uploaded
+        import clips
+        storage.upload(clips.make_clip(tmp_path / "c.mp4", frames=4), clip_url)
+        secret = _sas(container, read=True, list=True)
+        env = {"AZURE_STORAGE_CONNECTION_STRING": ""}
+        args = [f"{server.account_url}/{container}/in/clip.mp4?{secret}",
+                f"{server.account_url}/{container}/out/o.mp4?{secret}", "--work-dir", str(tmp_path)]
+    r = stylempi("run", *args, "--model", tiny_model, ranks=2, env=env, timeout=180)
+    assert r.returncode == 6, r.stderr[-3000:]
+    # mpirun adds its own banner about the exit status; ours is one line, said once.
+    lines = [line for line in r.stderr.splitlines() if line.startswith("stylempi")]
+    assert len(lines) == 1 and lines[0].startswith("stylempi: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert_clean(lines[0], secret)
+    for text in (r.stdout, r.stderr):
+        assert secret not in text and "sig=" not in text and "AccountKey" not in text
