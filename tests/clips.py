@@ -182,8 +182,11 @@ def make_clip(path: str | os.PathLike, *, frames: int = 7, size: tuple[int, int]
             fmt = pix_fmt if k == 0 else ("yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p")
             st.pix_fmt = fmt
             cc = st.codec_context
-            cc.time_base = VIDEO_TB
-            st.time_base = VIDEO_TB
+            if codec == "mpeg2video":  # MPEG-2 only knows standard rates: ticks of one frame
+                cc.time_base = 1 / rate
+            else:
+                cc.time_base = VIDEO_TB
+                st.time_base = VIDEO_TB
             cc.gop_size = gop
             if codec in ("libx264", "libx265"):
                 opts = {"preset": "veryfast", "crf": "20"}
@@ -220,6 +223,9 @@ def make_clip(path: str | os.PathLike, *, frames: int = 7, size: tuple[int, int]
                 frame = av.VideoFrame.from_ndarray(picture(i, w, h, seed + 7 * k), format="rgb24")
                 frame.pts = p
                 frame.time_base = VIDEO_TB
+                if codec == "mpeg2video":
+                    frame.pts = int(p * VIDEO_TB * rate)
+                    frame.time_base = 1 / rate
                 for packet in st.encode(frame):
                     out.mux(packet)
             for packet in st.encode(None):

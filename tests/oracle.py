@@ -92,17 +92,27 @@ def video(path: str | Path, index: int | None = None) -> Video:
     st = vids[0] if index is None else next(s for s in all_streams if s["index"] == index)
     tb = _ratio(st["time_base"])
     data = _probe(path, "-select_streams", str(st["index"]), "-show_frames",
-                  "-show_entries", "frame=pts,best_effort_timestamp,width,height,sample_aspect_ratio")
+                  "-show_entries",
+                  "frame=pts,best_effort_timestamp,pkt_duration,duration,width,height,sample_aspect_ratio")
     info = Video(index=st["index"], codec=st.get("codec_name", "?"), width=int(st["width"]),
                  height=int(st["height"]), sar=_ratio(st.get("sample_aspect_ratio")),
                  rotation=_rotation(st.get("side_data_list")), time_base=tb)
+    prev_duration = None
     for fr in data.get("frames", []):
         ts = fr.get("pts")
         if ts is None:
             ts = fr.get("best_effort_timestamp")
-        if ts is None:
+        duration = fr.get("duration", fr.get("pkt_duration"))
+        if ts is None and info.times and prev_duration is not None:
+            # Debian's FFmpeg 5.1 leaves the last (flushed) frame of an MPEG-2
+            # program stream without a time; newer FFmpeg gives it the previous
+            # frame's time plus its duration, and so do we.
+            info.times.append(info.times[-1] + prev_duration)
+        elif ts is None:
             raise AssertionError(f"{path}: a frame without a timestamp")
-        info.times.append(int(ts) * tb)
+        else:
+            info.times.append(int(ts) * tb)
+        prev_duration = None if duration in (None, "N/A") else int(duration) * tb
         info.frame_sizes.append((int(fr["width"]), int(fr["height"])))
         info.frame_sars.append(_ratio(fr.get("sample_aspect_ratio")))
     return info
@@ -219,6 +229,11 @@ def compare(inp: str | Path, out: str | Path, video_stream: int | None = None, *
     if check_subtitles:
         in_subs = [s for s in streams(inp) if s["codec_type"] == "subtitle"]
         out_subs = [s for s in out_streams if s["codec_type"] == "subtitle"]
+        if Path(out).suffix.lower() in (".mkv", ".webm"):
+            # Matroska cannot hold mov_text: the spec keeps "the subtitle
+            # streams the container can hold", so those may be dropped.
+            in_subs = [s for s in in_subs if s.get("codec_name") != "mov_text"]
+            out_subs = [s for s in out_subs if s.get("codec_name") != "mov_text"]
         if len(out_subs) != len(in_subs):
             problems.append(f"{len(out_subs)} subtitle streams != input {len(in_subs)}")
         for k, (si, so) in enumerate(zip(in_subs, out_subs)):

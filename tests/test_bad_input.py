@@ -201,6 +201,13 @@ def test_unknown_output_extension(tmp_path, model, good_clip, name):
     run_bad(good_clip, tmp_path / name, model)
 
 
+def test_container_cannot_hold_audio(tmp_path, model):
+    """AAC cannot go in .webm: refuse (naming a container that can), never re-encode silently."""
+    inp = clips.make_clip(tmp_path / "in.mp4", frames=3, audio_tracks=1)
+    line = run_bad(inp, tmp_path / "out.webm", model)
+    assert ".mkv" in line or ".mp4" in line or "--audio-codec" in line, line
+
+
 def fill(path: Path, leave: int = 0) -> None:
     """Fill the filesystem holding ``path`` until at most ``leave`` bytes are free."""
     fd = os.open(path / "ballast", os.O_WRONLY | os.O_CREAT, 0o644)

@@ -184,3 +184,13 @@ def test_oracle_catches_shift_of_one_tick_in_mkv(tmp_path):
     assert oracle.compare(src, clips.derive(src, tmp_path / "ok.mkv")) == []
     bad = clips.derive(src, tmp_path / "bad.mkv", shift_frame=(2, 1))  # 1 ms: one output tick
     assert any("frame times differ" in p for p in oracle.compare(src, bad))
+
+
+def test_mpeg2_program_stream(tmp_path):
+    """MPEG-2 in an .mpg program stream with a non-zero start (like cityCC0.mpg)."""
+    path = clips.make_clip(tmp_path / "p.mpg", frames=23, codec="mpeg2video", start=0.48, gop=6)
+    v = oracle.video(path)
+    assert v.codec == "mpeg2video"
+    assert len(v.times) == 23
+    assert v.times[0] > 0
+    assert pyav_times(path) == v.times
