@@ -223,3 +223,28 @@ def test_sigterm_stops_cleanly_and_releases_the_claim(blob_env, job, tmp_path):
     assert lease is not None, "the watcher did not release its claim"
     lease.release()
     assert not [n for n in names(container) if "/attempts/" in n or n.startswith("out/")]
+
+
+@pytest.mark.slow
+def test_watch_end_to_end_with_real_stylempi_run(blob_env, tmp_path):
+    """The default job (`stylempi run` in a child process) on a real clip, under mpirun -n 2."""
+    import clips
+    import torch
+    from conftest import BIN, stylempi
+    from stylempi.model import TransformerNet
+    server, container = blob_env
+    torch.manual_seed(0)
+    torch.save(TransformerNet(8).state_dict(), tmp_path / "tiny8.pth")
+    storage.upload(tmp_path / "tiny8.pth", f"az://{container}/models/tiny8.pth")
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
+    storage.upload(clip, f"az://{container}/up/clip.mp4")
+    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/up/", "--output",
+                        f"az://{container}/done/", "--model", f"az://{container}/models/tiny8.pth",
+                        "--launcher", f"{BIN / 'mpirun'} -n 2", "--once"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    storage.download(f"az://{container}/done/clip.mp4", tmp_path / "out.mp4")
+    verified = stylempi("verify", clip, tmp_path / "out.mp4", timeout=120)
+    assert verified.returncode == 0, verified.stdout[-2000:]
+    report = json.loads(storage.read_bytes(f"az://{container}/done/clip.mp4.report.json"))
+    assert report["status"] == "ok" and "on 2 ranks" in report["log_tail"]
