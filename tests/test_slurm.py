@@ -10,6 +10,7 @@ from __future__ import annotations
 import fractions
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -212,11 +213,34 @@ def test_sbatch_script_runs_and_verifies(slurm: SlurmCluster, tiny_model: Path, 
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def rank_pids(output: Path) -> list[int]:
+    """PIDs of this machine's ``stylempi run ... OUTPUT`` processes (the job's ranks)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (any(a.endswith(b"stylempi") for a in argv) and b"run" in argv
+                and str(output).encode() in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def freeze(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+
 def test_requeued_job_resumes_from_finished_chunks(slurm: SlurmCluster, tiny_model: Path,
                                                    tmp_path: Path):
-    # Long enough that a requeue after the first finished chunk lands mid-run:
-    # 96 frames in chunks of 4 (a keyframe every 4 frames) = 24 chunks on 2 ranks.
-    clip = make_clip(tmp_path / "in.mp4", 160, 120, 96)
+    # 48 frames in chunks of 4 (a keyframe every 4 frames) = 12 chunks on 2 ranks.
+    clip = make_clip(tmp_path / "in.mp4", 96, 72, 48)
     output = tmp_path / "out.mp4"
     log = tmp_path / "job.log"
     work = tmp_path / f".{output.name}.stylempi"
@@ -228,13 +252,16 @@ def test_requeued_job_resumes_from_finished_chunks(slurm: SlurmCluster, tiny_mod
         job_id = proc.stdout.readline().strip()  # --parsable prints the id at submission
         assert job_id, f"sbatch printed no job id: {proc.stderr.read() if proc.poll() is not None else ''}"
 
-        # Requeue as soon as the first chunk is finished (its record is written last).
+        # As soon as the first chunk is finished (its record is written last), pause the
+        # ranks so that the requeue surely lands mid-run however fast this machine is,
+        # then requeue: Slurm kills the paused job (SIGKILL after KillWait) and reruns it.
         deadline = time.monotonic() + JOB_DEADLINE_S
         while not list(work.glob("*/chunk-*.json")):
             assert proc.poll() is None, f"job ended before any chunk was seen:\n{read(log)}"
             assert time.monotonic() < deadline, f"no chunk finished in time:\n{read(log)}"
-            time.sleep(0.2)
-        first_attempt_done = len(list(work.glob("*/chunk-*.json")))
+            time.sleep(0.05)
+        freeze(rank_pids(output))
+        finished_before = len(list(work.glob("*/chunk-*.json")))
         slurm.run("scontrol", "requeue", job_id)
 
         out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 60))
@@ -258,10 +285,12 @@ def test_requeued_job_resumes_from_finished_chunks(slurm: SlurmCluster, tiny_mod
     summaries = SUMMARY.findall(second)
     assert summaries, f"no run summary after the requeue:\n{text}"
     frames, chunks, reused = map(int, summaries[-1])
-    assert frames == 96 and chunks == 24, text
-    assert reused >= first_attempt_done >= 1, (
-        f"the rerun reused {reused} chunks, but {first_attempt_done} were finished before "
-        f"the requeue:\n{text}")
+    assert frames == 48 and chunks == 12, text
+    # Every chunk finished before the requeue is reused (the word "reused" is the
+    # run summary's), and the rerun did the rest.
+    assert 1 <= finished_before <= reused < chunks, (
+        f"{finished_before} chunks were finished before the requeue, the rerun reused "
+        f"{reused} of {chunks}:\n{text}")
 
     verified = stylempi("verify", clip, output, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
