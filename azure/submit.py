@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--output-name", default="styled.mp4",
                      help="file name of the result in the output folder (default %(default)s)")
     job.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    job.add_argument("--work-dir", help="where finished chunks are kept; with --nodes > 1 a Blob "
+                                        "URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH) "
+                                        "that the cluster's managed identity may write")
     job.add_argument("--nodes", type=int, default=1, help="MPI nodes (instance_count)")
     job.add_argument("--gpus-per-node", type=int, default=1,
                      help="ranks per node, one per GPU (process_count_per_instance)")
@@ -113,7 +116,7 @@ def _size_style_node(node: Any, args: argparse.Namespace) -> None:
 def build(args: argparse.Namespace) -> Plan:
     """Build every Azure ML object offline (no client, no network)."""
     from azure.ai.ml import Input, Output, load_component, load_environment, load_job
-    from azure.ai.ml.entities import (AmlCompute, BatchEndpoint,
+    from azure.ai.ml.entities import (AmlCompute, BatchEndpoint, IdentityConfiguration,
                                       PipelineComponentBatchDeployment)
 
     environment = load_environment(source=ENVIRONMENT_YML)
@@ -124,6 +127,8 @@ def build(args: argparse.Namespace) -> Plan:
         max_instances=args.max_nodes,
         idle_time_before_scale_down=args.idle_seconds,
         tier="low_priority" if args.low_priority else "dedicated",
+        # Its identity reads/writes Blob URLs given to stylempi (e.g. a remote --work-dir).
+        identity=IdentityConfiguration(type="system_assigned"),
     )
 
     job = load_job(source=PIPELINE_JOB_YML)
@@ -134,6 +139,8 @@ def build(args: argparse.Namespace) -> Plan:
     if args.output:
         job.outputs.styled = Output(type="uri_folder", mode="rw_mount", path=args.output)
     job.inputs.output_name = args.output_name
+    if args.work_dir:
+        job.jobs[STYLE_NODE].inputs.work_dir = args.work_dir
     job.inputs.precision = args.precision
     job.settings.default_compute = args.compute
     job.experiment_name = args.experiment
@@ -179,6 +186,7 @@ def describe(plan: Plan, args: argparse.Namespace) -> dict:
             "video": getattr(plan.pipeline_job.inputs.video, "path", None),
             "model": getattr(plan.pipeline_job.inputs.model, "path", None),
             "output": getattr(plan.pipeline_job.outputs.styled, "path", None),
+            "work_dir": args.work_dir,
             "instance_count": args.nodes,
             "process_count_per_instance": style.distribution.process_count_per_instance,
             "distribution": style.distribution.type,

@@ -110,7 +110,8 @@ def test_submit_dry_run_builds_job_and_batch_deployment_offline():
          "--gpus-per-node", "4", "--low-priority", "--compute", "a100-spot",
          "--video", "azureml://datastores/workspaceblobstore/paths/in/clip.mp4",
          "--model", "azureml://datastores/workspaceblobstore/paths/models/candy.pth",
-         "--output", "azureml://datastores/workspaceblobstore/paths/out/clip/"],
+         "--output", "azureml://datastores/workspaceblobstore/paths/out/clip/",
+         "--work-dir", "https://acct.blob.core.windows.net/work/clip"],
         capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = json.loads(proc.stdout)
@@ -121,6 +122,7 @@ def test_submit_dry_run_builds_job_and_batch_deployment_offline():
     assert job["video"] == "azureml://datastores/workspaceblobstore/paths/in/clip.mp4"
     assert job["output"] == "azureml://datastores/workspaceblobstore/paths/out/clip/"
     assert (job["distribution"], job["instance_count"], job["process_count_per_instance"]) == ("mpi", 2, 4)
+    assert job["work_dir"] == "https://acct.blob.core.windows.net/work/clip"
     assert plan["batch_deployment"]["type"] == "PipelineComponentBatchDeployment"
     assert plan["batch_deployment"]["settings"]["default_compute"] == "a100-spot"
 
