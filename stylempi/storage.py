@@ -395,7 +395,7 @@ def _why_unreachable(exc: BaseException) -> str:
             "failed to resolve" in text or "getaddrinfo" in text or "name resolution" in text:
         return "host name not found"
     if "certificate" in text or "ssl" in text:
-        return "TLS/certificate error (is the endpoint's certificate trusted? see REQUESTS_CA_BUNDLE)"
+        return "TLS certificate not trusted (for a private CA or self-signed certificate, set REQUESTS_CA_BUNDLE)"
     if "reset" in text or "aborted" in text:
         return "connection reset"
     return "network error"

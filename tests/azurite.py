@@ -41,18 +41,24 @@ class Azurite:
     port: int
     location: Path
     process: subprocess.Popen
+    cert: Path | None = None  # the self-signed certificate when serving HTTPS
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"
 
     @property
     def account_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{ACCOUNT}"
 
     def connection_string(self, key: str = KEY) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"
+        return (f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={key};"
                 f"BlobEndpoint={self.account_url};")
 
     def service(self):
         from azure.storage.blob import BlobServiceClient
-        return BlobServiceClient(self.account_url, credential={"account_name": ACCOUNT, "account_key": KEY})
+        kw = {"connection_verify": str(self.cert)} if self.cert else {}
+        return BlobServiceClient(self.account_url, credential={"account_name": ACCOUNT, "account_key": KEY}, **kw)
 
     def new_container(self, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -66,9 +72,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _answers(port: int) -> bool:
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for 127.0.0.1, made with the cryptography package."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _answers(port: int, cert: Path | None = None) -> bool:
+    import ssl
+    scheme = "https" if cert else "http"
+    context = ssl.create_default_context(cafile=str(cert)) if cert else None
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/{ACCOUNT}?comp=list", timeout=2)
+        urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/{ACCOUNT}?comp=list", timeout=2, context=context)
         return True
     except urllib.error.HTTPError:
         return True  # any HTTP answer (403 without auth) means it is up
@@ -76,25 +110,30 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_azurite(workdir: Path, deadline_s: float = 60) -> Azurite:
+def start_azurite(workdir: Path, deadline_s: float = 60, https: bool = False) -> Azurite:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (CI installs it; `apt-get install nodejs npm`)")
     if not AZURITE_BIN.exists():
         pytest.skip(f"Azurite is not installed: run `npm install --no-audit --no-fund` in {ROOT}")
+    cert = key = None
+    tls: list[str] = []
+    if https:
+        cert, key = self_signed_cert(workdir)
+        tls = ["--cert", str(cert), "--key", str(key)]
     for _ in range(3):
         port = free_port()
         log = open(workdir / f"azurite-{port}.log", "wb")
         proc = subprocess.Popen(
             [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-             "--location", str(workdir), "--skipApiVersionCheck", "--loose", "--silent"],
+             "--location", str(workdir), "--skipApiVersionCheck", "--loose", "--silent", *tls],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
         end = time.monotonic() + deadline_s
         while time.monotonic() < end and proc.poll() is None:
-            if _answers(port):
-                return Azurite(port=port, location=workdir, process=proc)
+            if _answers(port, cert):
+                return Azurite(port=port, location=workdir, process=proc, cert=cert)
             time.sleep(0.2)
         stop_azurite(proc)  # port taken meanwhile, or a hang: try another port
     text = (workdir / f"azurite-{port}.log").read_text(errors="replace")[-2000:]
@@ -119,6 +158,18 @@ def stop_azurite(proc: subprocess.Popen) -> None:
 def azurite_server():
     workdir = Path(tempfile.mkdtemp(prefix="stylempi-azurite-"))
     server = start_azurite(workdir)
+    try:
+        yield server
+    finally:
+        stop_azurite(server.process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def azurite_https_server():
+    """Azurite over HTTPS with a self-signed certificate (clients trust it via REQUESTS_CA_BUNDLE)."""
+    workdir = Path(tempfile.mkdtemp(prefix="stylempi-azurite-tls-"))
+    server = start_azurite(workdir, https=True)
     try:
         yield server
     finally:

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from stylempi import storage
 from stylempi.errors import StorageFailure, UsageError
 
-from azurite import ACCOUNT, KEY, azurite_server, blob_env, free_port  # noqa: F401 (fixtures)
+from azurite import ACCOUNT, KEY, azurite_https_server, azurite_server, blob_env, free_port  # noqa: F401 (fixtures)
 from conftest import stylempi
 
 DEV_URL = "http://127.0.0.1:10000/devstoreaccount1"
@@ -586,3 +586,29 @@ def test_run_storage_errors_are_one_clean_line(blob_env, tmp_path, tiny_model, c
     assert_clean(lines[0], secret)
     for text in (r.stdout, r.stderr):
         assert secret not in text and "sig=" not in text and "AccountKey" not in text
+
+
+@pytest.mark.slow
+def test_https_with_self_signed_certificate(azurite_https_server, tmp_path, tiny_model, monkeypatch):
+    """Azurite's --cert/--key: trusted through REQUESTS_CA_BUNDLE, a clean error when not;
+    then `mpirun -n 2 stylempi run` on https path-style URLs carrying a SAS."""
+    import clips
+    server = azurite_https_server
+    container = server.new_container()
+    monkeypatch.delenv(storage.ENV_CONNECTION_STRING, raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    sas = _sas(container, read=True, write=True, create=True, list=True, delete=True, add=True)
+    base = f"{server.account_url}/{container}"
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
+    with pytest.raises(StorageFailure) as e:
+        storage.upload(clip, f"{base}/in/clip.mp4?{sas}")
+    assert "certificate" in str(e.value)
+    assert_clean(str(e.value), sas)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))
+    storage.upload(clip, f"{base}/in/clip.mp4?{sas}")
+    r = stylempi("run", f"{base}/in/clip.mp4?{sas}", f"{base}/out/clip.mp4?{sas}", "--model", tiny_model,
+                 "--quiet", ranks=2, env={"OMP_NUM_THREADS": "1", "REQUESTS_CA_BUNDLE": str(server.cert)},
+                 timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    storage.download(f"{base}/out/clip.mp4?{sas}", tmp_path / "out.mp4")
+    _verify(clip, tmp_path / "out.mp4")
