@@ -53,6 +53,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "else fp32 (default: auto)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="frames per network call (default: 8 on GPU, 2 on CPU)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="run the network under torch.compile (kernels cached in "
+                        "~/.cache/stylempi/torchinductor); auto = on CPUs with a C++ compiler for videos "
+                        "of 120 frames or more (default: auto)")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
@@ -87,13 +91,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
         audio_codec=args.audio_codec, work_dir=args.work_dir, restart=args.restart,
-        chunk_frames=args.chunk_frames, quiet=args.quiet)
+        chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile)
     from .comm import get_comm
     from .storage import staged_run
     comm = get_comm()
     with staged_run(options, args.account_url, comm) as options:  # no-op unless a Blob URL is given
         summary = run_job(options, comm=comm)
-    if summary is not None and not args.quiet and _is_root():
+    if summary is not None and comm.is_root:
+        for warning in summary.warnings():
+            print(f"stylempi: warning: {warning}", file=sys.stderr, flush=True)
+    if summary is not None and not args.quiet and comm.is_root:
         print(summary.line(), flush=True)
     return 0
 

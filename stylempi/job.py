@@ -35,13 +35,14 @@ import numpy as np
 
 from . import __version__
 from .comm import Comm, get_comm
-from .errors import ModelLoadFailure, OutputFailure, StylempiError, UsageError
+from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
+                     VideoOpenFailure)
 from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
                     choose_encoding, describe_video, file_sha256, index_frames, open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
-from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_device, resolve_precision,
-                      threads_per_rank)
+from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_compile, resolve_device,
+                      resolve_precision, threads_per_rank)
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
 WORK_FORMAT = 1
@@ -67,6 +68,8 @@ class RunOptions:
     restart: bool = False
     chunk_frames: int | None = None
     quiet: bool = False
+    #: torch.compile the network: auto (CPU, long enough videos), on, off (stylize.resolve_compile).
+    compile: str = "auto"
     #: Blob storage staging (stylempi.storage.JobStaging) when a path is a Blob URL.
     staging: object | None = None
 
@@ -94,6 +97,7 @@ class Prepared:
     notices: list[str] = field(default_factory=list)
     plan_seconds: float = 0.0
     staging: object | None = None  # set on each rank after the broadcast, never sent
+    compile: str = "auto"
 
 
 @dataclass
@@ -110,6 +114,7 @@ class RankStats:
     decode_s: float = 0.0
     network_s: float = 0.0
     encode_s: float = 0.0
+    damaged: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -128,6 +133,16 @@ class Summary:
     network_s: float
     encode_s: float
     ranks: int
+    #: Times (s) of frames the decoder concealed because the input is damaged there.
+    damaged_s: list[float] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        if not self.damaged_s:
+            return []
+        times = ", ".join(f"{t:.3f}s" for t in self.damaged_s[:10])
+        more = f" and {len(self.damaged_s) - 10} more" if len(self.damaged_s) > 10 else ""
+        return [f"the input is damaged: the decoder concealed {len(self.damaged_s)} frame(s) at {times}{more}; "
+                "they were stylized as concealed"]
 
     def line(self) -> str:
         fps = self.frames / self.wall_s if self.wall_s else 0.0
@@ -169,7 +184,7 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
         hint = (f" (finished chunks are kept in {prepared.job_dir}: rerun the same command to resume)")
         if comm.size == 1:
             bar.close()
-            if isinstance(error, (StylempiError, KeyboardInterrupt)):
+            if isinstance(error, (StylempiError, KeyboardInterrupt, OSError)):
                 raise _with_hint(error, hint) from None
             raise
         comm.abort(_with_hint(error, hint))
@@ -193,15 +208,22 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
             wall_s=time.monotonic() - started, plan_s=prepared.plan_seconds, work_s=work_s,
             assemble_s=assembled, decode_s=sum(r.decode_s for r in ranks),
             network_s=sum(r.network_s for r in ranks), encode_s=sum(r.encode_s for r in ranks),
-            ranks=comm.size)
+            ranks=comm.size,
+            damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged))
 
     return comm.on_root(finish)
 
 
 def _with_hint(error: BaseException, hint: str) -> BaseException:
+    if isinstance(error, (VideoOpenFailure, VideoDecodeFailure, UsageError, ModelLoadFailure)):
+        return error  # rerunning cannot help: the input itself must change
     if isinstance(error, StylempiError):
         wrapped = StylempiError(f"{error}{hint}")
         wrapped.exit_code = error.exit_code
+        return wrapped
+    if isinstance(error, OSError):
+        wrapped = OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
+                                f"{hint}")
         return wrapped
     if isinstance(error, KeyboardInterrupt):
         wrapped = StylempiError(f"interrupted{hint}")
@@ -258,7 +280,7 @@ def prepare(options: RunOptions) -> Prepared:
         input=str(input_path.resolve()), output=str(output_path.resolve()), video=video, chunks=chunks,
         pending=pending, settings=settings, copy=copy, job_dir=str(job_dir), model_bytes=model_bytes,
         model_name=model_name, precision=precision, key=key, device=options.device,
-        batch_size=options.batch_size, total_frames=len(index.pts),
+        batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started)
 
 
@@ -379,7 +401,9 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
         torch.set_num_threads(threads_per_rank(comm.local_size))
     network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
     batch = prepared.batch_size or default_batch_size(device)
-    return NetworkStylizer(network, device, prepared.precision, batch)
+    # Decided from the video alone (never from N), so every N computes the same pixels.
+    compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
+    return NetworkStylizer(network, device, prepared.precision, batch, compile=compile_)
 
 
 def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm,
@@ -417,7 +441,7 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
         pts: list[int] = []
         frames: list[np.ndarray] = []
         t = time.monotonic()
-        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts):
+        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged):
             pts.append(p)
             frames.append(rgb)
             if len(frames) == batch_size:
@@ -522,6 +546,12 @@ class _EncoderThread:
                 t = time.monotonic()
                 self._handle(*item)
                 self._stats.encode_s += time.monotonic() - t
+        except OSError as exc:  # a full disk, a read-only mount...
+            self._error = OutputFailure(f"cannot write a chunk in {self._prepared.job_dir}: "
+                                        f"{exc.strerror or exc}")
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._error = exc
             if self._writer is not None:
@@ -571,7 +601,7 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
     segments = [_segment_path(job_dir, c.index) for c in prepared.chunks]
     if prepared.staging is not None:
         prepared.staging.fetch_chunks(job_dir, [c.index for c in prepared.chunks])
-    assemble(prepared.input, prepared.video, segments, prepared.copy.copy, prepared.output)
+    assemble(prepared.input, prepared.video, segments, prepared.copy, prepared.output)
     if prepared.staging is not None:
         prepared.output = prepared.staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)

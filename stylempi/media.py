@@ -118,9 +118,9 @@ def describe_video(container: av.container.InputContainer, stream) -> VideoStrea
 def probe(path: str | os.PathLike) -> dict:
     """A JSON-ready description of every stream, plus a frame count of the best video stream."""
     with open_input(path) as container:
-        best = None
+        best_index = None
         try:
-            best = pick_video_stream(container)
+            best_index = pick_video_stream(container).index  # streams die with their container
         except VideoOpenFailure:
             pass
         streams = []
@@ -130,7 +130,7 @@ def probe(path: str | os.PathLike) -> dict:
                            "time_base": str(s.time_base) if s.time_base else None,
                            "start_time": _seconds(s.start_time, s.time_base),
                            "duration": _seconds(s.duration, s.time_base),
-                           "language": s.language, "default_pick": best is not None and s.index == best.index}
+                           "language": s.language, "default_pick": s.index == best_index}
             if s.type == "audio":
                 entry.update(sample_rate=ctx.sample_rate, channels=ctx.channels,
                              layout=ctx.layout.name if ctx.layout else None)
@@ -140,10 +140,10 @@ def probe(path: str | os.PathLike) -> dict:
                   "streams": streams, "video": None,
                   "audio_tracks": sum(1 for s in container.streams if s.type == "audio"),
                   "subtitle_tracks": sum(1 for s in container.streams if s.type == "subtitle")}
-    if best is not None:
-        index = index_frames(path, best.index)
+    if best_index is not None:
+        index = index_frames(path, best_index)
         with open_input(path) as container:
-            info = describe_video(container, container.streams[best.index])
+            info = describe_video(container, container.streams[best_index])
         span = index.seconds(index.pts[-1]) - index.seconds(index.pts[0]) if index.pts else 0
         result["video"] = {
             "stream": info.index, "codec": info.codec, "width": info.width, "height": info.height,
@@ -245,8 +245,14 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
 # Decoding exactly one chunk
 # ---------------------------------------------------------------------------
 
-def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int],
+                  damaged: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(pts, rgb24 array)`` for exactly the frames ``pts``, in order.
+
+    A damaged stretch of the stream is concealed by FFmpeg's decoder (as every
+    player does); the timestamps of frames the decoder flags as corrupt are
+    appended to ``damaged`` so the job can name them. Frames that are missing
+    altogether fail the job instead: that would silently shorten the video.
 
     Seeks to the keyframe before the first frame. Seeking is not exact on
     every container (on an MPEG-2 program stream a backward seek can land
@@ -286,13 +292,16 @@ def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]
                         raise VideoDecodeFailure(
                             f"{path}: frame at {float(frame.pts * time_base):.6f}s differs from the index "
                             f"(expected {float(pts[want] * time_base):.6f}s); the stream may be damaged")
+                    if damaged is not None and frame.is_corrupt:
+                        damaged.append(frame.pts)
                     yield frame.pts, frame.to_ndarray(format="rgb24")
                     want += 1
                     if want == len(pts):
                         return
             except av.error.FFmpegError as exc:
-                raise VideoDecodeFailure(f"{path}: decoding failed near "
-                                         f"{float(pts[want] * time_base):.3f}s: {_ffmpeg_reason(exc)}") from None
+                raise VideoDecodeFailure(f"{path} is damaged near {float(pts[want] * time_base):.3f}s: the "
+                                         f"decoder gave up ({_ffmpeg_reason(exc)}); repair or re-encode "
+                                         "the input") from None
             if want:
                 missing = float(pts[want] * time_base)
                 raise VideoDecodeFailure(f"{path}: the stream ended or broke before the frame at {missing:.6f}s "
@@ -465,6 +474,9 @@ class CopyPlan:
 
     copy: list[int]
     dropped: list[str]
+    #: Audio streams the container cannot hold, re-encoded because --audio-codec asked.
+    reencode: list[int] = field(default_factory=list)
+    audio_codec: str | None = None
 
 
 def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLike, video_index: int,
@@ -480,6 +492,14 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
     ext = Path(output_path).suffix.lower()
     copy: list[int] = []
     dropped: list[str] = []
+    reencode: list[int] = []
+    if audio_codec:
+        try:
+            codec = av.Codec(audio_codec, "w")
+        except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+            raise UsageError(f"unknown audio encoder {audio_codec!r}; try aac, libopus or flac") from None
+        if codec.type != "audio" or (codec.name not in supported and audio_codec not in supported):
+            raise UsageError(f"--audio-codec {audio_codec}: a {ext} file cannot hold it")
     with open_input(input_path) as inp:
         for s in inp.streams:
             if s.index == video_index:
@@ -491,8 +511,9 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
                 if name in supported:
                     copy.append(s.index)
                 elif audio_codec:
-                    raise UsageError("--audio-codec re-encoding is not supported yet; "
-                                     f"name OUTPUT .mkv to keep {name} audio untouched")
+                    reencode.append(s.index)
+                    dropped.append(f"audio stream {s.index} ({name}) is re-encoded to {audio_codec} "
+                                   f"because a {ext} file cannot hold {name}")
                 else:
                     raise OutputFailure(
                         f"a {ext} file cannot hold the input's {name} audio (stream {s.index}); "
@@ -504,11 +525,11 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
                     dropped.append(f"subtitle stream {s.index} ({name}): a {ext} file cannot hold it")
             else:
                 dropped.append(f"{s.type} stream {s.index} ({name})")
-    return CopyPlan(copy, dropped)
+    return CopyPlan(copy, dropped, reencode, audio_codec)
 
 
 def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Sequence[str | os.PathLike],
-             copy_streams: Sequence[int], output_path: str | os.PathLike) -> None:
+             streams: CopyPlan, output_path: str | os.PathLike) -> None:
     """Join segment packets and copy the other streams' packets into OUTPUT, atomically.
 
     Packets from all sources are merged by decode time so the muxer never
@@ -517,14 +538,15 @@ def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Se
     output_path = Path(output_path)
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     try:
-        _assemble_to(input_path, video, segments, copy_streams, partial, output_path.suffix)
+        _assemble_to(input_path, video, segments, streams, partial, output_path.suffix)
         os.replace(partial, output_path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, partial: Path, suffix: str) -> None:
+def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan, partial: Path,
+                 suffix: str) -> None:
     if not segments:
         raise OutputFailure("no video segments to assemble")
     try:
@@ -547,7 +569,7 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, par
         if video.sample_aspect_ratio:
             ovideo.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
         copies = {}
-        for index in copy_streams:
+        for index in streams.copy:
             source = inp.streams[index]
             target = out.add_stream_from_template(source)
             target.time_base = source.time_base
@@ -558,6 +580,13 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, par
             if source.language:
                 target.metadata["language"] = source.language
             copies[index] = target
+        encoded = {}
+        for index in streams.reencode:
+            source = inp.streams[index]
+            target = out.add_stream(streams.audio_codec, rate=source.codec_context.sample_rate)
+            if source.language:
+                target.metadata["language"] = source.language
+            encoded[index] = target
         out.start_encoding()
 
         def video_packets() -> Iterator[av.Packet]:
@@ -573,9 +602,17 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, copy_streams, par
                             yield packet
 
         def copied_packets() -> Iterator[av.Packet]:
-            if not copies:
+            if not copies and not encoded:
                 return
-            for packet in inp.demux(*[inp.streams[i] for i in copies]):
+            for packet in inp.demux(*[inp.streams[i] for i in [*copies, *encoded]]):
+                if packet.stream_index in encoded:
+                    target = encoded[packet.stream_index]
+                    for frame in packet.decode():  # a flush packet (size 0) drains the decoder
+                        frame.pts = None  # let the encoder count samples from the first
+                        yield from target.encode(frame)
+                    if packet.size == 0:
+                        yield from target.encode(None)
+                    continue
                 if packet.size == 0 or packet.dts is None and packet.pts is None:
                     continue
                 packet.stream = copies[packet.stream_index]
