@@ -334,7 +334,7 @@ def derive(src: str | os.PathLike, dst: str | os.PathLike, *, video_stream: int 
            drop_frame: int | None = None, shift_frame: tuple[int, int] | None = None,
            reencode_audio: bool = False, drop_audio: bool = False, keep_rotation: bool = True,
            sar: Fraction | None = None, size: tuple[int, int] | None = None,
-           invert: bool = False) -> Path:
+           invert: bool = False, audio_shift: Fraction = Fraction(0)) -> Path:
     """Transcode ``src`` the way a correct stylizer would (frames re-encoded with
     the same timestamps, geometry and rotation; audio and subtitles copied packet
     for packet), optionally breaking one property on purpose.
@@ -343,7 +343,8 @@ def derive(src: str | os.PathLike, dst: str | os.PathLike, *, video_stream: int 
     ``ticks`` of the video time base; ``reencode_audio`` decodes and re-encodes
     the audio to AAC; ``keep_rotation=False`` forgets the display matrix;
     ``sar``/``size`` override the geometry; ``invert`` changes the pictures
-    (a stand-in for stylization that keeps everything else).
+    (a stand-in for stylization that keeps everything else); ``audio_shift``
+    moves every copied audio packet by that many seconds (bytes unchanged).
     """
     dst = Path(dst)
     inp = av.open(str(src))
@@ -409,6 +410,12 @@ def derive(src: str | os.PathLike, dst: str | os.PathLike, *, video_stream: int 
             for p in inp.demux(st):
                 if p.dts is None and p.pts is None:
                     continue
+                if st.type == "audio" and audio_shift:
+                    ticks = int(Fraction(audio_shift) / st.time_base)
+                    if p.pts is not None:
+                        p.pts += ticks
+                    if p.dts is not None:
+                        p.dts += ticks
                 p.stream = ost
                 out.mux(p)
     finally:

@@ -116,6 +116,17 @@ def test_truncated_mp4_data_lost(tmp_path, model):
     run_bad(inp, tmp_path / "out.mp4", model)
 
 
+def test_input_is_a_directory(tmp_path, model):
+    (tmp_path / "dir.mp4").mkdir()
+    run_bad(tmp_path / "dir.mp4", tmp_path / "out.mp4", model)
+
+
+@pytest.mark.parametrize("index", ["1", "9"], ids=["audio-stream", "no-such-stream"])
+def test_bad_video_stream_choice(tmp_path, model, index):
+    inp = clips.make_clip(tmp_path / "in.mp4", frames=3, audio_tracks=1)  # stream 1 is audio
+    run_bad(inp, tmp_path / "out.mp4", model, "--video-stream", index)
+
+
 def test_audio_only(tmp_path, model):
     inp = clips.audio_only_clip(tmp_path / "sound.mp4")
     run_bad(inp, tmp_path / "out.mp4", model, mention=("video",))

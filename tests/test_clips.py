@@ -166,12 +166,14 @@ def test_oracle_accepts_faithful_copy(tmp_path, rich_clip):
     (dict(drop_frame=4), "frames != input"),
     (dict(drop_frame=8), "frames != input"),
     (dict(shift_frame=(3, 900)), "frame times differ"),
+    (dict(shift_frame=(3, 1)), "frame times differ"),
+    (dict(audio_shift=Fraction(1, 2)), "packet times differ"),
     (dict(reencode_audio=True), "packets differ"),
     (dict(drop_audio=True), "audio streams"),
     (dict(keep_rotation=False), "rotation"),
     (dict(sar=Fraction(1, 1)), "sample aspect ratio"),
     (dict(size=(68, 42)), "size"),
-], ids=["drop-middle", "drop-last", "shift", "reencode-audio", "drop-audio", "lose-rotation", "sar",
+], ids=["drop-middle", "drop-last", "shift", "shift-1-tick", "audio-desync", "reencode-audio", "drop-audio", "lose-rotation", "sar",
         "size"])
 def test_oracle_catches_damage(tmp_path, rich_clip, damage, expect):
     bad = clips.derive(rich_clip, tmp_path / "bad.mp4", **damage)

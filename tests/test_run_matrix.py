@@ -234,6 +234,8 @@ DAMAGE = {
     "drop-middle-frame": (dict(drop_frame=4), "frames != input"),
     "drop-last-frame": (dict(drop_frame=8), "frames != input"),
     "shift-one-frame": (dict(shift_frame=(3, 900)), "frame times differ"),  # 10 ms
+    "shift-one-tick": (dict(shift_frame=(3, 1)), "frame times differ"),  # 1/90000 s: a whole tick
+    "audio-desync": (dict(audio_shift=Fraction(1, 2)), "packet times differ"),  # same bytes, 0.5 s late
     "audio-reencoded": (dict(reencode_audio=True), "packets differ"),
     "audio-dropped": (dict(drop_audio=True), "audio streams"),
     "rotation-lost": (dict(keep_rotation=False), "rotation"),
