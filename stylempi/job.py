@@ -616,20 +616,32 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
 # ---------------------------------------------------------------------------
 
 class _ProgressBar:
-    """One bar on rank 0 for frames done over all ranks, with rate and ETA."""
+    """One bar on rank 0 for frames done over all ranks, with rate and ETA.
+
+    On a terminal it is a live tqdm bar; in a log file (Slurm, Azure ML) it is a
+    plain line every :attr:`LOG_EVERY` seconds, so logs show progress without
+    carriage-return noise. ``STYLEMPI_PROGRESS=1`` forces the live bar.
+    """
+
+    LOG_EVERY = 30.0
 
     def __init__(self, prepared: Prepared, silent: bool, callback: Callable[[int, int], None] | None):
         self._callback = callback
         self._done = prepared.reused_frames
+        self._start_done = self._done
         self._total = prepared.total_frames
         self._bar = None
+        self._log = False
+        self._started = self._last_log = time.monotonic()
         if not silent:
             for notice in prepared.notices:
                 print(f"stylempi: note: {notice}", file=sys.stderr)
-            from tqdm import tqdm
-            self._bar = tqdm(total=self._total, initial=self._done, unit="frame", desc="stylize",
-                             file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                             disable=None if not os.environ.get("STYLEMPI_PROGRESS") else False)
+            if sys.stderr.isatty() or os.environ.get("STYLEMPI_PROGRESS"):
+                from tqdm import tqdm
+                self._bar = tqdm(total=self._total, initial=self._done, unit="frame", desc="stylize",
+                                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            else:
+                self._log = True
 
     def update(self, frames: int) -> None:
         if not frames:
@@ -637,6 +649,13 @@ class _ProgressBar:
         self._done += frames
         if self._bar is not None:
             self._bar.update(frames)
+        elif self._log and time.monotonic() - self._last_log >= self.LOG_EVERY:
+            self._last_log = time.monotonic()
+            rate = (self._done - self._start_done) / max(1e-9, self._last_log - self._started)
+            eta = (self._total - self._done) / rate if rate else float("inf")
+            print(f"stylempi: progress: {self._done}/{self._total} frames "
+                  f"({100 * self._done // max(1, self._total)}%), {rate:.2f} frames/s, ETA {eta:.0f} s",
+                  file=sys.stderr, flush=True)
         if self._callback is not None:
             self._callback(self._done, self._total)
 
