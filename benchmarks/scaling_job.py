@@ -1,0 +1,95 @@
+"""One real `stylempi` job through the library API, with a stand-in model (run under ``mpirun``).
+
+The whole pipeline is real (rank 0 indexes and plans, scatters chunk lists;
+every rank decodes, "stylizes", encodes its segments; rank 0 gathers and joins),
+only the network is replaced through ``run_job(..., stylizer_factory=...)`` by a
+stand-in that sleeps ``--sleep`` seconds per frame and returns the frames
+unchanged: GPU-like, it leaves the CPU free. ``--network`` uses the real network
+instead (``stylempi.job.build_stylizer``).
+
+Rank 0 prints one JSON line: the launch-to-ready start-up, the window from the
+scatter (the moment the first rank builds its stylizer, right after the scatter)
+to the closed output, and every rank's peak resident memory (VmHWM).
+
+    mpirun -n 16 --oversubscribe python benchmarks/scaling_job.py CLIP OUT MODEL --sleep 0.1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+LAUNCHED = time.time()
+
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stylempi.comm import get_comm  # noqa: E402
+from stylempi.job import RunOptions, build_stylizer, run_job  # noqa: E402
+
+
+class SleepStylizer:
+    """Sleeps ``seconds`` per frame, returns the frames unchanged (a GPU-like stand-in)."""
+
+    def __init__(self, seconds: float, batch_size: int):
+        self.seconds = seconds
+        self.batch_size = batch_size
+
+    def __call__(self, frames):
+        time.sleep(self.seconds * len(frames))
+        return frames
+
+
+def vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("clip")
+    ap.add_argument("out")
+    ap.add_argument("model", help="a checkpoint (rank 0 validates it even for the stand-in)")
+    ap.add_argument("--sleep", type=float, default=0.1, help="stand-in seconds per frame")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--network", action="store_true", help="the real network instead of the stand-in")
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--launched", type=float, default=None, help="time.time() when mpirun was started")
+    args = ap.parse_args()
+    comm = get_comm()
+    comm.bcast(None)  # every rank has started and imported: the start-up ends here
+    ready = time.time()
+    factory_at: list[float] = []
+
+    def factory(prepared, comm_):
+        factory_at.append(time.time())
+        if args.network:
+            return build_stylizer(prepared, comm_)
+        return SleepStylizer(args.sleep, args.batch_size)
+
+    options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
+                         preset=args.preset, batch_size=args.batch_size if args.network else None)
+    summary = run_job(options, stylizer_factory=factory, comm=comm)
+    ended = time.time()
+    mine = {"rank": comm.rank, "vm_hwm_kib": vm_hwm_kib(), "factory_at": factory_at[0] if factory_at else None,
+            "ready": ready}
+    everyone = comm.gather(mine)
+    if comm.is_root:
+        scatter = min(r["factory_at"] for r in everyone if r["factory_at"] is not None)
+        launched = args.launched or LAUNCHED
+        print(json.dumps({
+            "ranks": comm.size, "frames": summary.frames, "chunks": summary.chunks,
+            "startup_s": max(r["ready"] for r in everyone) - launched,
+            "plan_s": scatter - max(r["ready"] for r in everyone),
+            "window_s": ended - scatter, "assemble_s": summary.assemble_s, "job_wall_s": summary.wall_s,
+            "decode_s": summary.decode_s, "network_s": summary.network_s, "encode_s": summary.encode_s,
+            "vm_hwm_kib": [r["vm_hwm_kib"] for r in sorted(everyone, key=lambda r: r["rank"])]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
