@@ -71,7 +71,7 @@ def measure(config: str, clip: Path, model: Path, frames: int, procs: int, threa
             cache: Path | None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if cache is not None:
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        env["STYLEMPI_COMPILE_CACHE"] = str(cache)
     with tempfile.TemporaryDirectory() as barrier:
         argv = [sys.executable, __file__, "--worker", "--config", config, "--clip", str(clip),
                 "--model", str(model), "--frames", str(frames), "--threads", str(threads),

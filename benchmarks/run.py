@@ -45,7 +45,7 @@ SUMMARY = re.compile(r"stylempi: (\d+) frames in ([\d.]+) s .*plan ([\d.]+) s, s
 
 
 def run_stylempi(clip: Path, model: Path, out: Path, ranks: int, cache: Path, extra: list[str]) -> dict:
-    env = common.mpi_env({"TORCHINDUCTOR_CACHE_DIR": str(cache)})
+    env = common.mpi_env({"STYLEMPI_COMPILE_CACHE": str(cache)})
     argv = common.mpirun(ranks, [common.BIN / "stylempi", "run", clip, out, "--model", model, *extra])
     wall, proc = common.run_timed(argv, env=env)
     match = SUMMARY.search(proc.stdout)
@@ -57,7 +57,7 @@ def run_stylempi(clip: Path, model: Path, out: Path, ranks: int, cache: Path, ex
 
 
 def run_bare(clip: Path, model: Path, ranks: int, cache: Path, extra: list[str]) -> dict:
-    env = common.mpi_env({"TORCHINDUCTOR_CACHE_DIR": str(cache)})
+    env = common.mpi_env({"STYLEMPI_COMPILE_CACHE": str(cache)})
     _, proc = common.run_timed(common.mpirun(ranks, [sys.executable, HERE / "bare_job.py", clip, model,
                                                      *extra]), env=env)
     return common.last_json(proc.stdout)

@@ -54,9 +54,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="frames per network call (default: 8 on GPU, 2 on CPU)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="run the network under torch.compile (kernels cached in "
-                        "~/.cache/stylempi/torchinductor); auto = on CPUs with a C++ compiler for videos "
-                        "of 120 frames or more (default: auto)")
+                   help="compile the network ahead of time with torch's Inductor (kept in "
+                        "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
+                        "frame size compiles for about a minute, later ones load it at once); auto = on CPUs "
+                        "with a C++ compiler, for videos of 120 frames or more (default: auto)")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")

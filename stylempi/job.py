@@ -403,7 +403,8 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
     batch = prepared.batch_size or default_batch_size(device)
     # Decided from the video alone (never from N), so every N computes the same pixels.
     compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
-    return NetworkStylizer(network, device, prepared.precision, batch, compile=compile_)
+    return NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
+                           require_compile=prepared.compile == "on")
 
 
 def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm,

@@ -7,7 +7,13 @@ through :func:`stylempi.job.run_job` with the same interface.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +24,12 @@ from .errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("auto", "on", "off")
+#: ``--compile auto`` compiles on CPUs for videos of at least this many frames. The
+#: figure comes from docs/benchmarks.md: on 2 Zen 4 cores at 360p, torch.compile
+#: halves the time per frame and a cold compile costs about as much as ~100 frames;
+#: a warm cache (the usual case after the first job) costs a few seconds.
+COMPILE_MIN_FRAMES = 120
 
 
 class Stylizer(Protocol):
@@ -63,6 +75,40 @@ def default_batch_size(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 2
 
 
+def have_c_compiler() -> bool:
+    """Inductor's CPU backend builds C++: is there a compiler to build it with?"""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+
+
+def resolve_compile(requested: str, device: torch.device, frames: int) -> bool:
+    """Whether to run the network under ``torch.compile``.
+
+    ``auto``: on CPUs with a C++ compiler, for videos of at least
+    :data:`COMPILE_MIN_FRAMES` frames (it depends on the video alone, never on
+    the rank count, so every N computes the same pixels); off on GPUs (not
+    measured here yet). ``on`` without a compiler is an error.
+    """
+    if requested not in COMPILE_MODES:
+        raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
+    if requested == "off":
+        return False
+    if requested == "on":
+        if device.type == "cpu" and not have_c_compiler():
+            raise UsageError("--compile on needs a C++ compiler on the CPU (apt-get install g++), "
+                             "or use --compile off")
+        return True
+    return device.type == "cpu" and frames >= COMPILE_MIN_FRAMES and have_c_compiler()
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled networks are kept between jobs: ``$STYLEMPI_COMPILE_CACHE``, else
+    ``~/.cache/stylempi/compile`` (``$XDG_CACHE_HOME`` respected)."""
+    if os.environ.get("STYLEMPI_COMPILE_CACHE"):
+        return Path(os.environ["STYLEMPI_COMPILE_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "stylempi" / "compile"
+
+
 def threads_per_rank(local_size: int) -> int:
     """Share this node's cores among the ranks on it (OMP_NUM_THREADS wins if set)."""
     if os.environ.get("OMP_NUM_THREADS"):
@@ -74,21 +120,50 @@ def threads_per_rank(local_size: int) -> int:
     return max(1, cores // max(1, local_size))
 
 
+class _Step(nn.Module):
+    """The whole per-batch step as one module, so it exports and compiles as one graph."""
+
+    def __init__(self, stylizer: "NetworkStylizer"):
+        super().__init__()
+        self.network = stylizer.network
+        self._stylizer = stylizer
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._stylizer._forward(batch)
+
+
 class NetworkStylizer:
     """Run a TransformerNet (or a trusted TorchScript module) over frame batches.
 
     Frames are padded by reflection to a multiple of 4 (the network's two
     stride-2 stages would otherwise change the size: 405 becomes 408) and the
     result is cropped back, so the output has exactly the input's size.
+
+    ``compile=True`` runs the whole step (uint8 in, pad, network, crop, clamp,
+    round, uint8 out) as one graph compiled ahead of time by AOTInductor, with
+    frozen weights (oneDNN prepacks them) and static shapes: one package per
+    model, precision, frame size, batch and thread count, kept in
+    :func:`compile_cache_dir` so later jobs load it in milliseconds. A last,
+    shorter batch of a chunk is padded with copies of its last frame to the
+    compiled batch size. ``compile_seconds`` holds the time spent compiling or
+    loading packages. If compiling fails the network runs eagerly (with a
+    warning), unless ``require_compile`` is set.
     """
 
-    def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int):
+    def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
+                 compile: bool = False, channels_last: bool = True, require_compile: bool = False):
         self.device = device
         self.precision = precision
         self.batch_size = max(1, batch_size)
-        self.memory_format = torch.channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network = network.to(device).eval().to(memory_format=self.memory_format)
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.compiled = bool(compile) and not isinstance(network, torch.jit.ScriptModule)
+        self.require_compile = require_compile
+        self.compile_seconds = 0.0
+        self.compile_notes: list[str] = []
+        self._runners: dict[tuple[int, ...], object] = {}
+        self._identity: str | None = None
 
     def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -98,9 +173,18 @@ class NetworkStylizer:
 
     @torch.inference_mode()
     def _run(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        height, width = frames[0].shape[:2]
+        count = len(frames)
+        if self.compiled and count < self.batch_size:  # keep the one compiled shape
+            frames = list(frames) + [frames[-1]] * (self.batch_size - count)
         batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2).float()
+        runner = self._runner(tuple(batch.shape)) if self.compiled else None
+        result = runner(batch) if runner is not None else self._forward(batch)
+        return list(result.cpu().numpy()[:count])
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC in, uint8 NHWC out, the same size."""
+        height, width = batch.shape[1], batch.shape[2]
+        batch = batch.permute(0, 3, 1, 2).float()  # NHWC memory seen as NCHW: channels-last already
         # Multiples of 4, and at least 16 pixels: the 9x9 border layers reflect 4 pixels.
         pad_h, pad_w = max(-height % 4, 16 - height), max(-width % 4, 16 - width)
         if pad_h or pad_w:
@@ -113,6 +197,71 @@ class NetworkStylizer:
                 result = self.network(batch)
         else:
             result = self.network(batch)
-        result = result[:, :, :height, :width].float().clamp_(0, 255).round_()
-        result = result.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        return list(result)
+        result = result[:, :, :height, :width].float().clamp(0, 255).round()
+        return result.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    # -- ahead-of-time compilation -------------------------------------------
+
+    def _runner(self, shape: tuple[int, ...]):
+        if shape in self._runners:
+            return self._runners[shape]
+        started = time.perf_counter()
+        try:
+            runner = self._load_or_compile(shape)
+        except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op...: run eagerly
+            if self.require_compile:
+                raise
+            note = f"torch.compile failed ({type(exc).__name__}: {str(exc).strip()[:200]}); running eagerly"
+            self.compile_notes.append(note)
+            print(f"stylempi: warning: {note}", file=sys.stderr, flush=True)
+            runner = None
+        self._runners[shape] = runner
+        self.compile_seconds += time.perf_counter() - started
+        return runner
+
+    def _package_key(self, shape: tuple[int, ...]) -> str:
+        if self._identity is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.network.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+            self._identity = digest.hexdigest()
+        parts = [self._identity, torch.__version__, self.precision, str(self.memory_format), self.device.type,
+                 str(shape), str(torch.get_num_threads()), _cpu_identity(), str(_PACKAGE_FORMAT)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+    def _load_or_compile(self, shape: tuple[int, ...]):
+        cache = compile_cache_dir()
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        package = cache / f"{self._package_key(shape)}.pt2"
+        if not package.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            example = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+            module = _Step(self).eval()
+            exported = torch.export.export(module, (example,))
+            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".pt2.partial")
+            os.close(fd)
+            try:
+                torch._inductor.aoti_compile_and_package(exported, package_path=tmp,
+                                                         inductor_configs={"freezing": True})
+                os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return torch._inductor.aoti_load_package(str(package))
+
+
+#: Bumped when the compiled step changes, so stale packages are never loaded.
+_PACKAGE_FORMAT = 1
+
+
+def _cpu_identity() -> str:
+    """The CPU model and flags: a package built for one ISA must not run on another."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((l for l in text.splitlines() if l.startswith("model name")), "")
+        flags = next((l for l in text.splitlines() if l.startswith("flags")), "")
+        return hashlib.sha256((model + flags).encode()).hexdigest()[:16]
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or platform.machine()
