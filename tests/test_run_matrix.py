@@ -13,6 +13,23 @@ place, or an unstylized frame, keeps every timestamp right but fails here).
 a time shifted, audio re-encoded, rotation lost...) must make it exit non-zero,
 and the oracle must see the same damage, so neither judge can quietly pass
 everything.
+
+Verify-independence note: these tests can fail, and were seen to. Four mutants
+of the core (a scratch copy of ``stylempi/`` put first on PYTHONPATH, the
+repository untouched), each a bug shared by ``run`` and ``verify`` so that
+``verify`` alone would pass it:
+
+* rotation not written by run + rotation check disabled in verify:
+  ``[rotation90-n2]`` fails on the oracle ("rotation 0 != input 90") and
+  ``[rotation-lost]`` fails because verify accepts the damage;
+* the last frame dropped by the planner + frame count/length checks disabled in
+  verify: ``[7-frames-n3]`` fails on the oracle ("6 frames != input 7"),
+  ``[drop-last-frame]`` on verify;
+* one bit flipped in every copied audio packet + audio check disabled in
+  verify: ``[two-real-audio-n2]`` fails on the oracle ("packets differ"),
+  ``[audio-reencoded]`` on verify;
+* frames of a batch written in reverse order (timestamps intact, invisible to
+  verify and ffprobe): ``[7-frames-n3]`` fails on the picture check.
 """
 from __future__ import annotations
 
