@@ -239,16 +239,18 @@ class NetworkStylizer:
             example = torch.zeros(shape, dtype=torch.uint8, device=self.device)
             module = _Step(self).eval()
             exported = torch.export.export(module, (example,))
-            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".pt2.partial")
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
             os.close(fd)
             try:
-                torch._inductor.aoti_compile_and_package(exported, package_path=tmp,
-                                                         inductor_configs={"freezing": True})
+                from torch._inductor import aoti_compile_and_package
+                aoti_compile_and_package(exported, package_path=tmp, inductor_configs={"freezing": True})
                 os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-        return torch._inductor.aoti_load_package(str(package))
+        # The C++ loader directly: importing torch._inductor to load would cost seconds.
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+        return lambda batch: loader.run([batch])[0]
 
 
 #: Bumped when the compiled step changes, so stale packages are never loaded.

@@ -1,0 +1,57 @@
+"""Each benchmark script runs end to end in a tiny mode, so the benchmarks do not rot.
+
+These check that the scripts work and report what they promise; they never
+judge speed (timings on shared CI machines mean nothing: see docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, need_shared
+
+BENCH = ROOT / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+def bench(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(BENCH / args[0]), *map(str, args[1:])], capture_output=True,
+                          text=True, timeout=timeout)  # a liveness deadline, not a speed check
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_run_tiny_compares_baseline_stylempi_and_bare_network(tmp_path):
+    need_shared("media", "flower.mp4")
+    out = tmp_path / "run.json"
+    proc = bench("run.py", "--tiny", "--json", out)
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["verify_ok"]
+    assert row["baseline"]["input_frames"] == 12 and row["baseline"]["dropped_frames"] == 0
+    assert row["baseline"]["stylized_frames"] == 12
+    assert row["bare"]["frames"] == 12
+    assert row["warm"]["frames"] == 12
+    assert "overhead" in proc.stdout and "ratio" in proc.stdout
+
+
+def test_scaling_and_memory_tiny(tmp_path):
+    plot = tmp_path / "plot.png"
+    proc = bench("scaling.py", "--ranks", "2", "--frames", "16", "--sleep", "0.01", "--plot", plot,
+                 "--json", tmp_path / "s.json")
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert rows[0]["ranks"] == 2 and rows[0]["frames"] == 16 and rows[0]["window_s"] > 0
+    assert plot.stat().st_size > 1000 and "efficiency" in proc.stdout
+    bench("memory.py", "--size", "64x48", "--seconds", "0.5,1", "--json", tmp_path / "m.json")
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert [r["frames"] for r in rows] == [6, 12]
+    assert all(len(r["vm_hwm_kib"]) == 2 and min(r["vm_hwm_kib"]) > 0 for r in rows)
+
+
+def test_quality_tiny(tmp_path):
+    need_shared("models", "pretrained", "mosaic_nc16.pth")
+    bench("quality.py", "--frames", "1", "--clips", "cityCC0.mpg", "--json", tmp_path / "q.json")
+    row = json.loads((tmp_path / "q.json").read_text())[0]
+    assert row["clip"] == "cityCC0.mpg" and row["size"] == "720x405" and row["bf16"]["mean_db"] > 20
