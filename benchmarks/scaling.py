@@ -44,7 +44,8 @@ def run_scaling(ranks: list[int], frames: int, sleep: float, work: Path, size=(3
         rows.append(r)
         print(f"N={n:2d}: window {r['window_s']:.2f} s (ideal {ideal:.2f} s), efficiency {r['efficiency']:.1%}, "
               f"{r['fps']:.1f} frames/s; start-up {r['startup_s']:.1f} s, plan {r['plan_s']:.2f} s, "
-              f"assemble {r['assemble_s']:.2f} s", flush=True)
+              f"latest first call {r['first_call_s']:.2f} s, latest last return {r['last_return_s']:.2f} s, "
+              f"tail {r['tail_s']:.2f} s (assemble {r['assemble_s']:.2f} s)", flush=True)
     return rows
 
 

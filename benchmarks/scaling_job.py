@@ -36,9 +36,14 @@ class SleepStylizer:
     def __init__(self, seconds: float, batch_size: int):
         self.seconds = seconds
         self.batch_size = batch_size
+        self.first_call: float | None = None
+        self.last_return: float | None = None
 
     def __call__(self, frames):
+        if self.first_call is None:
+            self.first_call = time.time()
         time.sleep(self.seconds * len(frames))
+        self.last_return = time.time()
         return frames
 
 
@@ -64,19 +69,21 @@ def main() -> int:
     comm.bcast(None)  # every rank has started and imported: the start-up ends here
     ready = time.time()
     factory_at: list[float] = []
+    built: list = []
 
     def factory(prepared, comm_):
         factory_at.append(time.time())
-        if args.network:
-            return build_stylizer(prepared, comm_)
-        return SleepStylizer(args.sleep, args.batch_size)
+        built.append(build_stylizer(prepared, comm_) if args.network else SleepStylizer(args.sleep, args.batch_size))
+        return built[-1]
 
     options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
                          preset=args.preset, batch_size=args.batch_size if args.network else None)
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()
+    stylizer = built[0] if built else None
     mine = {"rank": comm.rank, "vm_hwm_kib": vm_hwm_kib(), "factory_at": factory_at[0] if factory_at else None,
-            "ready": ready}
+            "ready": ready, "first_call": getattr(stylizer, "first_call", None),
+            "last_return": getattr(stylizer, "last_return", None)}
     everyone = comm.gather(mine)
     if comm.is_root:
         scatter = min(r["factory_at"] for r in everyone if r["factory_at"] is not None)
@@ -87,7 +94,13 @@ def main() -> int:
             "plan_s": scatter - max(r["ready"] for r in everyone),
             "window_s": ended - scatter, "assemble_s": summary.assemble_s, "job_wall_s": summary.wall_s,
             "decode_s": summary.decode_s, "network_s": summary.network_s, "encode_s": summary.encode_s,
-            "vm_hwm_kib": [r["vm_hwm_kib"] for r in sorted(everyone, key=lambda r: r["rank"])]}), flush=True)
+            "vm_hwm_kib": [r["vm_hwm_kib"] for r in sorted(everyone, key=lambda r: r["rank"])],
+            # Where the window goes: the latest first stylizer call after the scatter (decode start-up),
+            # the latest last return (the model's work), and from there to the closed output (encoder
+            # flush, gather, join).
+            "first_call_s": max((r["first_call"] or scatter) - scatter for r in everyone),
+            "last_return_s": max((r["last_return"] or scatter) - scatter for r in everyone),
+            "tail_s": ended - max((r["last_return"] or scatter) for r in everyone)}), flush=True)
     return 0
 
 
