@@ -1,7 +1,7 @@
 """``stylempi preview`` and ``stylempi models``.
 
 ``preview`` decodes only K frames spread over the video (one seek each),
-stylizes them and writes a before/after contact sheet: the input frames on the
+stylizes them at full size (``--fast``: scaled down first) and writes a before/after contact sheet: the input frames on the
 top row, the stylized frames below, K columns. It takes seconds, so a style
 can be judged before paying for the whole video.
 
@@ -158,8 +158,17 @@ def contact_sheet(before: list[np.ndarray], after: list[np.ndarray], *, gap: int
     return sheet
 
 
+def _fit(rgb: np.ndarray, height: int) -> np.ndarray:
+    """Scale down (never up) to ``height`` rows, keeping the aspect ratio."""
+    h, w = rgb.shape[:2]
+    if h <= height:
+        return rgb
+    img = Image.fromarray(rgb).resize((max(1, round(w * height / h)), height), Image.BICUBIC)
+    return np.asarray(img)
+
+
 def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = 4,
-            height: int = 270, trust: bool = False) -> dict:
+            height: int = 270, trust: bool = False, full_size: bool = True) -> dict:
     """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``."""
     out = Path(out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
@@ -167,10 +176,11 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
     if not out.parent.is_dir():
         raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
     net = open_model(model, trust=trust)
-    shots = sample_frames(input_path, frames, max_height=height)
-    before = [img for _, img in shots]
-    after = [stylize_image(net, img) for img in before]
-    sheet = contact_sheet(before, after)
+    # Stylize at the video's own size (strokes as `stylempi run` will draw them), then shrink.
+    shots = sample_frames(input_path, frames, max_height=None if full_size else height)
+    originals = [img for _, img in shots]
+    stylized = [stylize_image(net, img) for img in originals]
+    sheet = contact_sheet([_fit(img, height) for img in originals], [_fit(img, height) for img in stylized])
     try:
         sheet.save(out)
     except OSError as exc:
@@ -185,6 +195,9 @@ def add_preview_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="SHEET.png", help="where to write the contact sheet")
     p.add_argument("--height", type=int, default=270,
                    help="tile height in pixels; frames are scaled down to it (default 270)")
+    p.add_argument("--fast", action="store_true",
+                   help="stylize the scaled-down frames instead of full-size ones (quicker on big videos, "
+                        "but the strokes come out larger than `stylempi run` draws them)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a TorchScript --model (it can run code when loaded)")
 
@@ -193,7 +206,7 @@ def preview_main(args: argparse.Namespace) -> int:
     if args.height < 8:
         raise UsageError("--height must be at least 8")
     info = preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
-                   trust=args.trust_model)
+                   trust=args.trust_model, full_size=not args.fast)
     times = ", ".join(f"{t:.2f}" for t in info["frames"])
     print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): input on top, "
           f"{args.model} below; frames at {times} s", flush=True)
