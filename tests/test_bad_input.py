@@ -278,6 +278,17 @@ def test_random_bytes_checkpoint(tmp_path, good_clip):
     run_bad(good_clip, tmp_path / "out.mp4", ckpt)
 
 
+def test_failed_run_keeps_an_existing_output(tmp_path, good_clip):
+    """A run that fails must not clobber (or truncate) a file already at OUTPUT."""
+    out = tmp_path / "out.mp4"
+    out.write_bytes(good_clip.read_bytes())
+    ckpt = tmp_path / "noise.pth"
+    ckpt.write_bytes(os.urandom(4096))
+    before = {good_clip: digest(good_clip), ckpt: digest(ckpt), out: digest(out)}
+    res = stylempi("run", good_clip, out, "--model", ckpt, "--device", "cpu", "--quiet", timeout=TIMEOUT)
+    assert_clean_failure(res, out, before=before)
+
+
 def test_wrong_architecture_checkpoint(tmp_path, good_clip):
     ckpt = tmp_path / "mlp.pth"
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Linear(8, 2))
