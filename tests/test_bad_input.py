@@ -49,13 +49,16 @@ def error_lines(res: subprocess.CompletedProcess) -> list[str]:
 
 
 def assert_clean_failure(res: subprocess.CompletedProcess, output: Path, *keep: Path,
-                         before: dict | None = None, mention: tuple[str, ...] = ()) -> str:
+                         before: dict | None = None, mention: tuple[str, ...] = (),
+                         plain_text: bool = True) -> str:
     """The bad-input contract; returns the error line."""
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
     assert res.returncode != 0, f"exit 0 on bad input; stderr={res.stderr!r}"
     lines = error_lines(res)
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {res.stderr!r}"
     assert lines[0].startswith("stylempi: error:"), lines[0]
+    if plain_text:
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in lines[0]), f"control characters in {lines[0]!r}"
     if before is None or Path(output) not in before:
         assert not Path(output).exists(), f"a file was left at OUTPUT {output}"
     for path, value in (before or {}).items():
@@ -66,10 +69,11 @@ def assert_clean_failure(res: subprocess.CompletedProcess, output: Path, *keep: 
     return lines[0]
 
 
-def run_bad(inp: Path, out: Path, model: Path, *extra, mention: tuple[str, ...] = ()) -> str:
+def run_bad(inp: Path, out: Path, model: Path, *extra, mention: tuple[str, ...] = (),
+            plain_text: bool = True) -> str:
     before = {p: digest(p) for p in (inp, model) if Path(p).exists()}
     res = stylempi("run", inp, out, "--model", model, "--device", "cpu", "--quiet", *extra, timeout=TIMEOUT)
-    return assert_clean_failure(res, out, before=before, mention=mention)
+    return assert_clean_failure(res, out, before=before, mention=mention, plain_text=plain_text)
 
 
 # ---------------------------------------------------------------------------
@@ -326,9 +330,8 @@ class _TouchPayload:
         return (getattr(pathlib.Path(self.marker), "touch"), ())
 
 
-@pytest.mark.parametrize("payload", [_Payload, _TouchPayload], ids=["open", "path-touch"])
-@pytest.mark.parametrize("fmt", ["torch-zip", "raw-pickle"])
-def test_malicious_pickle_checkpoint_does_not_run(tmp_path, good_clip, payload, fmt):
+def evil_checkpoint(tmp_path: Path, payload=_Payload, fmt: str = "torch-zip") -> tuple[Path, Path]:
+    """A checkpoint whose unpickling would create ``marker``; returns (checkpoint, marker)."""
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "evil.pth"
     state = {"conv1.conv2d.weight": torch.zeros(8, 3, 9, 9), "evil": payload(str(marker))}
@@ -341,8 +344,23 @@ def test_malicious_pickle_checkpoint_does_not_run(tmp_path, good_clip, payload, 
     pickle.loads(pickle.dumps(payload(str(probe))))
     assert probe.exists()
     assert not marker.exists()
-    run_bad(good_clip, tmp_path / "out.mp4", ckpt)
+    return ckpt, marker
+
+
+@pytest.mark.parametrize("payload", [_Payload, _TouchPayload], ids=["open", "path-touch"])
+@pytest.mark.parametrize("fmt", ["torch-zip", "raw-pickle"])
+def test_malicious_pickle_checkpoint_does_not_run(tmp_path, good_clip, payload, fmt):
+    ckpt, marker = evil_checkpoint(tmp_path, payload, fmt)
+    run_bad(good_clip, tmp_path / "out.mp4", ckpt, plain_text=False)  # the text: next test
     assert not marker.exists(), "the checkpoint's pickle code ran"
+
+
+def test_malicious_pickle_message_is_plain_and_gives_no_bypass(tmp_path, good_clip):
+    """The refusal is one plain line; it must not relay torch's advice on how to load it anyway."""
+    ckpt, marker = evil_checkpoint(tmp_path)
+    line = run_bad(good_clip, tmp_path / "out.mp4", ckpt)
+    assert "can still be loaded" not in line and "two options" not in line, line
+    assert not marker.exists()
 
 
 @pytest.fixture(scope="module")
