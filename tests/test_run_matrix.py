@@ -171,6 +171,10 @@ CASES = [
          4, ["--chunk-frames", "2"]),
     Case("mpeg2-ps-n3", lambda d: clips.make_clip(d / "in.mpg", frames=40, codec="mpeg2video", start=0.48,
                                                    gop=6), 3, ["--chunk-frames", "7"]),
+    # x265 uses open GOPs: frames after a CRA keyframe may reference the previous GOP,
+    # so a chunk decoder that seeks to the keyframe must still yield exactly its frames.
+    Case("hevc-open-gop-n3", lambda d: clips.make_clip(d / "in.mp4", frames=31, codec="libx265", gop=8,
+                                                        audio_tracks=1), 3, ["--chunk-frames", "5"]),
     Case("vfr-audio-mkv-n2", lambda d: clips.vfr_clip(d / "in.mkv", frames=13, audio_tracks=1), 2,
          ["--chunk-frames", "4"], out_ext="mkv"),
     Case("webm-out-n1", lambda d: clips.basic_clip(d / "in.mp4", frames=7), 1, ["--chunk-frames", "4"],
