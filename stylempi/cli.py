@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """Errors are one plain line: no newlines or terminal control codes (names can hold them)."""
+    return "".join(c if c.isprintable() else " " for c in " ".join(text.split("\n")))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except StylempiError as exc:
         if not getattr(exc, "reported", False):
-            print(f"stylempi: error: {exc}", file=sys.stderr, flush=True)
+            print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)

@@ -171,6 +171,7 @@ class MPIComm(Comm):
         message = str(error) if isinstance(error, StylempiError) else f"{type(error).__name__}: {error}"
         code = getattr(error, "exit_code", 1)
         host = socket.gethostname()
+        message = "".join(c if c.isprintable() else " " for c in message.replace("\n", " "))
         sys.stderr.write(f"stylempi: error on rank {self.rank} ({host}): {message}\n")
         sys.stderr.flush()
         self.world.Abort(code)

@@ -195,7 +195,8 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, corrupt zips, random bytes
         reason = _short(exc)
-        if "weights_only" in reason or "Unsupported global" in reason or "GLOBAL" in reason:
+        if ("weights_only" in reason or "Weights only" in reason or "Unsupported global" in reason
+                or "GLOBAL" in reason):
             reason = "it holds Python objects other than tensors (refused: unpickling them could run code)"
         raise ModelLoadFailure(
             f"{name} is not a readable PyTorch state_dict: {reason}") from None
@@ -212,5 +213,7 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    """The first line of an error, without terminal escape codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return "".join(c for c in line if c.isprintable())[:200]
