@@ -283,3 +283,18 @@ def test_verify_rejects_wrong_video_stream(tmp_path):
     assert oracle.compare(inp, out, 0) != []
     assert run_verify(inp, out, 1)[0].returncode == 0
     assert run_verify(inp, out, 0)[0].returncode != 0
+
+
+@pytest.mark.parametrize("what", ["missing", "text", "audio-only"])
+def test_verify_unreadable_output_fails_cleanly(tmp_path, what):
+    inp = clips.basic_clip(tmp_path / "in.mp4", frames=3)
+    out = tmp_path / "out.mp4"
+    if what == "text":
+        out.write_text("not a video\n")
+    elif what == "audio-only":
+        clips.audio_only_clip(out)
+    res = stylempi("verify", inp, out, timeout=180)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("stylempi:"), res.stderr
