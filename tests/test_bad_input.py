@@ -211,6 +211,20 @@ def test_output_same_file_other_spelling(tmp_path, model):
         assert link.is_symlink()
 
 
+def test_output_is_a_directory(tmp_path, model, good_clip):
+    out = tmp_path / "out.mp4"
+    out.mkdir()
+    before = {good_clip: digest(good_clip), model: digest(model)}
+    res = stylempi("run", good_clip, out, "--model", model, "--device", "cpu", "--quiet", timeout=TIMEOUT)
+    assert_clean_failure(res, tmp_path / "nothing", before=before)
+    assert out.is_dir() and not any(out.iterdir())
+
+
+def test_output_directory_missing(tmp_path, model, good_clip):
+    run_bad(good_clip, tmp_path / "no" / "such" / "out.mp4", model, mention=("does not exist",))
+    assert not (tmp_path / "no").exists()
+
+
 @pytest.mark.parametrize("name", ["out.xyz", "out"])
 def test_unknown_output_extension(tmp_path, model, good_clip, name):
     run_bad(good_clip, tmp_path / name, model)
