@@ -253,6 +253,9 @@ def prepare(options: RunOptions) -> Prepared:
     if output_path.exists() and input_path.exists() and os.path.samefile(output_path, input_path) \
             or output_path.resolve() == input_path.resolve():
         raise UsageError("OUTPUT is the same file as INPUT; write the result to a new file")
+    if output_path.is_dir():
+        raise OutputFailure(f"OUTPUT {output_path} is a directory; give a file name such as "
+                            f"{output_path / (input_path.stem + '.styled.mp4')}")
     settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec)
     notices = list(copy.dropped)

@@ -539,7 +539,10 @@ def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Se
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     try:
         _assemble_to(input_path, video, segments, streams, partial, output_path.suffix)
-        os.replace(partial, output_path)
+        try:
+            os.replace(partial, output_path)
+        except OSError as exc:
+            raise OutputFailure(f"cannot write OUTPUT {output_path}: {exc.strerror or exc}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
