@@ -5,7 +5,7 @@ stand-in model by default, ``--network`` for the real width-8 network) under
 ``mpirun -n 2`` on a short and a long 1080p clip, and reads each rank's VmHWM
 (/proc/self/status) at the end of the job.
 
-    python benchmarks/memory.py                      # 1920x1080, 10 s and 60 s at 12 fps
+    python benchmarks/memory.py                      # 1920x1080, 10 s and 60 s at 24 fps
     python benchmarks/memory.py --size 320x180 --seconds 1,3    # a quick check
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ def measure(seconds: list[float], size: tuple[int, int], fps: int, ranks: int, n
         r.update(seconds=s, wall_s=wall, peak_mib=[k / 1024 for k in r["vm_hwm_kib"]])
         rows.append(r)
         print(f"{s:g} s ({frames} frames): peak RSS per rank {', '.join(f'{m:.0f}' for m in r['peak_mib'])} MiB "
-              f"(job {wall:.0f} s)", flush=True)
+              f"(job {wall:.0f} s); rank 0's resident memory along the job: "
+              f"{' '.join(str(m) for m in r.get('rss_mib_rank0', []))} MiB", flush=True)
     return rows
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", default="10,60")
     ap.add_argument("--size", default="1920x1080")
-    ap.add_argument("--fps", type=int, default=12)
+    ap.add_argument("--fps", type=int, default=24)
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--network", action="store_true", help="the real width-8 network instead of the stand-in")
     ap.add_argument("--sleep", type=float, default=0.0, help="stand-in seconds per frame")

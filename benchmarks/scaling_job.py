@@ -37,19 +37,22 @@ class SleepStylizer:
         self.seconds = seconds
         self.batch_size = batch_size
         self.first_call: float | None = None
+        self.rss_mib: list[int] = []  # resident memory at each call: growth shows as a trend
         self.last_return: float | None = None
 
     def __call__(self, frames):
         if self.first_call is None:
             self.first_call = time.time()
+        self.rss_mib.append(vm_kib("VmRSS") // 1024)
         time.sleep(self.seconds * len(frames))
         self.last_return = time.time()
         return frames
 
 
-def vm_hwm_kib() -> int:
+def vm_kib(field: str = "VmHWM") -> int:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak resident memory)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return -1
 
@@ -81,8 +84,9 @@ def main() -> int:
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()
     stylizer = built[0] if built else None
-    mine = {"rank": comm.rank, "vm_hwm_kib": vm_hwm_kib(), "factory_at": factory_at[0] if factory_at else None,
-            "ready": ready, "first_call": getattr(stylizer, "first_call", None),
+    mine = {"rank": comm.rank, "vm_hwm_kib": vm_kib("VmHWM"), "factory_at": factory_at[0] if factory_at else None,
+            "ready": ready, "rss_mib": getattr(stylizer, "rss_mib", [])[::max(1, len(getattr(stylizer, "rss_mib", [])) // 12)],
+            "first_call": getattr(stylizer, "first_call", None),
             "last_return": getattr(stylizer, "last_return", None)}
     everyone = comm.gather(mine)
     if comm.is_root:
@@ -95,6 +99,7 @@ def main() -> int:
             "window_s": ended - scatter, "assemble_s": summary.assemble_s, "job_wall_s": summary.wall_s,
             "decode_s": summary.decode_s, "network_s": summary.network_s, "encode_s": summary.encode_s,
             "vm_hwm_kib": [r["vm_hwm_kib"] for r in sorted(everyone, key=lambda r: r["rank"])],
+            "rss_mib_rank0": everyone[0]["rss_mib"],
             # Where the window goes: the latest first stylizer call after the scatter (decode start-up),
             # the latest last return (the model's work), and from there to the closed output (encoder
             # flush, gather, join).

@@ -25,11 +25,11 @@ from .errors import UsageError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("auto", "on", "off")
-#: ``--compile auto`` compiles on CPUs for videos of at least this many frames. The
-#: figure comes from docs/benchmarks.md: on 2 Zen 4 cores at 360p, torch.compile
-#: halves the time per frame and a cold compile costs about as much as ~100 frames;
-#: a warm cache (the usual case after the first job) costs a few seconds.
-COMPILE_MIN_FRAMES = 120
+#: ``--compile auto`` compiles on CPUs for videos of at least this many frames (10 s
+#: at 30 fps). docs/benchmarks.md: on 2 Zen 4 cores at 360p the compiled network takes
+#: about half the time per frame; a cold compile costs about as much as ~100-150 frames
+#: per rank, a warm cache (every later job of the same model and size) nothing.
+COMPILE_MIN_FRAMES = 300
 
 
 class Stylizer(Protocol):
