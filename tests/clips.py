@@ -19,7 +19,6 @@ encoded to AAC. Subtitles are mov_text packets built by hand (the payload is a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -68,12 +67,6 @@ def vfr_pts(frames: int, rate: Fraction = Fraction(25)) -> list[int]:
         out.append(int(t))
         t += period * gaps[i % len(gaps)] + (7 if i % 4 == 1 else 0)  # odd ticks too
     return out
-
-
-@dataclass
-class AudioSource:
-    """Where a clip's audio packets come from (for the tests' own bookkeeping)."""
-    remuxed_from: str | None  # path of the real clip, or None when synthesized
 
 
 def _add_real_audio(out: av.container.OutputContainer, tracks: int, seconds: float,
@@ -152,11 +145,8 @@ def make_clip(path: str | os.PathLike, *, frames: int = 7, size: tuple[int, int]
     rate = Fraction(rate)
     start = Fraction(start).limit_denominator(90000)
     width, height = size
-    if pix_fmt is None:
-        if codec == "libvpx-vp9":
-            pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        else:
-            pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    if pix_fmt is None:  # 4:2:0 needs even sizes; odd ones keep full chroma
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
     if pts is None:
         period = VIDEO_TB ** -1 / rate
         pts = [int(i * period) for i in range(frames)]
