@@ -156,8 +156,9 @@ class Case:
 CASES = [
     Case("1-frame-n2", lambda d: clips.basic_clip(d / "in.mp4", frames=1), 2),
     Case("7-frames-n3", lambda d: clips.basic_clip(d / "in.mp4", frames=7), 3, ["--chunk-frames", "2"]),
-    Case("101-frames-n4", lambda d: clips.basic_clip(d / "in.mp4", frames=101), 4, ["--chunk-frames", "16"]),
-    Case("vfr-n2", lambda d: clips.vfr_clip(d / "in.mp4", frames=13), 2, ["--chunk-frames", "4"]),
+    Case("101-frames-n4", lambda d: clips.basic_clip(d / "in.mp4", frames=101), 4, ["--chunk-frames", "16", "--batch-size", "3"]),
+    Case("vfr-n2", lambda d: clips.vfr_clip(d / "in.mp4", frames=13), 2,
+         ["--chunk-frames", "4", "--batch-size", "5"]),
     Case("odd-67x41-n1", lambda d: clips.odd_size_clip(d / "in.mp4"), 1),
     Case("70x46-n3", lambda d: clips.not_mult4_clip(d / "in.mp4"), 3, ["--chunk-frames", "3"]),
     Case("two-real-audio-n2", lambda d: clips.two_audio_clip(d / "in.mp4"), 2, ["--chunk-frames", "4"]),
