@@ -195,7 +195,9 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, corrupt zips, random bytes
         reason = _short(exc)
-        if ("weights_only" in reason or "Weights only" in reason or "Unsupported global" in reason
+        if not (data.startswith(b"PK") or data.startswith(b"\x80")):
+            reason = "its content is neither a PyTorch zip archive nor a pickle"
+        elif ("weights_only" in reason or "Weights only" in reason or "Unsupported global" in reason
                 or "GLOBAL" in reason):
             reason = "it holds Python objects other than tensors (refused: unpickling them could run code)"
         raise ModelLoadFailure(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 
+from .errors import VideoOpenFailure
 from .media import open_input, output_format, pick_video_stream
 
 
@@ -72,6 +73,8 @@ def _times_match(a: list, b: list, tolerance: Fraction) -> tuple[bool, str]:
 
 def verify(input_path: str, output_path: str, video_stream: int | None = None) -> dict:
     """Compare INPUT and OUTPUT; the report's ``ok`` is True only if every check passes."""
+    if not Path(output_path).exists():
+        raise VideoOpenFailure(f"OUTPUT {output_path} does not exist")
     source = _video_facts(input_path, video_stream)
     result = _video_facts(output_path, None)
     checks: dict[str, dict] = {}
