@@ -159,7 +159,8 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
 
 
 def test_other_options_never_reuse_chunks(job, tmp_path):
-    d, clip, model = job
+    d, _, model = job
+    clip = clips.make_clip(tmp_path / "small.mp4", frames=12, size=(64, 48), gop=4)
     out = tmp_path / "o.mkv"
     first = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", "--precision", "fp32")
     assert first.returncode == 0, first.stderr
