@@ -167,3 +167,24 @@ def test_other_options_never_reuse_chunks(job, tmp_path):
     # The same command again: nothing to reuse (work dir removed on success) and same result.
     again = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", "--precision", "fp32", "--crf", "30")
     assert again.returncode == 0 and " 0 reused" in again.stdout, again.stdout
+
+
+def test_a_changed_option_gets_a_new_job_dir_and_drops_the_old(job, tmp_path):
+    """Chunks are keyed by everything that changes pixels: stale ones are never reused."""
+    from stylempi.job import RunOptions, prepare
+
+    _, _, model = job
+    clip = clips.make_clip(tmp_path / "small.mp4", frames=12, size=(64, 48), gop=4)
+    base = dict(input=str(clip), output=str(tmp_path / "o.mp4"), model=str(model), precision="fp32",
+                chunk_frames=6)
+    first = prepare(RunOptions(**base))
+    (Path(first.job_dir) / "chunk-00000.json").write_text("{}")
+    assert prepare(RunOptions(**base)).job_dir == first.job_dir  # same job: same place
+    for change in ({"crf": 30}, {"precision": "bf16"}, {"chunk_frames": 4}, {"codec": "libx265"}):
+        other = prepare(RunOptions(**{**base, **change}))
+        assert other.job_dir != first.job_dir, change
+        assert not Path(first.job_dir).exists(), f"stale chunks kept after {change}"
+        assert other.pending == list(range(len(other.chunks)))
+        first = prepare(RunOptions(**base))
+    torch.save(TransformerNet(8).state_dict(), tmp_path / "other.pth")
+    assert prepare(RunOptions(**{**base, "model": str(tmp_path / "other.pth")})).job_dir != first.job_dir
