@@ -407,17 +407,10 @@ def register(sub) -> None:
     p.set_defaults(func=train_main)
 
 
-def main(argv: list[str] | None = None) -> int:  # ``python -m stylempi.train``
-    from .errors import StylempiError
-
-    parser = argparse.ArgumentParser(prog="stylempi train", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return train_main(args)
-    except StylempiError as exc:
-        print(f"stylempi train: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stylempi.train ...``: the same as ``stylempi train ...``."""
+    from .cli import main as cli_main
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -544,15 +544,9 @@ def watch_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stylempi.watch ...`` (same as ``stylempi watch ...``)."""
-    parser = argparse.ArgumentParser(prog="stylempi watch")
-    add_watch_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return watch_main(args)
-    except StylempiError as exc:
-        print(f"stylempi: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+    """``python -m stylempi.watch ...``: the same as ``stylempi watch ...``."""
+    from .cli import main as cli_main
+    return cli_main(["watch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
