@@ -410,9 +410,25 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
                            require_compile=prepared.compile == "on")
 
 
+def _keep_heap_flat() -> None:
+    """Serve frame-sized buffers straight from mmap, so memory stays flat over a long video.
+
+    glibc raises its mmap threshold as big blocks are freed; frames (MBs each,
+    allocated and freed by three threads) then come from per-thread heaps that
+    fragment, and resident memory creeps up with the video's length
+    (docs/benchmarks.md, "Memory"). A fixed threshold (256 KiB) stops that.
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm,
           bar: "_ProgressBar") -> RankStats:
     """Decode, stylize and encode this rank's chunks, three stages in parallel threads."""
+    _keep_heap_flat()
     stats = RankStats(rank=comm.rank)
     batch_size = getattr(stylizer, "batch_size", 1) or 1
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=2)
