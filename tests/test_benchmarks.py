@@ -44,7 +44,7 @@ def test_scaling_and_memory_tiny(tmp_path):
     rows = json.loads((tmp_path / "s.json").read_text())
     assert rows[0]["ranks"] == 2 and rows[0]["frames"] == 16 and rows[0]["window_s"] > 0
     assert plot.stat().st_size > 1000 and "efficiency" in proc.stdout
-    bench("memory.py", "--size", "64x48", "--seconds", "0.5,1", "--json", tmp_path / "m.json")
+    bench("memory.py", "--size", "64x48", "--seconds", "0.5,1", "--fps", "12", "--json", tmp_path / "m.json")
     rows = json.loads((tmp_path / "m.json").read_text())
     assert [r["frames"] for r in rows] == [6, 12]
     assert all(len(r["vm_hwm_kib"]) == 2 and min(r["vm_hwm_kib"]) > 0 for r in rows)
