@@ -269,7 +269,7 @@ def prepare(options: RunOptions) -> Prepared:
     index = index_frames(input_path, video.index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
-    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames)
+    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.pull_chunks(job_dir)  # chunks an earlier run left in Blob storage
@@ -307,13 +307,14 @@ def read_model(spec: str) -> tuple[bytes, str]:
 
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
-            settings: EncodeSettings, chunk_frames: int) -> str:
+            settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto") -> str:
     """A digest of everything that decides the output's pixels and chunk boundaries."""
     identity = {
         "format": WORK_FORMAT, "stylempi": __version__,
         "input_size": input_path.stat().st_size, "input_sha256": file_sha256(input_path),
         "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
+        "compile": compile_mode,  # compiled kernels round differently: never mix their chunks
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
