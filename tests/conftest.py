@@ -44,6 +44,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test's in-process torch work on one thread (the 2 cores are shared with subprocesses)."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def need_shared(*parts: str) -> Path:
     """Path inside ../shared, or skip the test when the reference data is absent."""
     path = SHARED.joinpath(*parts)

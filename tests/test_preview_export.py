@@ -19,12 +19,7 @@ from stylempi.preview import GAP, contact_sheet, list_models, preview, sample_fr
 from stylempi.styles import BUILTIN, builtin_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

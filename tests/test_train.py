@@ -18,12 +18,7 @@ from stylempi.train import add_train_arguments, state_path, train, train_main
 LOSS_WEIGHTS = ("models", "lossnet", "squeezenet1_0_caffe_bgr_fp16.pth")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _content_dir(root: Path, n: int = 4, size: int = 56) -> Path:
