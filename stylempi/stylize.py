@@ -7,6 +7,7 @@ through :func:`stylempi.job.run_job` with the same interface.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -260,7 +261,9 @@ class NetworkStylizer:
             os.close(fd)
             try:
                 from torch._inductor import aoti_compile_and_package
-                aoti_compile_and_package(exported, package_path=tmp, inductor_configs={"freezing": True})
+                with _reductions_split_by_outer_loops_only():
+                    aoti_compile_and_package(exported, package_path=tmp,
+                                             inductor_configs={"freezing": True, "fx_graph_cache": False})
                 os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
             finally:
                 if os.path.exists(tmp):
@@ -271,7 +274,47 @@ class NetworkStylizer:
 
 
 #: Bumped when the compiled step changes, so stale packages are never loaded.
-_PACKAGE_FORMAT = 2
+_PACKAGE_FORMAT = 3
+
+
+@contextlib.contextmanager
+def _reductions_split_by_outer_loops_only():
+    """Keep Inductor's C++ kernels from splitting a reduction across threads.
+
+    Why: when a reduction's own loop is much longer than the loops around it
+    (the instance norms: 2 x 8 channels around 57,600 pixels), Inductor gives
+    each thread a slice of the reduction and combines the partial results, so
+    the rounding depends on the thread count. A rank's thread count depends on
+    how many ranks share the node, so ``mpirun -n 1`` and ``-n 2`` computed
+    different pixels (x264 then amplified them). Parallelising over the outer
+    loops only (each mean and variance summed by one thread, in one order)
+    gives the same pixels for every thread count, and the loops are still run
+    in parallel: 2 x 8 = 16 outer iterations and more for wider networks.
+    Patches the private ``LoopNest.max_parallel_depth`` for the duration of the
+    compile only (if a torch release moves it, compile as it is).
+    """
+    try:
+        from torch._inductor.codegen import cpp
+        loop_nest, parallel_depth = cpp.LoopNest, cpp.ParallelDepth
+        original = loop_nest.max_parallel_depth
+    except (ImportError, AttributeError):  # pragma: no cover - another torch layout
+        yield
+        return
+
+    def outer_loops_only(self):
+        depth = original(self)
+        if self.loops and depth.parallel_depth and self.loops[depth.start_depth].is_reduction:
+            outer = 0
+            while outer < len(self.loops) and not self.loops[outer].is_reduction:
+                outer += 1
+            return parallel_depth(parallel_depth=outer, start_depth=0)
+        return depth
+
+    loop_nest.max_parallel_depth = outer_loops_only
+    try:
+        yield
+    finally:
+        loop_nest.max_parallel_depth = original
 
 
 def _cpu_identity() -> str:
