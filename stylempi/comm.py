@@ -11,12 +11,18 @@ started it. The failure rules follow mpi4py's ``python -m mpi4py``:
 * An error on any rank while the ranks work independently calls
   :meth:`Comm.abort`, which prints one line naming the rank and ends the
   whole job (``MPI_Abort``) at once.
+* A rank whose launcher dies (``mpirun`` killed with SIGKILL: Open MPI puts
+  every rank in its own process group, so killing mpirun's group leaves them
+  running) stops by itself within a second or two instead of finishing an
+  orphaned job and racing the rerun for the same chunk files.
 """
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import threading
+import time
 from typing import Any, Callable, TypeVar
 
 from .errors import RankFailure, StylempiError
@@ -107,6 +113,7 @@ class MPIComm(Comm):
         node.Free()
         self._pending: list = []
         self._done_ranks = 0
+        _stop_when_orphaned(self.rank)
 
     def on_root(self, fn: Callable[[], T]) -> T:
         outcome: tuple[str, Any]
@@ -175,6 +182,26 @@ class MPIComm(Comm):
         sys.stderr.write(f"stylempi: error on rank {self.rank} ({host}): {message}\n")
         sys.stderr.flush()
         self.world.Abort(code)
+
+
+def _stop_when_orphaned(rank: int, every_s: float = 0.2) -> None:
+    """Exit this rank once the process that launched it (mpirun's daemon, slurmstepd...) is gone."""
+    launcher = os.getppid()
+    if launcher <= 1:  # started by init or a double-forking launcher: nothing to watch
+        return
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(every_s)
+        try:
+            sys.stderr.write(f"stylempi: rank {rank}: its MPI launcher (pid {launcher}) is gone; stopping "
+                             "(finished chunks are kept: rerun the same command to resume)\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(RankFailure.exit_code)
+
+    threading.Thread(target=watch, name="stylempi-launcher-watch", daemon=True).start()
 
 
 def get_comm() -> Comm:

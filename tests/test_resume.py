@@ -10,6 +10,7 @@ import re
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +63,14 @@ def _rank_pids(mpirun_pid: int) -> list[int]:
             if any(part.endswith(b"stylempi") for part in cmd) and b"run" in cmd:
                 found.append(child)
     return sorted(found)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _common(clip, out, model, *extra):
@@ -126,15 +135,12 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
     """A chunk path only one rank writes is made read-only by a real mount."""
     d, clip, model = job
     out = tmp_path / "out.mkv"
-    # First run: let it plan and start, then stop it so the job dir (named by the job's key) exists.
-    proc = subprocess.Popen(_common(clip, out, model), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        assert _wait_for(lambda: list(tmp_path.glob(".out.mkv.stylempi/*/plan.json")), 120, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    job_dir = next(tmp_path.glob(".out.mkv.stylempi/*"))
+    # The job dir (named by the job's key) as the command below will find it, made by the
+    # library's own planning step: a first run stopped with SIGKILL would race the test (its
+    # ranks go on for up to a moment and can finish chunks after they are cleared).
+    from stylempi.job import RunOptions, prepare
+    job_dir = Path(prepare(RunOptions(input=str(clip), output=str(out), model=str(model), precision="fp32",
+                                      chunk_frames=6, batch_size=1)).job_dir)
     plan = json.loads((job_dir / "plan.json").read_text())
     last = plan["chunks"][-1]["index"]  # the last chunk is rank 1's (contiguous assignment)
     for stale in job_dir.glob("chunk-*"):
@@ -151,12 +157,42 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
     finally:
         subprocess.run(["umount", str(blocker)], check=False)
     assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if l.startswith("stylempi:")]
+    # (strip: Open MPI's own abort banner, relayed on the same stderr, can leave a stray space)
+    lines = [l.strip() for l in result.stderr.splitlines() if l.strip().startswith("stylempi:")]
     assert len(lines) == 1, result.stderr
-    assert re.search(r"error on rank \d \(", lines[0]) and "cannot write" in lines[0], lines[0]
+    assert re.search(r"error on rank 1 \(", lines[0]) and "cannot write" in lines[0], lines[0]
     assert "rerun the same command to resume" in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_ranks_stop_when_mpirun_is_killed():
+    """Open MPI gives each rank its own process group: SIGKILL to mpirun's group leaves the
+    ranks running (a sleeping MPI process outlived it by 20 s here) unless they notice
+    that their launcher is gone. The ranks here hold a communicator and sleep, as ranks
+    deep in a long network call do."""
+    code = ("import os, sys, time; from stylempi.comm import get_comm; c = get_comm(); "
+            "print(os.getpid(), c.size, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([str(BIN / "mpirun"), "-n", "2", sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ranks: list[int] = []
+    try:
+        for _ in range(2):
+            line = proc.stdout.readline().split()
+            assert line and line[1] == "2", proc.stderr.read() if proc.poll() is not None else line
+            ranks.append(int(line[0]))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    try:
+        assert _wait_for(lambda: not any(_running(pid) for pid in ranks), 5), \
+            "ranks still running 5 s after mpirun was killed"
+    finally:
+        for pid in ranks:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_other_options_never_reuse_chunks(job, tmp_path):
