@@ -45,7 +45,7 @@ from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_com
                       resolve_precision, threads_per_rank)
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
-WORK_FORMAT = 1
+WORK_FORMAT = 2
 
 
 @dataclass
@@ -462,7 +462,8 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
         pts: list[int] = []
         frames: list[np.ndarray] = []
         t = time.monotonic()
-        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged):
+        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
+                                    chunk.seek_from):
             pts.append(p)
             frames.append(rgb)
             if len(frames) == batch_size:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -168,7 +169,12 @@ def _seconds(value: int | None, time_base) -> float | None:
 
 @dataclass
 class FrameIndex:
-    """Presentation timestamps of every frame a sequential decode yields, and keyframes."""
+    """Presentation timestamps of every frame a sequential decode yields, and keyframes.
+
+    ``keyframes`` holds only *clean* ones: points a decoder can start from and give
+    every later frame exactly as a decode from the start would (see
+    :func:`_clean_start_test`).
+    """
 
     time_base: Fraction
     pts: list[int]
@@ -199,6 +205,7 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
         pts: list[int] = []
         keys: list[int] = []
         complete = True
+        clean = _clean_start_test(stream)
         try:
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -207,7 +214,7 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
                     complete = False
                     break
                 pts.append(packet.pts)
-                if packet.is_keyframe:
+                if packet.is_keyframe and clean(packet):
                     keys.append(packet.pts)
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
@@ -215,6 +222,59 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
     if complete and len(set(pts)) == len(pts) and pts:
         return FrameIndex(time_base, pts, sorted(keys))
     return _index_by_decoding(path, stream_index)
+
+
+#: NAL unit types that start a clean decode: H.264 IDR; HEVC BLA, IDR and CRA (frames
+#: after a CRA in presentation order never refer to pictures before it).
+_H264_CLEAN = frozenset({5})
+_HEVC_CLEAN = frozenset(range(16, 22))
+
+
+def _clean_start_test(stream) -> Callable[[av.Packet], bool]:
+    """A test telling whether a keyframe packet is a clean place to start decoding.
+
+    Containers flag every I-frame they list as a sync sample, but in H.264 only
+    an IDR frame cuts references: the P-frames after a plain I-frame may refer
+    to frames before it. Decoding from one of those gives different pixels for
+    the rest of the GOP (cockatoo.mp4: 172 of 280 frames differed, FFmpeg
+    concealing the missing references) -- so for H.264 and HEVC the packet's
+    NAL units are read; other codecs' keyframes are taken as the container says.
+    """
+    codec = stream.codec_context.name
+    if codec not in ("h264", "hevc"):
+        return lambda packet: True
+    hevc = codec == "hevc"
+    wanted = _HEVC_CLEAN if hevc else _H264_CLEAN
+    extradata = bytes(stream.codec_context.extradata or b"")
+    length_size = None  # None: Annex B start codes; else avcC/hvcC length prefixes
+    if extradata[:1] == b"\x01":
+        offset = 21 if hevc else 4
+        if len(extradata) > offset:
+            length_size = (extradata[offset] & 3) + 1
+
+    def nal_types(data: bytes) -> Iterator[int]:
+        if length_size is None:
+            for match in re.finditer(b"\x00\x00\x01", data):
+                if match.end() < len(data):
+                    yield data[match.end()]
+            return
+        at = 0
+        while at + length_size < len(data):
+            size = int.from_bytes(data[at:at + length_size], "big")
+            at += length_size
+            if size <= 0:
+                return
+            yield data[at]
+            at += size
+
+    def clean(packet) -> bool:
+        for header in nal_types(bytes(packet)):
+            kind = (header >> 1) & 0x3F if hevc else header & 0x1F
+            if kind in wanted:
+                return True
+        return False
+
+    return clean
 
 
 def _index_by_decoding(path, stream_index: int) -> FrameIndex:
@@ -245,8 +305,27 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
 # Decoding exactly one chunk
 # ---------------------------------------------------------------------------
 
+def _prime_decoder(container, stream) -> None:
+    """Feed the decoder the stream's first packet before seeking away from it.
+
+    Some decoders keep state from the first packet that later keyframes do not
+    repeat: FFmpeg's H.264 decoder reads the x264 version from the first
+    packet's SEI and, for old x264 builds, decodes 4:4:4 streams with a
+    workaround for that encoder's bug. Without it every frame after a seek came
+    out wrong (cockatoo.mp4: mean error ~100 levels from its second keyframe
+    on). One extra packet per chunk; the frame it gives is before the chunk.
+    """
+    for packet in container.demux(stream):
+        if packet.size:
+            try:
+                stream.codec_context.decode(packet)
+            except av.error.FFmpegError:
+                pass  # a damaged first packet: the seek below still decides
+            return
+
+
 def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int],
-                  damaged: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  damaged: list[int] | None = None, seek_from: int | None = -1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(pts, rgb24 array)`` for exactly the frames ``pts``, in order.
 
     A damaged stretch of the stream is concealed by FFmpeg's decoder (as every
@@ -254,27 +333,37 @@ def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]
     appended to ``damaged`` so the job can name them. Frames that are missing
     altogether fail the job instead: that would silently shorten the video.
 
-    Seeks to the keyframe before the first frame. Seeking is not exact on
-    every container (on an MPEG-2 program stream a backward seek can land
-    *after* the target), so when the first decoded frame is already past the
-    wanted one, the seek is retried further back, then from the very start.
+    ``seek_from`` is the clean keyframe to start decoding from (the chunk's
+    :attr:`~stylempi.plan.Chunk.seek_from`, from the index); ``None`` decodes
+    from the start of the stream, and the default ``-1`` trusts the container's
+    keyframe before the first frame (exact for codecs whose keyframes are all
+    clean). Seeking is not exact on every container (on an MPEG-2 program
+    stream a backward seek can land *after* the target), so when the first
+    decoded frame is already past the wanted one the seek is retried further
+    back, then from the very start. So it is when the first wanted frame comes
+    out flagged corrupt after a seek: the seek point was not clean, or the
+    stream is damaged there, which a decode from further back tells apart.
     Any frame that differs from the plan raises :class:`VideoDecodeFailure`.
     """
     if not pts:
         return
     first = pts[0]
+    anchor = first if seek_from == -1 else seek_from
     time_base = None
-    for back_seconds in (0, 1, 4, 16, 64, None):
+    for back_seconds in ((0, 1, 4, 16, 64, None) if anchor is not None else (None,)):
         with open_input(path) as container:
             stream = container.streams[stream_index]
             stream.thread_type = "AUTO"
             time_base = Fraction(stream.time_base)
+            seeked = False
             if back_seconds is not None:
-                target = first - int(back_seconds / time_base)
+                target = anchor - int(back_seconds / time_base)
                 start = stream.start_time if stream.start_time is not None else target
                 if target > start:
                     try:
+                        _prime_decoder(container, stream)
                         container.seek(target, stream=stream, backward=True, any_frame=False)
+                        seeked = True
                     except av.error.FFmpegError:
                         continue
             frames = container.decode(stream)
@@ -288,6 +377,8 @@ def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]
                             continue
                         if frame.pts > first:
                             break  # the seek overshot: try further back
+                        if frame.is_corrupt and seeked:
+                            break  # not a clean start, or damage: decide from further back
                     if frame.pts != pts[want]:
                         raise VideoDecodeFailure(
                             f"{path}: frame at {float(frame.pts * time_base):.6f}s differs from the index "

@@ -10,6 +10,7 @@ a job can resume with a different rank count.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,10 +31,15 @@ def auto_chunk_frames(total_frames: int) -> int:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Frames ``pts`` (stream time-base units, ascending) stylized as one segment."""
+    """Frames ``pts`` (stream time-base units, ascending) stylized as one segment.
+
+    ``seek_from`` is the clean keyframe at or before the first frame, where its
+    decoder starts (``None``: from the start of the stream).
+    """
 
     index: int
     pts: tuple[int, ...]
+    seek_from: int | None = None
 
     @property
     def frames(self) -> int:
@@ -62,13 +68,15 @@ def plan_chunks(pts: Sequence[int], keyframes: Sequence[int] | set[int] = (),
     if any(b <= a for a, b in zip(pts, pts[1:])):
         raise ValueError("frame timestamps must be strictly increasing")
     keys = set(keyframes)
+    ordered = sorted(keys)
     chunks: list[Chunk] = []
     start = 0
     for i in range(1, len(pts) + 1):
         length = i - start
         at_end = i == len(pts)
         if at_end or (length >= target and pts[i] in keys) or length >= 2 * target:
-            chunks.append(Chunk(len(chunks), tuple(pts[start:i])))
+            before = bisect.bisect_right(ordered, pts[start])
+            chunks.append(Chunk(len(chunks), tuple(pts[start:i]), ordered[before - 1] if before else None))
             start = i
     return chunks
 
