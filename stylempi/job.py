@@ -426,14 +426,29 @@ def _keep_heap_flat() -> None:
         pass
 
 
+#: Frames waiting between the stages of a rank are bounded by bytes as well as batches.
+QUEUE_BYTES = 64 * 2**20
+
+
+def _queue_depth(batch_bytes: int) -> int:
+    """Batches each queue between decode, network and encode may hold: 2, or 1 for big batches.
+
+    Two batches keep every stage busy; but a GPU batch of 8 frames at 1080p is 50 MB,
+    and with the encoder the slowest stage both queues stay full, so the in-flight
+    frames -- not the video's length -- set a rank's peak memory (docs/benchmarks.md).
+    """
+    return 2 if 2 * batch_bytes <= QUEUE_BYTES else 1
+
+
 def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm,
           bar: "_ProgressBar") -> RankStats:
     """Decode, stylize and encode this rank's chunks, three stages in parallel threads."""
     _keep_heap_flat()
     stats = RankStats(rank=comm.rank)
     batch_size = getattr(stylizer, "batch_size", 1) or 1
-    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=2)
-    encoder = _EncoderThread(prepared, stats)
+    depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * batch_size)
+    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=depth)
+    encoder = _EncoderThread(prepared, stats, depth=depth)
     try:
         for chunk, pts, frames in batches:
             if frames is None:
@@ -525,10 +540,10 @@ class _Prefetch:
 class _EncoderThread:
     """Encode stylized batches into segment files while the network runs on the next."""
 
-    def __init__(self, prepared: Prepared, stats: RankStats):
+    def __init__(self, prepared: Prepared, stats: RankStats, depth: int = 2):
         self._prepared = prepared
         self._stats = stats
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._writer: SegmentWriter | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
