@@ -55,3 +55,21 @@ def test_quality_tiny(tmp_path):
     bench("quality.py", "--frames", "1", "--clips", "cityCC0.mpg", "--json", tmp_path / "q.json")
     row = json.loads((tmp_path / "q.json").read_text())[0]
     assert row["clip"] == "cityCC0.mpg" and row["size"] == "720x405" and row["bf16"]["mean_db"] > 20
+
+
+def test_all_py_judges_each_target_from_the_scripts_results():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from all import targets
+    finally:
+        sys.path.remove(str(BENCH))
+    run = {"rows": [{"width": 32, "ratio_warm": 2.6, "ratio_cold": 1.3, "overhead": 1.04},
+                    {"width": 8, "ratio_warm": 1.5, "ratio_cold": None, "overhead": 1.16}]}
+    quality = [{"clip": "a.mp4", "bf16": {"mean_db": 39.0}}, {"clip": "b.mp4", "bf16": {"mean_db": 37.9}}]
+    scaling = [{"ranks": 2, "efficiency": 0.99}, {"ranks": 16, "efficiency": 0.905}]
+    memory = [{"seconds": 10, "peak_mib": [700, 690]}, {"seconds": 60, "peak_mib": [780, 700]}]
+    rows = {name: (measured, met) for name, measured, met in targets(run, quality, scaling, memory)}
+    assert [ok for _, ok in rows.values()] == [True, True, False, False, False, True, False]
+    assert "37.9" in rows["bf16 vs fp32 mean PSNR >= 38 dB on every real clip"][0]
+    assert "+11.4%" in rows["peak memory per rank flat within 10 % (10 s -> 60 s clip)"][0]
+    assert len(rows) == 7
