@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure(seconds: list[float], size: tuple[int, int], fps: int, ranks: int, network: bool, sleep: float,
-            work: Path) -> list[dict]:
+            work: Path, chunk_frames: int | None = None) -> list[dict]:
     model = common.pretrained(8) or common.random_model(work / "w8.pth", 8)
     rows = []
     for s in seconds:
@@ -34,6 +34,8 @@ def measure(seconds: list[float], size: tuple[int, int], fps: int, ranks: int, n
                 "--sleep", str(sleep)]
         if network:
             argv += ["--network", "--batch-size", "2"]
+        if chunk_frames:
+            argv += ["--chunk-frames", str(chunk_frames)]
         wall, proc = common.run_timed(common.mpirun(ranks, argv), env=common.mpi_env())
         r = common.last_json(proc.stdout)
         r.update(seconds=s, wall_s=wall, peak_mib=[k / 1024 for k in r["vm_hwm_kib"]])
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--network", action="store_true", help="the real width-8 network instead of the stand-in")
     ap.add_argument("--sleep", type=float, default=0.0, help="stand-in seconds per frame")
+    ap.add_argument("--chunk-frames", type=int, default=None, help="the same chunk length for every clip")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     size = tuple(map(int, args.size.split("x")))
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# memory: {size[0]}x{size[1]} at {args.fps} fps, {args.ranks} ranks, {model}; {common.machine()}; "
           f"{common.load_note()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stylempi-memory-") as tmp:
-        rows = measure(seconds, size, args.fps, args.ranks, args.network, args.sleep, Path(tmp))
+        rows = measure(seconds, size, args.fps, args.ranks, args.network, args.sleep, Path(tmp),
+                       args.chunk_frames)
     print("\n| clip | frames | peak RSS per rank (VmHWM) MiB | max MiB |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['seconds']:g} s | {r['frames']} | {' / '.join(f'{m:.0f}' for m in r['peak_mib'])} | "

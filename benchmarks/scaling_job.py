@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--network", action="store_true", help="the real network instead of the stand-in")
     ap.add_argument("--preset", default=None)
+    ap.add_argument("--chunk-frames", type=int, default=None)
     ap.add_argument("--launched", type=float, default=None, help="time.time() when mpirun was started")
     args = ap.parse_args()
     comm = get_comm()
@@ -80,7 +81,8 @@ def main() -> int:
         return built[-1]
 
     options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
-                         preset=args.preset, batch_size=args.batch_size if args.network else None)
+                         preset=args.preset, batch_size=args.batch_size if args.network else None,
+                         chunk_frames=args.chunk_frames)
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()
     stylizer = built[0] if built else None
