@@ -235,10 +235,12 @@ def _clean_start_test(stream) -> Callable[[av.Packet], bool]:
 
     Containers flag every I-frame they list as a sync sample, but in H.264 only
     an IDR frame cuts references: the P-frames after a plain I-frame may refer
-    to frames before it. Decoding from one of those gives different pixels for
-    the rest of the GOP (cockatoo.mp4: 172 of 280 frames differed, FFmpeg
-    concealing the missing references) -- so for H.264 and HEVC the packet's
-    NAL units are read; other codecs' keyframes are taken as the container says.
+    to frames before it, so decoding from one gives different pixels for the
+    rest of the GOP (FFmpeg conceals the missing references) -- so for H.264
+    and HEVC the packet's NAL units are read; other codecs' keyframes are taken
+    as the container says. (Every keyframe of the clips in ../shared is clean;
+    cockatoo.mp4's wrong pixels after a seek had another cause, see
+    :func:`_prime_decoder`.)
     """
     codec = stream.codec_context.name
     if codec not in ("h264", "hevc"):
