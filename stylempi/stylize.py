@@ -297,8 +297,10 @@ class _GilFreeRunner:
         library = package.with_suffix(".so")
         if not library.is_file():
             with zipfile.ZipFile(package) as archive:
-                name = next(n for n in archive.namelist()
-                            if n.endswith(".so") and "/data/aotinductor/model/" in n)
+                name = next((n for n in archive.namelist()
+                             if n.endswith(".so") and "/data/aotinductor/model/" in n), None)
+                if name is None:  # another package layout: torch's loader will do
+                    raise KeyError(f"no model library in {package.name}")
                 fd, tmp = tempfile.mkstemp(dir=package.parent, prefix=".partial-", suffix=".so")
                 with os.fdopen(fd, "wb") as out:
                     out.write(archive.read(name))
