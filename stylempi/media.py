@@ -495,8 +495,13 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
         # chunk's last look-ahead must be encoded after its last frame arrives, which
         # is the job's tail (docs/benchmarks.md, "Memory" and "Scaling"). Measured on
         # flower.mp4 at crf 18: 10 frames gives a file within 2 % of 40's size.
+        # x264's threaded look-ahead (on by default with frame threads) made the
+        # bytes of a segment's second frame depend on thread timing: the same
+        # pixels encoded to different packets in about 1 job in 5 when segments are
+        # shorter than the look-ahead (tests/test_run_matrix.py, same-N test;
+        # 0 failures in 26 runs with it off). Frame threads stay on.
         if enc.name == "libx264":
-            options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD)})
+            options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD), "x264-params": "sync-lookahead=0"})
         else:
             options["x265-params"] = f"bframes=0:rc-lookahead={ENCODER_LOOKAHEAD}:log-level=error"
     elif enc.name in ("libvpx-vp9", "libvpx"):
