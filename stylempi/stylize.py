@@ -156,13 +156,19 @@ class NetworkStylizer:
 
     ``compile=True`` runs the whole step (uint8 in, pad, network, crop, clamp,
     round, uint8 out) as one graph compiled ahead of time by AOTInductor, with
-    frozen weights (oneDNN prepacks them) and static shapes: one package per
+    weights left unfrozen (see below) and static shapes: one package per
     model, precision, frame size, batch and thread count, kept in
     :func:`compile_cache_dir` so later jobs load it in milliseconds. A last,
     shorter batch of a chunk is padded with copies of its last frame to the
     compiled batch size. ``compile_seconds`` holds the time spent compiling or
     loading packages. If compiling fails the network runs eagerly (with a
     warning), unless ``require_compile`` is set.
+
+    Weights are not frozen: with ``freezing`` Inductor swaps the convolutions
+    for oneDNN kernels with prepacked weights, which on this bf16 Zen 4 CPU
+    were 32 % *slower* than ATen's channels-last convolutions (width 32,
+    640x360, batch 2, 2 threads, idle: 359 vs 271 ms/frame;
+    docs/benchmarks.md, "Levers").
     """
 
     def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
@@ -264,8 +270,9 @@ class NetworkStylizer:
             try:
                 from torch._inductor import aoti_compile_and_package
                 with _reductions_split_by_outer_loops_only():
+                    # freezing off: faster here (class docstring)
                     aoti_compile_and_package(exported, package_path=tmp,
-                                             inductor_configs={"freezing": True, "fx_graph_cache": False})
+                                             inductor_configs={"freezing": False, "fx_graph_cache": False})
                 os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
             finally:
                 if os.path.exists(tmp):
@@ -333,7 +340,7 @@ class _GilFreeRunner:
 
 
 #: Bumped when the compiled step changes, so stale packages are never loaded.
-_PACKAGE_FORMAT = 3
+_PACKAGE_FORMAT = 4
 
 
 @contextlib.contextmanager
