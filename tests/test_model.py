@@ -92,3 +92,40 @@ def test_stylizer_keeps_exact_sizes(size):
     frames = [np.random.randint(0, 255, (*size, 3), np.uint8) for _ in range(3)]
     out = stylizer(frames)
     assert len(out) == 3 and all(o.shape == (*size, 3) and o.dtype == np.uint8 for o in out)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, size", [
+    (32, 3, 9, (2, 40, 56)),   # the network's last layer, its padded input
+    (8, 3, 9, (1, 26, 34)),    # width 8
+    (6, 4, 5, (1, 17, 23)),    # odd sizes: the plain convolution
+])
+def test_space_to_depth_layer_equals_the_plain_convolution(in_ch, out_ch, kernel, size):
+    """The last layer's CPU rearrangement (stylize._SpaceToDepthConv2d) sums the same products."""
+    from stylempi.stylize import _SpaceToDepthConv2d
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(in_ch, out_ch, kernel).eval()
+    batch, height, width = size
+    x = torch.randn(batch, in_ch, height, width) * 4
+    with torch.inference_mode():
+        expected = conv(x)
+        got = _SpaceToDepthConv2d(conv)(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5), (got - expected).abs().max()
+
+
+def test_stylizer_uses_the_rearranged_last_layer_on_cpu_with_the_same_pixels():
+    torch.manual_seed(4)
+    net = TransformerNet(8).eval()
+    with torch.no_grad():  # visible pictures, as tests/clips.test_network
+        net.deconv3.conv2d.weight.mul_(170.0)
+        net.deconv3.conv2d.bias.fill_(128.0)
+    frame = np.random.default_rng(5).integers(0, 256, (36, 52, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        plain = net(x).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    stylizer = NetworkStylizer(net, torch.device("cpu"), "fp32", 1)
+    assert type(net.deconv3.conv2d).__name__ == "_SpaceToDepthConv2d"
+    got = stylizer([frame])[0]
+    # Float rounding may move a value across .5 on a few pixels; never by more than 1.
+    diff = np.abs(got.astype(int) - plain.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
