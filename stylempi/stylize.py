@@ -33,11 +33,6 @@ COMPILE_MODES = ("auto", "on", "off")
 #: about half the time per frame; a cold compile costs about as much as ~100-150 frames
 #: per rank, a warm cache (every later job of the same model and size) nothing.
 COMPILE_MIN_FRAMES = 300
-#: ... and for networks at least this wide. At width 8 the compiled step was slower
-#: than eager (bf16, 640x360, batch 2, one thread, idle: 155-161 vs 119-123 ms/frame;
-#: width 16: 175 vs 259, width 32: 533 vs 925): its convolutions are cheap and the
-#: AOTInductor package's own kernels cost more than eager's.
-COMPILE_MIN_WIDTH = 16
 
 
 class Stylizer(Protocol):
@@ -88,15 +83,16 @@ def have_c_compiler() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
 
 
-def resolve_compile(requested: str, device: torch.device, frames: int, width: int | None = None) -> bool:
+def resolve_compile(requested: str, device: torch.device, frames: int) -> bool:
     """Whether to run the network under ``torch.compile``.
 
     ``auto``: on CPUs with a C++ compiler, for videos of at least
-    :data:`COMPILE_MIN_FRAMES` frames and networks of base width ``width`` at
-    least :data:`COMPILE_MIN_WIDTH` (None: unknown, compiled). It depends on the
-    video and the model alone, never on the rank count, so every N computes the
-    same pixels; off on GPUs (not measured here yet). ``on`` without a compiler
-    is an error.
+    :data:`COMPILE_MIN_FRAMES` frames (it depends on the video alone, never on
+    the rank count, so every N computes the same pixels); off on GPUs (not
+    measured here yet). ``on`` without a compiler is an error. Narrow networks
+    are compiled too: the bare width-8 network is faster eagerly, but inside a
+    job (decode and encode threads beside it) the compiled one is faster
+    (docs/benchmarks.md, "Session 3").
     """
     if requested not in COMPILE_MODES:
         raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
@@ -107,8 +103,6 @@ def resolve_compile(requested: str, device: torch.device, frames: int, width: in
             raise UsageError("--compile on needs a C++ compiler on the CPU (apt-get install g++), "
                              "or use --compile off")
         return True
-    if width is not None and width < COMPILE_MIN_WIDTH:
-        return False
     return device.type == "cpu" and frames >= COMPILE_MIN_FRAMES and have_c_compiler()
 
 

@@ -28,11 +28,6 @@ def test_auto_depends_on_the_video_alone():
     assert resolve_compile("auto", CPU, COMPILE_MIN_FRAMES - 1) is False
     assert resolve_compile("off", CPU, 10**6) is False
     assert resolve_compile("auto", torch.device("cuda"), 10**6) is False
-    # Narrow networks run faster eagerly (stylize.COMPILE_MIN_WIDTH); the width is the model's.
-    assert resolve_compile("auto", CPU, 10**6, width=8) is False
-    assert resolve_compile("auto", CPU, 10**6, width=32) is have_c_compiler()
-    if have_c_compiler():
-        assert resolve_compile("on", CPU, 1, width=8) is True  # asked for: compiled anyway
     with pytest.raises(UsageError, match="--compile must be one of"):
         resolve_compile("sometimes", CPU, 1)
 
