@@ -139,7 +139,7 @@ class _Float32(nn.Module):
 
 
 class _SpaceToDepthConv2d(nn.Module):
-    """A stride-1 convolution with few output channels, computed on 4x4 pixel blocks.
+    """A stride-1 convolution with few output channels, computed on 2x2 pixel blocks.
 
     The network's last layer (9x9, 32 -> 3 channels) keeps oneDNN's CPU
     kernels from vectorizing over output channels: at 640x360 it took 83 ms of
