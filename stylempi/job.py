@@ -405,7 +405,7 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
         torch.set_num_threads(threads_per_rank(comm.local_size))
     network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
     batch = prepared.batch_size or default_batch_size(device)
-    # Decided from the video and the model alone (never from N), so every N computes the same pixels.
+    # Decided from the video alone (never from N), so every N computes the same pixels.
     compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
     return NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
                            require_compile=prepared.compile == "on")

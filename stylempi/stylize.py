@@ -222,7 +222,7 @@ class NetworkStylizer:
     for oneDNN kernels with prepacked weights, which on this bf16 Zen 4 CPU
     were 32 % *slower* than ATen's channels-last convolutions (width 32,
     640x360, batch 2, 2 threads, idle: 359 vs 271 ms/frame;
-    docs/benchmarks.md, "Levers").
+    docs/benchmarks.md, "Session 3").
     """
 
     def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
@@ -240,8 +240,11 @@ class NetworkStylizer:
             network.conv1 = _Float32(network.conv1)
         last = getattr(getattr(network, "deconv3", None), "conv2d", None)
         if device.type == "cpu" and isinstance(last, nn.Conv2d) and last.out_channels <= 4 \
-                and last.kernel_size[0] >= 5 and last.stride == (1, 1):
-            network.deconv3.conv2d = _SpaceToDepthConv2d(last).to(memory_format=self.memory_format)
+                and last.kernel_size[0] >= 5:
+            try:  # the output layer, rearranged for oneDNN (see _SpaceToDepthConv2d)
+                network.deconv3.conv2d = _SpaceToDepthConv2d(last).to(memory_format=self.memory_format)
+            except ValueError:  # strided, dilated...: left as it is
+                pass
         self.compiled = bool(compile) and not isinstance(network, torch.jit.ScriptModule)
         self.require_compile = require_compile
         self.compile_seconds = 0.0
