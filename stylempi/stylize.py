@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Protocol
@@ -325,12 +326,15 @@ class NetworkStylizer:
             cache.mkdir(parents=True, exist_ok=True)
             example = torch.zeros(shape, dtype=torch.uint8, device=self.device)
             module = _Step(self).eval()
-            exported = torch.export.export(module, (example,))
             fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
             os.close(fd)
             try:
                 from torch._inductor import aoti_compile_and_package
-                with _reductions_split_by_outer_loops_only():
+                # torch 2.13's own deprecation notices (LeafSpec, printed by every rank)
+                # are not the user's business.
+                with warnings.catch_warnings(), _reductions_split_by_outer_loops_only():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    exported = torch.export.export(module, (example,))
                     # freezing off: faster here (class docstring)
                     aoti_compile_and_package(exported, package_path=tmp,
                                              inductor_configs={"freezing": False, "fx_graph_cache": False})
