@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,6 +186,10 @@ def test_ranks_stop_when_mpirun_is_killed():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        # A killed mpirun leaves its PMIx session dir (TMPDIR/ompi.PID) behind; a later mpirun
+        # that gets the same PID (pid_max is 32768 here) then failed with "The PMIx server's
+        # listener thread failed to start" (seen once, with 64 such dirs left on this machine).
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"ompi.{proc.pid}", ignore_errors=True)
     try:
         assert _wait_for(lambda: not any(_running(pid) for pid in ranks), 5), \
             "ranks still running 5 s after mpirun was killed"
