@@ -20,7 +20,9 @@ import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = (ROOT.parent / "shared").resolve()
+#: The reference data: ``../shared`` beside the checkout, or ``$STYLEMPI_SHARED`` (a GPU
+#: machine that gets a copy of the checkout alone, say).
+SHARED = Path(os.environ.get("STYLEMPI_SHARED") or ROOT.parent / "shared").resolve()
 MEDIA = SHARED / "media"
 PRETRAINED = SHARED / "models" / "pretrained"
 FLOWER = MEDIA / "flower.mp4"
@@ -50,8 +52,17 @@ def mpi_env(extra: dict | None = None) -> dict:
 
 
 def mpirun(ranks: int, argv: Sequence[str | os.PathLike]) -> list[str]:
-    """``mpirun -n RANKS --oversubscribe argv...`` as an argv list."""
-    return [str(BIN / "mpirun"), "-n", str(ranks), "--oversubscribe", *map(str, argv)]
+    """``mpirun -n RANKS --oversubscribe argv...`` as an argv list (the venv's mpirun, else PATH's)."""
+    launcher = BIN / "mpirun"
+    if not launcher.exists():
+        launcher = shutil.which("mpirun") or "mpirun"
+    return [str(launcher), "-n", str(ranks), "--oversubscribe", *map(str, argv)]
+
+
+def stylempi_cli() -> list[str]:
+    """The ``stylempi`` command: the installed script, else ``python -m stylempi`` on this checkout."""
+    script = BIN / "stylempi"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "stylempi"]
 
 
 def run_timed(argv: Sequence[str | os.PathLike], *, env: dict | None = None, timeout: float = 1800,

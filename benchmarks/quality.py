@@ -1,4 +1,4 @@
-"""The quality cost of lower precision: bf16 (the CPU default) against fp32, per real clip.
+"""The quality cost of lower precision: bf16 (the CPU default) or fp16 (the GPU default) against fp32.
 
 For every clip in ../shared/media it stylizes ~20 evenly spaced frames with a real
 checkpoint (mosaic_nc16 by default) through :class:`stylempi.stylize.NetworkStylizer`
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", default=",".join(CLIPS))
     ap.add_argument("--compiled", action="store_true", help="also the compiled bf16 step (`stylempi run`'s default)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: fp16 (the GPU default) and bf16 against fp32 (TF32 off) on the GPU")
     args = ap.parse_args(argv)
     import torch
     from stylempi.model import load_network
@@ -54,13 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None or not args.model.exists():
         print("quality: no real checkpoint (../shared/models/pretrained/mosaic_nc16.pth); skipped")
         return 0
-    network = load_network(args.model.read_bytes())
-    cpu = torch.device("cpu")
-    variants = {"bf16": NetworkStylizer(network, cpu, "bf16", 2)}
-    if args.compiled:
-        variants["bf16 compiled"] = NetworkStylizer(network, cpu, "bf16", 2, compile=True, require_compile=True)
-    reference = NetworkStylizer(network, cpu, "fp32", 2)
-    print(f"# quality: bf16 vs fp32, {args.model.name}, {args.frames} frames per clip; {common.machine()}", flush=True)
+    data = args.model.read_bytes()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        variants = {p: NetworkStylizer(load_network(data), device, p, 8) for p in ("fp16", "bf16")}
+        reference = NetworkStylizer(load_network(data), device, "fp32", 8)
+        where = torch.cuda.get_device_name(0)
+    else:
+        variants = {"bf16": NetworkStylizer(load_network(data), device, "bf16", 2)}
+        if args.compiled:
+            variants["bf16 compiled"] = NetworkStylizer(load_network(data), device, "bf16", 2, compile=True,
+                                                        require_compile=True)
+        reference = NetworkStylizer(load_network(data), device, "fp32", 2)
+        where = common.machine()
+    print(f"# quality: {' and '.join(variants)} vs fp32 on {device.type}, {args.model.name}, {args.frames} frames "
+          f"per clip; {where}", flush=True)
     print("| clip | size | frames | " + " | ".join(f"{v}: mean PSNR dB (min)" for v in variants) + " |")
     print("|---|---|---|" + "---|" * len(variants), flush=True)
     rows = []

@@ -46,7 +46,7 @@ SUMMARY = re.compile(r"stylempi: (\d+) frames in ([\d.]+) s .*plan ([\d.]+) s, s
 
 def run_stylempi(clip: Path, model: Path, out: Path, ranks: int, cache: Path, extra: list[str]) -> dict:
     env = common.mpi_env({"STYLEMPI_COMPILE_CACHE": str(cache)})
-    argv = common.mpirun(ranks, [common.BIN / "stylempi", "run", clip, out, "--model", model, *extra])
+    argv = common.mpirun(ranks, [*common.stylempi_cli(), "run", clip, out, "--model", model, *extra])
     wall, proc = common.run_timed(argv, env=env)
     match = SUMMARY.search(proc.stdout)
     result = {"wall_s": wall}
@@ -64,7 +64,7 @@ def run_bare(clip: Path, model: Path, ranks: int, cache: Path, extra: list[str])
 
 
 def verify(clip: Path, out: Path) -> bool:
-    _, proc = common.run_timed([common.BIN / "stylempi", "verify", clip, out])
+    _, proc = common.run_timed([*common.stylempi_cli(), "verify", clip, out], env=common.mpi_env())
     return json.loads(proc.stdout)["ok"]
 
 

@@ -115,6 +115,8 @@ class RankStats:
     network_s: float = 0.0
     encode_s: float = 0.0
     damaged: list[int] = field(default_factory=list)
+    #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
+    engine: str = ""
 
 
 @dataclass
@@ -133,6 +135,8 @@ class Summary:
     network_s: float
     encode_s: float
     ranks: int
+    #: The distinct :attr:`RankStats.engine` of the ranks, e.g. ["cuda fp16 batch 8"].
+    engines: list[str] = field(default_factory=list)
     #: Times (s) of frames the decoder concealed because the input is damaged there.
     damaged_s: list[float] = field(default_factory=list)
 
@@ -147,7 +151,8 @@ class Summary:
     def line(self) -> str:
         fps = self.frames / self.wall_s if self.wall_s else 0.0
         return (f"stylempi: {self.frames} frames in {self.wall_s:.1f} s ({fps:.2f} frames/s) on "
-                f"{self.ranks} rank{'s' if self.ranks != 1 else ''}; {self.chunks} chunks, "
+                f"{self.ranks} rank{'s' if self.ranks != 1 else ''}"
+                f"{' (' + ', '.join(self.engines) + ')' if self.engines else ''}; {self.chunks} chunks, "
                 f"{self.reused_chunks} reused; plan {self.plan_s:.1f} s, stylize {self.work_s:.1f} s "
                 f"(summed over ranks: decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
                 f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s -> {self.output}")
@@ -208,7 +213,7 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
             wall_s=time.monotonic() - started, plan_s=prepared.plan_seconds, work_s=work_s,
             assemble_s=assembled, decode_s=sum(r.decode_s for r in ranks),
             network_s=sum(r.network_s for r in ranks), encode_s=sum(r.encode_s for r in ranks),
-            ranks=comm.size,
+            ranks=comm.size, engines=sorted({r.engine for r in ranks if r.engine}),
             damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged))
 
     return comm.on_root(finish)
@@ -411,6 +416,16 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
                            require_compile=prepared.compile == "on")
 
 
+def describe_stylizer(stylizer: Stylizer) -> str:
+    """"cuda fp16 batch 8", "cpu bf16 batch 2 compiled": what a user needs to know the job ran as
+    expected (on the GPU, at the precision asked for); empty for stand-ins."""
+    device = getattr(stylizer, "device", None)
+    if device is None:
+        return ""
+    text = f"{device.type} {getattr(stylizer, 'precision', '?')} batch {getattr(stylizer, 'batch_size', '?')}"
+    return text + (" compiled" if getattr(stylizer, "compiled", False) else "")
+
+
 def _keep_heap_flat() -> None:
     """Serve frame-sized buffers straight from mmap, so memory stays flat over a long video.
 
@@ -444,7 +459,7 @@ def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Com
           bar: "_ProgressBar") -> RankStats:
     """Decode, stylize and encode this rank's chunks, three stages in parallel threads."""
     _keep_heap_flat()
-    stats = RankStats(rank=comm.rank)
+    stats = RankStats(rank=comm.rank, engine=describe_stylizer(stylizer))
     batch_size = getattr(stylizer, "batch_size", 1) or 1
     depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * batch_size)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=depth)

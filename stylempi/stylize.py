@@ -85,15 +85,18 @@ def have_c_compiler() -> bool:
 
 
 def resolve_compile(requested: str, device: torch.device, frames: int) -> bool:
-    """Whether to run the network under ``torch.compile``.
+    """Whether to run the network compiled (see :class:`NetworkStylizer`).
 
     ``auto``: on CPUs with a C++ compiler, for videos of at least
     :data:`COMPILE_MIN_FRAMES` frames (it depends on the video alone, never on
-    the rank count, so every N computes the same pixels); off on GPUs (not
-    measured here yet). ``on`` without a compiler is an error. Narrow networks
-    are compiled too: the bare width-8 network is faster eagerly, but inside a
-    job (decode and encode threads beside it) the compiled one is faster
-    (docs/benchmarks.md, "Session 3").
+    the rank count, so every N computes the same pixels); off on GPUs for now.
+    On an H200 at 1080p the compiled network was 3.4x the eager one (207.6 vs
+    61.1 frames/s, width 32, fp16, batch 8), but that was the bare network:
+    the whole job compiled on a GPU has not been run yet, so ``--compile on``
+    is there to try it (docs/benchmarks.md, "GPU"). Narrow networks are
+    compiled too: the bare width-8 network is faster eagerly on the CPU, but
+    inside a job (decode and encode threads beside it) the compiled one is
+    faster. ``on`` without a C++ compiler is an error on CPUs.
     """
     if requested not in COMPILE_MODES:
         raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
@@ -210,7 +213,8 @@ class NetworkStylizer:
     result is cropped back, so the output has exactly the input's size.
 
     ``compile=True`` runs the whole step (uint8 in, pad, network, crop, clamp,
-    round, uint8 out) as one graph compiled ahead of time by AOTInductor, with
+    round, uint8 out) as one graph. On CUDA that is ``torch.compile`` (JIT,
+    static shapes). On CPUs it is compiled ahead of time by AOTInductor, with
     weights left unfrozen (see below) and static shapes: one package per
     model, precision, frame size, batch and thread count, kept in
     :func:`compile_cache_dir` so later jobs load it in milliseconds. A last,
@@ -231,8 +235,18 @@ class NetworkStylizer:
         self.device = device
         self.precision = precision
         self.batch_size = max(1, batch_size)
+        if device.type == "cuda" and not compile:
+            # Eager on a GPU, channels-last costs more than it gives: the instance norms copy
+            # every activation back to NCHW (41 % of the GPU time of a batch). H200, 1080p,
+            # width 32, fp16, batch 8: 83.3 frames/s contiguous vs 61.1 channels-last.
+            channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network = network.to(device).eval().to(memory_format=self.memory_format)
+        if device.type == "cuda" and precision == "fp32":
+            # fp32 means fp32: cuDNN would otherwise run the convolutions in TF32 (a 10-bit
+            # mantissa), and fp32 is the reference the lower precisions are judged against.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if self._dtype is not None and isinstance(getattr(network, "conv1", None), nn.Module) \
                 and not isinstance(network, torch.jit.ScriptModule) and not isinstance(network.conv1, _Float32):
@@ -314,13 +328,29 @@ class NetworkStylizer:
                 digest.update(name.encode())
                 digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
             self._identity = digest.hexdigest()
+        if self.device.type == "cuda":  # the GPU model decides the kernels; CPU threads play no part
+            capability = torch.cuda.get_device_capability(self.device)
+            machine = [torch.cuda.get_device_name(self.device), f"sm_{capability[0]}{capability[1]}",
+                       str(torch.version.cuda)]
+        else:
+            machine = [str(torch.get_num_threads()), _cpu_identity()]
         parts = [self._identity, torch.__version__, self.precision, str(self.memory_format), self.device.type,
-                 str(shape), str(torch.get_num_threads()), _cpu_identity(), str(_PACKAGE_FORMAT)]
+                 str(shape), *machine, str(_PACKAGE_FORMAT)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
     def _load_or_compile(self, shape: tuple[int, ...]):
         cache = compile_cache_dir()
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        if self.device.type == "cuda":
+            # torch.compile's JIT: what was measured on the H200 (3.4x the eager network). The
+            # AOTInductor package path below crashed there (a segfault in torch 2.11's package
+            # loader for a CUDA package), so GPUs do not take it. Inductor's own on-disk
+            # caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                step = torch.compile(self._forward, dynamic=False)
+                step(torch.zeros(shape, dtype=torch.uint8, device=self.device))  # the compile itself
+            return step
         package = cache / f"{self._package_key(shape)}.pt2"
         if not package.is_file():
             cache.mkdir(parents=True, exist_ok=True)
@@ -348,7 +378,8 @@ class NetworkStylizer:
             except (OSError, RuntimeError, AttributeError, KeyError, zipfile.BadZipFile) as exc:
                 self.compile_notes.append(f"running the package through torch's loader ({exc})")
         # The C++ loader directly: importing torch._inductor to load would cost seconds.
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+        index = -1 if self.device.type == "cpu" else (self.device.index or 0)
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, index)
         return lambda batch: loader.run([batch])[0]
 
 

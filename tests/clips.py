@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NASA = (ROOT.parent / "shared" / "media" / "nasa_13013.mp4").resolve()
+NASA = (Path(os.environ.get("STYLEMPI_SHARED") or ROOT.parent / "shared") / "media" / "nasa_13013.mp4").resolve()
 
 #: Time base of every video stream we write (exact for 25, 30 and 29.97 fps).
 VIDEO_TB = Fraction(1, 90000)

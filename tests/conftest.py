@@ -7,6 +7,7 @@ checkout; tests that need it skip with a reason when it is absent.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = (ROOT.parent / "shared").resolve()
+#: ``../shared`` beside the checkout, or ``$STYLEMPI_SHARED`` (a GPU machine that gets
+#: a copy of the checkout alone, say).
+SHARED = Path(os.environ.get("STYLEMPI_SHARED") or ROOT.parent / "shared").resolve()
 BIN = Path(sys.executable).parent
 
 # Open MPI refuses to run as root, and more ranks than cores, unless told.
@@ -62,14 +65,26 @@ def need_shared(*parts: str) -> Path:
     return path
 
 
+def stylempi_cli() -> list[str]:
+    """The installed ``stylempi`` script, else ``python -m stylempi`` on this checkout."""
+    script = BIN / "stylempi"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "stylempi"]
+
+
+def mpirun_path() -> str:
+    """The venv's ``mpirun``, else the first on PATH."""
+    launcher = BIN / "mpirun"
+    return str(launcher) if launcher.exists() else (shutil.which("mpirun") or "mpirun")
+
+
 def stylempi(*args: str | os.PathLike, ranks: int | None = None, timeout: float = 300,
              env: dict | None = None, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI, under ``mpirun -n RANKS`` when ranks is given.
 
     The timeout is a liveness deadline (a hang fails the test), not a speed check.
     """
-    cmd = [str(BIN / "stylempi"), *map(str, args)]
+    cmd = [*stylempi_cli(), *map(str, args)]
     if ranks is not None:
-        cmd = [str(BIN / "mpirun"), "-n", str(ranks), *cmd]
+        cmd = [mpirun_path(), "-n", str(ranks), *cmd]
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)

@@ -1,0 +1,154 @@
+"""The CUDA path: what a GPU node runs by default (fp16, batch 8, one GPU per local rank).
+
+Marked ``gpu``: skipped where PyTorch sees no CUDA device (CI, this 2-core
+machine); run on a lent GPU with ``pytest -m gpu tests/test_gpu.py``. The
+summary line test at the end runs everywhere (it is the CPU half of the
+"which engine ran" check).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import clips
+from conftest import stylempi
+from stylempi.model import network_from_state_dict
+from stylempi.stylize import (NetworkStylizer, default_batch_size, resolve_compile, resolve_device,
+                              resolve_precision)
+
+RUN_TIMEOUT = 420  # liveness deadline, not a speed check
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def _frames(count: int, width: int, height: int) -> list[np.ndarray]:
+    return [clips.picture(i, width, height) for i in range(count)]
+
+
+def _fresh(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy: NetworkStylizer rewrites layers of the network it is given."""
+    return network_from_state_dict(network.state_dict())
+
+
+@pytest.mark.gpu
+def test_auto_settings_on_a_gpu_are_fp16_batch_8_eager_contiguous():
+    device = resolve_device("auto", local_rank=3)
+    assert device.type == "cuda"
+    assert device.index == 3 % torch.cuda.device_count()
+    assert resolve_precision("auto", device) == "fp16"
+    assert default_batch_size(device) == 8
+    assert resolve_compile("auto", device, frames=10_000) is False  # the job compiled on a GPU: not yet run
+    assert resolve_compile("on", device, frames=10) is True
+    stylizer = NetworkStylizer(clips.test_network(), device, "fp16", 8)
+    assert stylizer.memory_format == torch.contiguous_format  # faster eagerly on GPUs
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_gives_the_cpu_fp32_pixels(one_torch_thread):
+    """Same network, same frames (odd size: padding and crop on the GPU too): the same picture
+    up to float rounding. TF32 convolutions (cuDNN's default) would be off by more."""
+    network = clips.test_network()
+    frames = _frames(3, 67, 45)
+    cpu = NetworkStylizer(_fresh(network), torch.device("cpu"), "fp32", 2)(frames)
+    gpu = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp32", 8)(frames)
+    assert [f.shape for f in gpu] == [(45, 67, 3)] * 3
+    diff = np.abs(np.stack(cpu).astype(int) - np.stack(gpu).astype(int))
+    assert diff.max() <= 2, f"max difference {diff.max()}"
+    assert diff.mean() < 0.05, f"mean difference {diff.mean()}"
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_stays_close_to_fp32():
+    """The GPU default precision against fp32 on a real built-in style: PSNR >= 38 dB."""
+    from stylempi.model import load_network
+    from stylempi.styles import HERE
+    network = load_network((HERE / "wave.pth").read_bytes())
+    frames = _frames(4, 320, 180)
+    reference = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp32", 8)(frames)
+    half = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp16", 8)(frames)
+    values = [_psnr(a, b) for a, b in zip(half, reference)]
+    assert min(values) >= 38, f"fp16 vs fp32 PSNR {values}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_run_on_the_gpu_keeps_every_frame_and_names_the_engine(tmp_path, ranks):
+    """The whole job on the GPU (two ranks share one card): verify passes, and the summary
+    says the network ran on CUDA in fp16."""
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=21, size=(96, 54), audio_tracks=1, gop=6)
+    model = clips.save_test_model(tmp_path / "m.pth")
+    out = tmp_path / "out.mp4"
+    r = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", ranks=ranks, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert "cuda fp16 batch 8" in r.stdout, r.stdout
+    v = stylempi("verify", clip, out, timeout=RUN_TIMEOUT)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert json.loads(v.stdout)["ok"]
+
+
+@pytest.mark.gpu
+def test_gpu_outputs_for_one_and_two_ranks_decode_identically(tmp_path):
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=24, size=(96, 54), gop=6)
+    model = clips.save_test_model(tmp_path / "m.pth")
+    decoded = []
+    for ranks in (1, 2):
+        out = tmp_path / f"out{ranks}.mp4"
+        r = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", ranks=ranks, timeout=RUN_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        with av.open(str(out)) as container:
+            decoded.append([f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)])
+    assert len(decoded[0]) == 24
+    assert decoded[0] == decoded[1]
+
+
+@pytest.mark.gpu
+def test_compiled_gpu_step_matches_eager(tmp_path, monkeypatch):
+    """torch.compile on CUDA: the same picture as the eager network (a padded last batch too),
+    and the same again from a second compiled stylizer (Inductor's caches)."""
+    monkeypatch.setenv("STYLEMPI_COMPILE_CACHE", str(tmp_path / "cache"))
+    network = clips.test_network()
+    frames = _frames(5, 96, 54)  # batch 4: the second batch is padded to 4
+    cuda = torch.device("cuda")
+    eager = NetworkStylizer(_fresh(network), cuda, "fp16", 4)(frames)
+    compiled = NetworkStylizer(_fresh(network), cuda, "fp16", 4, compile=True, require_compile=True)
+    out = compiled(frames)
+    assert len(out) == 5 and compiled.compile_notes == []
+    values = [_psnr(a, b) for a, b in zip(out, eager)]
+    assert min(values) >= 40, values
+    again = NetworkStylizer(_fresh(network), cuda, "fp16", 4, compile=True, require_compile=True)
+    assert [a.tobytes() for a in again(frames)] == [a.tobytes() for a in out]
+
+
+@pytest.mark.gpu
+def test_compiled_gpu_run_for_one_and_two_ranks_decodes_identically(tmp_path):
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=24, size=(96, 54), gop=6)
+    model = clips.save_test_model(tmp_path / "m.pth")
+    env = {"STYLEMPI_COMPILE_CACHE": str(tmp_path / "cache")}
+    decoded = []
+    for ranks in (1, 2):
+        out = tmp_path / f"out{ranks}.mp4"
+        r = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", "--compile", "on", ranks=ranks,
+                     timeout=RUN_TIMEOUT, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "cuda fp16 batch 8 compiled" in r.stdout, r.stdout
+        with av.open(str(out)) as container:
+            decoded.append([f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)])
+    assert len(decoded[0]) == 24
+    assert decoded[0] == decoded[1]
+
+
+def test_summary_line_names_the_engine_on_cpu(tmp_path):
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=5, size=(64, 48))
+    model = clips.save_test_model(tmp_path / "m.pth")
+    r = stylempi("run", clip, tmp_path / "out.mp4", "--model", model, "--device", "cpu", "--precision", "fp32",
+                 "--batch-size", "3", timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert "on 1 rank (cpu fp32 batch 3)" in r.stdout, r.stdout
