@@ -57,7 +57,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="compile the network ahead of time with torch's Inductor (kept in "
                         "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
                         "frame size compiles for about a minute, later ones load it at once); auto = on CPUs "
-                        "with a C++ compiler, for videos of 300 frames or more (default: auto)")
+                        "with a C++ compiler, for videos of 300 frames or more, off on GPUs; on a GPU, on = "
+                        "torch.compile (default: auto)")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
