@@ -26,7 +26,8 @@ from stylempi.comm import get_comm  # noqa: E402
 from stylempi.job import build_stylizer, read_model, resolve_precision  # noqa: E402
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402
 from stylempi.plan import assign_chunks, auto_chunk_frames, plan_chunks  # noqa: E402
-from stylempi.stylize import resolve_device  # noqa: E402
+from stylempi.model import load_network  # noqa: E402
+from stylempi.stylize import network_width, resolve_device  # noqa: E402
 
 
 def main() -> int:
@@ -48,7 +49,8 @@ def main() -> int:
     model_bytes, model_name = read_model(args.model)
     prepared = SimpleNamespace(
         device=args.device, model_bytes=model_bytes, model_name=model_name, batch_size=args.batch_size,
-        precision=resolve_precision(args.precision, resolve_device(args.device)),
+        precision=resolve_precision(args.precision, resolve_device(args.device),
+                                    network_width(load_network(model_bytes, trust=True))),
         compile=args.compile, total_frames=len(index.pts))
     stylizer = build_stylizer(prepared, comm)
     batch = stylizer.batch_size

@@ -49,8 +49,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="where the network runs; auto = this rank's own GPU if there is one, else CPU "
                         "(default: auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="network arithmetic; auto = fp16 on GPUs, bf16 on CPUs with native bf16, "
-                        "else fp32 (default: auto)")
+                   help="network arithmetic; auto = fp16 on GPUs, bf16 on CPUs with native bf16 for "
+                        "networks of width 16 or more, else fp32 (default: auto)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="frames per network call (default: 8 on GPU, 2 on CPU)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",

@@ -41,8 +41,8 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoSt
                     choose_encoding, describe_video, file_sha256, index_frames, open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
-from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_compile, resolve_device,
-                      resolve_precision, threads_per_rank)
+from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
+                      resolve_device, resolve_precision, threads_per_rank)
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
 WORK_FORMAT = 2
@@ -268,9 +268,9 @@ def prepare(options: RunOptions) -> Prepared:
 
     model_bytes, model_name = read_model(options.model)
     from .model import load_network
-    load_network(model_bytes, trust=options.trust_model, name=model_name)  # fail here, not on every rank
+    network = load_network(model_bytes, trust=options.trust_model, name=model_name)  # fail here, not on every rank
 
-    precision = resolve_precision(options.precision, resolve_device(options.device))
+    precision = resolve_precision(options.precision, resolve_device(options.device), network_width(network))
     index = index_frames(input_path, video.index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)

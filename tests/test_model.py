@@ -129,3 +129,16 @@ def test_stylizer_uses_the_rearranged_last_layer_on_cpu_with_the_same_pixels():
     # Float rounding may move a value across .5 on a few pixels; never by more than 1.
     diff = np.abs(got.astype(int) - plain.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
+    """bf16 costs a width-8 network ~3 dB more than the 38 dB line (docs/benchmarks.md)."""
+    from stylempi.stylize import BF16_MIN_WIDTH, cpu_has_fast_bf16, network_width, resolve_precision
+    cpu = torch.device("cpu")
+    wide = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert resolve_precision("auto", cpu, 8) == "fp32"
+    assert resolve_precision("auto", cpu, BF16_MIN_WIDTH) == wide
+    assert resolve_precision("auto", cpu, 32) == wide
+    assert resolve_precision("auto", cpu, None) == wide
+    assert resolve_precision("bf16", cpu, 8) == "bf16"  # asked for: given
+    assert network_width(TransformerNet(8)) == 8 and network_width(torch.nn.Conv2d(3, 3, 1)) is None
