@@ -10,7 +10,7 @@ for decoding and encoding). For each N it reports
 and the start-up (launch until every rank has imported and met: reported apart),
 then draws throughput against ranks (docs/benchmarks-scaling.png by default).
 
-    python benchmarks/scaling.py                       # N = 2,4,8,16, 1920 frames
+    python benchmarks/scaling.py                       # N = 2,4,8,16, 120 frames per rank (N=16: 1920)
     python benchmarks/scaling.py --ranks 2,4 --frames 96 --sleep 0.02 --plot none
 """
 from __future__ import annotations
@@ -29,18 +29,24 @@ from plot import line_plot  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def run_scaling(ranks: list[int], frames: int, sleep: float, work: Path, size=(320, 180)) -> list[dict]:
-    clip = common.make_clip(work / "scaling.mp4", width=size[0], height=size[1], frames=frames, gop=30)
+def run_scaling(ranks: list[int], frames: int | None, sleep: float, work: Path, size=(320, 180),
+                per_rank: int = 120) -> list[dict]:
+    """``frames`` None: ``per_rank`` x N frames for N ranks (every N has the same ideal time)."""
     model = common.random_model(work / "w8.pth", 8)
     rows = []
     for n in ranks:
+        count = frames or per_rank * n
+        clip = work / f"scaling-{count}.mp4"
+        if not clip.exists():
+            common.make_clip(clip, width=size[0], height=size[1], frames=count, gop=30)
+        frames_n = count
         launched = time.time()
         _, proc = common.run_timed(common.mpirun(n, [sys.executable, HERE / "scaling_job.py", clip,
                                                      work / f"out-{n}.mp4", model, "--sleep", str(sleep),
                                                      "--launched", str(launched)]), env=common.mpi_env())
         r = common.last_json(proc.stdout)
-        ideal = frames * sleep / n
-        r.update(ideal_s=ideal, efficiency=ideal / r["window_s"], fps=frames / r["window_s"])
+        ideal = frames_n * sleep / n
+        r.update(ideal_s=ideal, efficiency=ideal / r["window_s"], fps=frames_n / r["window_s"])
         rows.append(r)
         print(f"N={n:2d}: window {r['window_s']:.2f} s (ideal {ideal:.2f} s), efficiency {r['efficiency']:.1%}, "
               f"{r['fps']:.1f} frames/s; start-up {r['startup_s']:.1f} s, plan {r['plan_s']:.2f} s, "
@@ -63,23 +69,26 @@ def table(rows: list[dict], sleep: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ranks", default="2,4,8,16")
-    ap.add_argument("--frames", type=int, default=1920)
+    ap.add_argument("--frames", type=int, default=None,
+                    help="frames for every N (default: --per-rank x N, the same ideal time for every N)")
+    ap.add_argument("--per-rank", type=int, default=120)
     ap.add_argument("--sleep", type=float, default=0.1)
     ap.add_argument("--plot", default=str(common.ROOT / "docs" / "benchmarks-scaling.png"),
                     help="PNG to draw, or 'none'")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     ranks = [int(n) for n in args.ranks.split(",")]
-    print(f"# scaling: 320x180, {args.frames} frames, stand-in {args.sleep * 1000:.0f} ms/frame; "
+    amount = f"{args.frames} frames" if args.frames else f"{args.per_rank} frames per rank"
+    print(f"# scaling: 320x180, {amount}, stand-in {args.sleep * 1000:.0f} ms/frame; "
           f"{common.machine()}; {common.load_note()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stylempi-scaling-") as tmp:
-        rows = run_scaling(ranks, args.frames, args.sleep, Path(tmp))
+        rows = run_scaling(ranks, args.frames, args.sleep, Path(tmp), per_rank=args.per_rank)
     print("\n" + table(rows, args.sleep), flush=True)
     if args.plot != "none":
         line_plot(Path(args.plot), [r["ranks"] for r in rows],
                   {"measured": [r["fps"] for r in rows], "ideal": [r["ranks"] / args.sleep for r in rows]},
                   title=f"stylempi throughput vs ranks (stand-in model {args.sleep * 1000:.0f} ms/frame, "
-                        f"320x180, {args.frames} frames)", xlabel="MPI ranks", ylabel="frames/s")
+                        f"320x180, {amount})", xlabel="MPI ranks", ylabel="frames/s")
         print(f"plot: {args.plot}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -117,6 +117,9 @@ class RankStats:
     damaged: list[int] = field(default_factory=list)
     #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
     engine: str = ""
+    #: Seconds this rank spent compiling the network or loading it from the compile cache
+    #: (part of ``network_s``).
+    compile_s: float = 0.0
 
 
 @dataclass
@@ -137,6 +140,8 @@ class Summary:
     ranks: int
     #: The distinct :attr:`RankStats.engine` of the ranks, e.g. ["cuda fp16 batch 8"].
     engines: list[str] = field(default_factory=list)
+    #: The longest compile (or compile-cache load) of any rank: a one-off per model and size.
+    compile_s: float = 0.0
     #: Times (s) of frames the decoder concealed because the input is damaged there.
     damaged_s: list[float] = field(default_factory=list)
 
@@ -155,7 +160,8 @@ class Summary:
                 f"{' (' + ', '.join(self.engines) + ')' if self.engines else ''}; {self.chunks} chunks, "
                 f"{self.reused_chunks} reused; plan {self.plan_s:.1f} s, stylize {self.work_s:.1f} s "
                 f"(summed over ranks: decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
-                f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s -> {self.output}")
+                f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s"
+                f"{f', compile {self.compile_s:.1f} s' if self.compile_s else ''} -> {self.output}")
 
 
 StylizerFactory = Callable[[Prepared, Comm], Stylizer]
@@ -214,6 +220,7 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
             assemble_s=assembled, decode_s=sum(r.decode_s for r in ranks),
             network_s=sum(r.network_s for r in ranks), encode_s=sum(r.encode_s for r in ranks),
             ranks=comm.size, engines=sorted({r.engine for r in ranks if r.engine}),
+            compile_s=max((r.compile_s for r in ranks), default=0.0),
             damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged))
 
     return comm.on_root(finish)
@@ -483,6 +490,7 @@ def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Com
     finally:
         batches.stop()
         encoder.stop()
+    stats.compile_s = float(getattr(stylizer, "compile_seconds", 0.0) or 0.0)
     return stats
 
 
