@@ -11,7 +11,7 @@ script's own tables printed as it goes:
 then one table of the targets with what was measured. Extra arguments go to
 ``run.py`` (``--widths 32`` for a shorter run).
 
-    python benchmarks/all.py            # 23.5 min on 2 idle cores (measured; run.py is 14.8 of them)
+    python benchmarks/all.py            # 18.9 min on 2 idle cores (measured; run.py is 13.6 of them)
     python benchmarks/all.py --tiny     # a smoke test of the machinery (about a minute)
 """
 from __future__ import annotations
