@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--compile", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()  # encoder flags (--preset, --crf...) do not touch the network
     comm = get_comm()
     with open_input(args.clip) as container:
         stream_index = pick_video_stream(container).index
