@@ -42,7 +42,9 @@ def run_baseline(clip: Path, model: Path, work: Path, ranks: int = 2, fps: int =
     common.run_timed([ffmpeg, *quiet, "-i", clip, "-vn", audio])
     split_s = time.perf_counter() - started
     t = time.perf_counter()
-    env = common.mpi_env({"OMP_NUM_THREADS": "1"})
+    # torch's own defaults, as the reference scripts run: importing stylempi (for the model
+    # class) would otherwise turn on its huge pages for the baseline too (161 vs ~190 s).
+    env = common.mpi_env({"OMP_NUM_THREADS": "1", "THP_MEM_ALLOC_ENABLE": "0"})
     _, proc = common.run_timed(common.mpirun(ranks, [sys.executable, HERE / "baseline_rank.py", model,
                                                      frames_dir, styled_dir]), env=env)
     stylize_s = time.perf_counter() - t
