@@ -344,14 +344,8 @@ class NetworkStylizer:
                 digest.update(name.encode())
                 digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
             self._identity = digest.hexdigest()
-        if self.device.type == "cuda":  # the GPU model decides the kernels; CPU threads play no part
-            capability = torch.cuda.get_device_capability(self.device)
-            machine = [torch.cuda.get_device_name(self.device), f"sm_{capability[0]}{capability[1]}",
-                       str(torch.version.cuda)]
-        else:
-            machine = [str(torch.get_num_threads()), _cpu_identity()]
         parts = [self._identity, torch.__version__, self.precision, str(self.memory_format), self.device.type,
-                 str(shape), *machine, str(_PACKAGE_FORMAT)]
+                 str(shape), str(torch.get_num_threads()), _cpu_identity(), str(_PACKAGE_FORMAT)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
     def _load_or_compile(self, shape: tuple[int, ...]):
@@ -360,7 +354,7 @@ class NetworkStylizer:
         if self.device.type == "cuda":
             # torch.compile's JIT: what was measured on the H200 (3.4x the eager network). The
             # AOTInductor package path below crashed there (a segfault in torch 2.11's package
-            # loader for a CUDA package), so GPUs do not take it. Inductor's own on-disk
+            # loader for a CUDA package, loaded with device index 0), so GPUs do not take it. Inductor's own on-disk
             # caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -394,8 +388,7 @@ class NetworkStylizer:
             except (OSError, RuntimeError, AttributeError, KeyError, zipfile.BadZipFile) as exc:
                 self.compile_notes.append(f"running the package through torch's loader ({exc})")
         # The C++ loader directly: importing torch._inductor to load would cost seconds.
-        index = -1 if self.device.type == "cpu" else (self.device.index or 0)
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, index)
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
         return lambda batch: loader.run([batch])[0]
 
 
