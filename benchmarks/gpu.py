@@ -75,7 +75,7 @@ def bare(network_path: Path, frames: list, precision: str, batch: int, device_na
         stylizer(frames[start:start + batch])
     host = time.perf_counter() - t
     on_gpu = torch.from_numpy(np.stack(frames[:batch])).to(device)
-    step = stylizer._runners[tuple(on_gpu.shape)] if compiled else stylizer._forward
+    step = stylizer._runners[(*on_gpu.shape, str(on_gpu.dtype))] if compiled else stylizer._forward
     rounds = max(1, len(frames) // batch)
     with torch.inference_mode():
         step(on_gpu)

@@ -15,6 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .containers import ACCEPTED
 from .errors import StylempiError
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
@@ -39,7 +40,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="input video file or Blob URL (docs/storage.md)")
     p.add_argument("output", metavar="OUTPUT",
                    help="output video file or Blob URL; its extension picks the container "
-                        "(.mp4, .mkv, .mov, .webm)")
+                        f"({ACCEPTED}); .avi, .flv, .mpg and .ogv are refused (they cannot keep exact "
+                        "timestamps or hold the encoders)")
     p.add_argument("--model", "-m", required=True,
                    help="a fast_neural_style checkpoint (.pth state_dict, any width) or a built-in "
                         "style name (see `stylempi models`)")
@@ -63,13 +65,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
     p.add_argument("--codec", default=None,
-                   help="video encoder (default: libx264; libvpx-vp9 for .webm)")
+                   help="video encoder (default: libx264; libx265 for inputs deeper than 8 bits, to "
+                        "keep their depth; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=int, default=None,
                    help="encoder quality, lower is better (default: 18 for x264/x265, 31 for VP9)")
     p.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265)")
     p.add_argument("--audio-codec", default=None,
-                   help="re-encode audio that OUTPUT's container cannot hold (not yet supported: "
-                        "without it such audio is an error, never silently re-encoded)")
+                   help="re-encode with this encoder (e.g. aac, libopus) only the audio tracks OUTPUT's "
+                        "container cannot hold; the others are copied bit for bit (default: none, and "
+                        "audio the container cannot hold is an error, never silently re-encoded)")
+    p.add_argument("--reencode-audio", action="store_true",
+                   help="with --audio-codec: re-encode every audio track, not only those the container "
+                        "cannot hold")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="where finished chunks are kept until the job ends (default: beside OUTPUT, "
                         "in .OUTPUT.stylempi/); must be visible to every rank, or a Blob URL (az://...)")
@@ -92,7 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         input=args.input, output=args.output, model=args.model, trust_model=args.trust_model,
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
-        audio_codec=args.audio_codec, work_dir=args.work_dir, restart=args.restart,
+        audio_codec=args.audio_codec, reencode_audio=args.reencode_audio, work_dir=args.work_dir,
+        restart=args.restart,
         chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile)
     from .comm import get_comm
     from .storage import staged_run

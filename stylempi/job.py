@@ -38,7 +38,7 @@ from .comm import Comm, get_comm
 from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
                      VideoOpenFailure)
 from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
-                    choose_encoding, describe_video, file_sha256, index_frames, open_input,
+                    choose_encoding, describe_video, encoding_notes, file_sha256, index_frames, open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
@@ -64,6 +64,8 @@ class RunOptions:
     crf: int | None = None
     preset: str | None = None
     audio_codec: str | None = None
+    #: Re-encode every audio track with ``audio_codec``, not only those OUTPUT cannot hold.
+    reencode_audio: bool = False
     work_dir: str | None = None
     restart: bool = False
     chunk_frames: int | None = None
@@ -269,8 +271,9 @@ def prepare(options: RunOptions) -> Prepared:
         raise OutputFailure(f"OUTPUT {output_path} is a directory; give a file name such as "
                             f"{output_path / (input_path.stem + '.styled.mp4')}")
     settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
-    copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec)
-    notices = list(copy.dropped)
+    copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
+                            options.reencode_audio)
+    notices = encoding_notes(video, settings) + list(copy.dropped)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name = read_model(options.model)
@@ -468,7 +471,8 @@ def _work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Com
     _keep_heap_flat()
     stats = RankStats(rank=comm.rank, engine=describe_stylizer(stylizer))
     batch_size = getattr(stylizer, "batch_size", 1) or 1
-    depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * batch_size)
+    sample_bytes = 1 if prepared.video.colour.depth <= 8 else 2  # 16-bit RGB for deep inputs
+    depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * sample_bytes * batch_size)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=depth)
     encoder = _EncoderThread(prepared, stats, depth=depth)
     try:
@@ -501,7 +505,7 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
         frames: list[np.ndarray] = []
         t = time.monotonic()
         for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
-                                    chunk.seek_from):
+                                    chunk.seek_from, prepared.video.colour):
             pts.append(p)
             frames.append(rgb)
             if len(frames) == batch_size:

@@ -295,14 +295,21 @@ class NetworkStylizer:
         if self.compiled and count < self.batch_size:  # keep the one compiled shape
             frames = list(frames) + [frames[-1]] * (self.batch_size - count)
         batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
-        runner = self._runner(tuple(batch.shape)) if self.compiled else None
+        runner = self._runner((*batch.shape, str(batch.dtype))) if self.compiled else None
         result = runner(batch) if runner is not None else self._forward(batch)
         return list(result.cpu().numpy()[:count])
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC in, uint8 NHWC out, the same size."""
+        """uint8 (or 16-bit) NHWC in, the same type NHWC out, the same size.
+
+        16-bit frames (inputs deeper than 8 bits) are scaled to the network's usual
+        0..255 range and back, so the output keeps its depth without banding.
+        """
         height, width = batch.shape[1], batch.shape[2]
+        deep = batch.dtype != torch.uint8
         batch = batch.permute(0, 3, 1, 2).float()  # NHWC memory seen as NCHW: channels-last already
+        if deep:
+            batch = batch * (255 / 65535)
         # Multiples of 4, and at least 16 pixels: the 9x9 border layers reflect 4 pixels.
         pad_h, pad_w = max(-height % 4, 16 - height), max(-width % 4, 16 - width)
         if pad_h or pad_w:
@@ -315,8 +322,10 @@ class NetworkStylizer:
                 result = self.network(batch)
         else:
             result = self.network(batch)
-        result = result[:, :, :height, :width].float().clamp(0, 255).round()
-        return result.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        result = result[:, :, :height, :width].float().clamp(0, 255)
+        if deep:
+            return (result * (65535 / 255)).round().to(torch.uint16).permute(0, 2, 3, 1).contiguous()
+        return result.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
     # -- ahead-of-time compilation -------------------------------------------
 
@@ -359,12 +368,12 @@ class NetworkStylizer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 step = torch.compile(self._forward, dynamic=False)
-                step(torch.zeros(shape, dtype=torch.uint8, device=self.device))  # the compile itself
+                step(_example(shape, self.device))  # the compile itself
             return step
         package = cache / f"{self._package_key(shape)}.pt2"
         if not package.is_file():
             cache.mkdir(parents=True, exist_ok=True)
-            example = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+            example = _example(shape, self.device)
             module = _Step(self).eval()
             fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
             os.close(fd)
@@ -390,6 +399,12 @@ class NetworkStylizer:
         # The C++ loader directly: importing torch._inductor to load would cost seconds.
         loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
         return lambda batch: loader.run([batch])[0]
+
+
+def _example(key: tuple, device: torch.device) -> torch.Tensor:
+    """A zero batch of the shape and dtype a runner is keyed by (``(*shape, "torch.uint8")``)."""
+    *shape, dtype = key
+    return torch.zeros(tuple(shape), dtype=getattr(torch, dtype.split(".")[-1]), device=device)
 
 
 class _GilFreeRunner:

@@ -4,9 +4,12 @@
 the frame count and every frame's timestamp (as exact rationals, or within
 half a tick of the output's time base when its container rounds, as Matroska's
 1 ms ticks do), the displayed size, the sample aspect ratio, the rotation, and
-every audio packet byte for byte. Subtitle packets are compared where the
-output container can hold them. Pixels are not compared: they are meant to
-differ.
+every audio packet byte for byte (AAC payloads without the ADTS headers that
+MPEG-TS adds), and the picture's description: colour matrix, range,
+primaries, transfer, bit depth and static HDR metadata (an untagged input must
+give an output tagged with the guess it was converted with). Subtitle packets
+are compared where the output container can hold them. Pixels are not
+compared: they are meant to differ.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from pathlib import Path
 
 import av
 
+from .colour import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES
 from .errors import VideoOpenFailure
-from .media import open_input, output_format, pick_video_stream
+from .media import describe_video, open_input, output_format, pick_video_stream
 
 
 def _video_facts(path: str, stream_index: int | None) -> dict:
@@ -54,10 +58,49 @@ def _packet_streams(path: str, kind: str) -> list[dict]:
                 if kind == "subtitle" and len(data) <= 2:
                     continue  # empty mov_text cues that MP4 muxers insert between subtitles
                 entry = facts[packet.stream_index]
+                if entry["codec"] == "aac":
+                    data = _without_adts(data)
                 entry["hashes"].append(hashlib.sha256(data).hexdigest())
                 ts = packet.pts if packet.pts is not None else packet.dts
                 entry["times"].append(None if ts is None else ts * entry["time_base"])
         return [facts[s.index] for s in streams]
+
+
+def _without_adts(data: bytes) -> bytes:
+    """An AAC frame's payload: MPEG-TS carries AAC with a 7- or 9-byte ADTS header, MP4 without."""
+    if len(data) > 7 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
+        return data[7 if data[1] & 1 else 9:]
+    return data
+
+
+def _colour_facts(path: str, stream_index: int | None) -> dict:
+    """What a file says of its picture, untagged fields as "unknown" (never guessed)."""
+    with open_input(path) as container:
+        stream = pick_video_stream(container, stream_index)
+        tags = describe_video(container, stream).colour.describe()
+    with open_input(path) as container:
+        stream = pick_video_stream(container, stream_index)
+        for frame in container.decode(stream):
+            raw = {"matrix": MATRIX_NAMES.get(int(frame.colorspace), "unknown"),
+                   "range": RANGE_NAMES.get(int(frame.color_range), "unknown"),
+                   "primaries": PRIMARIES_NAMES.get(int(frame.color_primaries), "unknown"),
+                   "transfer": TRANSFER_NAMES.get(int(frame.color_trc), "unknown")}
+            if frame.format.name.startswith("yuvj"):
+                raw["range"] = "pc"
+            return {"expected": {k: tags[k] for k in ("matrix", "range", "primaries", "transfer", "bit_depth",
+                                                       "mastering_display", "content_light")},
+                    "tagged": raw, "bit_depth": tags["bit_depth"],
+                    "mastering_display": tags["mastering_display"], "content_light": tags["content_light"]}
+    raise VideoOpenFailure(f"{path}: no video frame to read the colour of")
+
+
+def _colour_check(source: dict, result: dict) -> dict:
+    """The output must be tagged as the input (or as the guess the input was converted with)."""
+    want = source["expected"]
+    have = dict(result["tagged"], bit_depth=result["bit_depth"], mastering_display=result["mastering_display"],
+                content_light=result["content_light"])
+    differ = {k: {"input": want[k], "output": have[k]} for k in want if want[k] != have[k]}
+    return {"ok": not differ, "input": want, "output": have, **({"differ": differ} if differ else {})}
 
 
 def _times_match(a: list, b: list, tolerance: Fraction) -> tuple[bool, str]:
@@ -107,10 +150,10 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
     checks["audio"] = {"ok": audio_ok, "input_tracks": len(in_audio), "output_tracks": len(out_audio),
                        "tracks": details}
 
-    fmt = output_format(output_path)
-    holdable = fmt.supported_codecs
-    fmt.close()
-    in_subs = [s for s in _packet_streams(input_path, "subtitle") if s["codec"] in holdable]
+    checks["colour"] = _colour_check(_colour_facts(input_path, video_stream), _colour_facts(output_path, None))
+
+    holder = output_format(output_path)
+    in_subs = [s for s in _packet_streams(input_path, "subtitle") if holder.holds(s["codec"])]
     out_subs = _packet_streams(output_path, "subtitle")
     subs_ok = len(in_subs) == len(out_subs) and all(a["hashes"] == b["hashes"] for a, b in zip(in_subs, out_subs))
     checks["subtitles"] = {"ok": subs_ok, "input_tracks": len(in_subs), "output_tracks": len(out_subs)}

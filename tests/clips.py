@@ -436,3 +436,95 @@ def save_test_model(path: str | os.PathLike) -> Path:
     import torch
     torch.save(test_network().state_dict(), path)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------
+# Colour cases: smooth pictures written with an explicit matrix, range and depth
+# ---------------------------------------------------------------------------
+
+def smooth_picture(index: int, width: int, height: int) -> np.ndarray:
+    """16-bit RGB like footage: smooth colour gradients, a soft moving disc, fine luma texture.
+
+    (``picture``'s per-pixel colour noise is fine for placement checks but no
+    4:2:0 file can hold it, so it would measure the chroma subsampling.)
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = x / max(width - 1, 1), y / max(height - 1, 1)
+    r = 0.15 + 0.7 * u
+    g = 0.1 + 0.6 * v + 0.1 * np.sin(6 * u + index * 0.3)
+    b = 0.8 - 0.5 * u * v
+    cx, cy = 0.3 + 0.05 * index, 0.5
+    disc = np.exp(-(((u - cx) * width) ** 2 + ((v - cy) * height) ** 2) / (2 * (0.12 * min(width, height)) ** 2))
+    r, g, b = r + 0.2 * disc, g - 0.1 * disc, b - 0.3 * disc
+    texture = 0.02 * np.sin(x * 0.9 + index) * np.sin(y * 0.7)
+    rgb = np.clip(np.stack([r, g, b], axis=-1) + texture[..., None], 0, 1)
+    return np.round(rgb * 65535).astype(np.uint16)
+
+
+def colour_clip(path, *, frames: int = 6, size: tuple[int, int] = (64, 48), codec: str = "libx264",
+                pix_fmt: str = "yuv420p", matrix: int | None = None, range_: int | None = None,
+                primaries: int | None = None, transfer: int | None = None, mastering: str | None = None,
+                light: tuple[int, int] | None = None, audio_tracks: int = 0, ramp: bool = False,
+                rate: int = 25) -> Path:
+    """A clip whose colour description is exactly as asked (``None``: left untagged).
+
+    Pixels are converted with ``matrix`` and ``range_`` (BT.709 / limited where
+    untagged and HD, BT.601 for SD, as players guess) so that the file *means*
+    what its tags say. ``ramp`` writes a horizontal luma ramp over ~600 code
+    values of a 10-bit format instead (for banding checks), neutral chroma.
+    """
+    path = Path(path)
+    width, height = size
+    sws = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}
+    conv = matrix if matrix is not None else (1 if width >= 1280 or height > 576 else 6)
+    full = range_ == 2 or pix_fmt.startswith("yuvj")
+    out = av.open(str(path), "w")
+    try:
+        st = out.add_stream(codec, rate=rate)
+        st.width, st.height, st.pix_fmt = width, height, pix_fmt
+        cc = st.codec_context
+        cc.time_base = VIDEO_TB
+        st.time_base = VIDEO_TB
+        for attr, value in (("colorspace", matrix), ("color_range", range_), ("color_primaries", primaries),
+                            ("color_trc", transfer)):
+            if value is not None:
+                setattr(cc, attr, value)
+        params = [f"{k}={v}" for k, v in (("master-display", mastering),
+                                          ("max-cll", f"{light[0]},{light[1]}" if light else None)) if v]
+        if codec == "libx265":
+            st.options = {"preset": "ultrafast", "crf": "0" if ramp else "12",
+                          "x265-params": ":".join(["log-level=error", *params])}
+        elif codec == "libx264":
+            st.options = {"preset": "veryfast", "crf": "0" if ramp else "12", "threads": "1"}
+        audio = _add_real_audio(out, audio_tracks, frames / rate, Fraction(0)) if audio_tracks and NASA.exists() \
+            else (_add_synth_audio(out, audio_tracks, frames / rate, Fraction(0)) if audio_tracks else [])
+        period = int(VIDEO_TB ** -1 / rate)
+        for i in range(frames):
+            if ramp:
+                frame = av.VideoFrame(width, height, pix_fmt)
+                luma = np.round(200 + np.arange(width) * 600 / max(width - 1, 1) + 0 * i).astype(np.uint16)
+                planes = [np.tile(luma, (height, 1))] + [None, None]
+                for k, plane in enumerate(frame.planes):
+                    comp = frame.format.components[k]
+                    data = planes[k] if k == 0 else np.full((comp.height, comp.width), 512, np.uint16)
+                    stride = plane.line_size // 2
+                    buf = np.zeros((comp.height, stride), np.uint16)
+                    buf[:, :comp.width] = data
+                    plane.update(buf.tobytes())
+            else:
+                frame = av.VideoFrame.from_ndarray(smooth_picture(i, width, height), format="rgb48le")
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=sws[conv],
+                                       dst_color_range="JPEG" if full else "MPEG")
+            frame.pts = i * period
+            frame.time_base = VIDEO_TB
+            for packet in st.encode(frame):
+                out.mux(packet)
+        for packet in st.encode(None):
+            out.mux(packet)
+        for ast, packets in audio:
+            for packet in packets:
+                packet.stream = ast
+                out.mux(packet)
+    finally:
+        out.close()
+    return path
