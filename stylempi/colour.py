@@ -43,6 +43,11 @@ RANGE_NAMES = {RANGE_LIMITED: "tv", RANGE_FULL: "pc"}
 #: luminance is not a matrix swscale can apply; it is refused (see :func:`decide`).
 _SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
 
+#: Luma coefficients (Kr, Kb) of the matrices swscale converts with (ITU-R BT.601, BT.709,
+#: BT.2020, FCC, SMPTE 240M).
+LUMA = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114), 7: (0.212, 0.087),
+        9: (0.2627, 0.0593)}
+
 #: Frame side data that describes one scene at a time and cannot survive re-encoding.
 DYNAMIC_HDR = ("DOVI_RPU_BUFFER", "DOVI_METADATA", "DYNAMIC_HDR_PLUS", "DYNAMIC_HDR_VIVID")
 
@@ -178,3 +183,29 @@ def encoder_params(codec: str, colour: Colour) -> dict[str, str]:
         if colour.light:
             params["cll"] = f"{colour.light[0]},{colour.light[1]}"
     return params
+
+
+def full_range_planes(rgb, colour: Colour, chroma: str, depth: int) -> list:
+    """RGB (uint8 or uint16) to full-range Y, Cb, Cr planes of ``depth`` bits, chroma box-averaged.
+
+    Done here rather than by swscale: its full-range RGB -> YUV path biases chroma
+    by about -0.6 code values (docs/colour.md), which an identity round trip shows
+    as a colour cast; limited range has no such bias and stays with swscale.
+    """
+    import numpy as np
+    top = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    x = rgb.astype(np.float32) / np.float32(top)
+    kr, kb = LUMA[colour.matrix]
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    cb = (b - y) / (2 * (1 - kb))
+    cr = (r - y) / (2 * (1 - kr))
+    if chroma in ("420", "422"):
+        h, w = cb.shape
+        rows = 2 if chroma == "420" else 1
+        cb = cb.reshape(h // rows, rows, w // 2, 2).mean(axis=(1, 3))
+        cr = cr.reshape(h // rows, rows, w // 2, 2).mean(axis=(1, 3))
+    scale, mid = float(2 ** depth - 1), float(2 ** (depth - 1))
+    dtype = np.uint8 if depth <= 8 else np.uint16
+    return [np.clip(np.rint(p * scale + off), 0, scale).astype(dtype)
+            for p, off in ((y, 0.0), (cb, mid), (cr, mid))]

@@ -675,8 +675,22 @@ def to_yuv(rgb: np.ndarray, settings: EncodeSettings) -> av.VideoFrame:
     colour = settings.colour
     if colour is None:
         return frame
+    if colour.range == colours.RANGE_FULL:
+        return _planes_frame(colours.full_range_planes(rgb, colour, colour.chroma, colour.depth), settings.pix_fmt)
     return frame.reformat(format=settings.pix_fmt, dst_colorspace=colour.sws_matrix,
                           dst_color_range=colour.sws_range, interpolation=_flags(TO_YUV))
+
+
+def _planes_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+    """A planar frame from whole planes (each plane's rows padded to FFmpeg's line size)."""
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, data in zip(frame.planes, planes):
+        stride = plane.line_size // data.itemsize
+        padded = np.zeros((data.shape[0], stride), data.dtype)
+        padded[:, :data.shape[1]] = data
+        plane.update(padded.tobytes())
+    return frame
 
 
 def _flags(names: tuple[str, ...]) -> int:

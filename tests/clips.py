@@ -493,7 +493,7 @@ def colour_clip(path, *, frames: int = 6, size: tuple[int, int] = (64, 48), code
                                           ("max-cll", f"{light[0]},{light[1]}" if light else None)) if v]
         if codec == "libx265":
             st.options = {"preset": "ultrafast", "crf": "0" if ramp else "12",
-                          "x265-params": ":".join(["log-level=error", *params])}
+                          "x265-params": ":".join(["log-level=error", *params, *(["lossless=1"] if ramp else [])])}
         elif codec == "libx264":
             st.options = {"preset": "veryfast", "crf": "0" if ramp else "12", "threads": "1"}
         audio = _add_real_audio(out, audio_tracks, frames / rate, Fraction(0)) if audio_tracks and NASA.exists() \
