@@ -20,7 +20,8 @@ from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
   mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
-  stylempi run in.mp4 out.mp4 --model candy.pth --device cpu
+  stylempi run in.mp4 out.mp4 --model scream --device cpu
+  stylempi models
   stylempi verify in.mp4 out.mp4
   stylempi probe in.mp4
 """

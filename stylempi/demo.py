@@ -144,7 +144,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .styles import BUILTIN
+    from .styles import BUILTIN, builtin_name, unknown_model_message
 
     p = argparse.ArgumentParser(prog="python -m stylempi.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("video", nargs="?", help="your own video (default: a generated 320x180 sample)")
@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not BUILTIN:
         raise SystemExit("demo: no built-in styles are installed (stylempi/styles/*.pth)")
-    style = args.style or sorted(BUILTIN)[0]
-    if style not in BUILTIN:
-        raise SystemExit(f"demo: no built-in style {style!r}; choose one of {', '.join(sorted(BUILTIN))}")
+    style = builtin_name(args.style or sorted(BUILTIN)[0])
+    if style is None:
+        raise SystemExit(f"demo: {unknown_model_message(args.style)}")
     stylempi = find_tool("stylempi")
     mpirun = find_tool("mpirun")
     if stylempi is None:

@@ -301,15 +301,13 @@ def prepare(options: RunOptions) -> Prepared:
 
 def read_model(spec: str) -> tuple[bytes, str]:
     """Checkpoint bytes for ``--model``: a file path or a built-in style name."""
-    from .styles import BUILTIN, builtin_checkpoint
+    from .styles import builtin_checkpoint, unknown_model_message
     path = Path(spec)
     if not path.exists():
         builtin = builtin_checkpoint(spec)
         if builtin is not None:
-            return builtin.read_bytes(), f"built-in style {spec}"
-        names = ", ".join(sorted(BUILTIN)) or "none installed"
-        raise ModelLoadFailure(f"model {spec} is neither a file nor a built-in style "
-                               f"(built-in styles: {names}; see `stylempi models`)")
+            return builtin.read_bytes(), f"built-in style {builtin.stem}"
+        raise ModelLoadFailure(unknown_model_message(spec))
     if path.is_dir():
         raise ModelLoadFailure(f"model {spec} is a directory; give a .pth checkpoint file")
     try:
