@@ -118,3 +118,12 @@ def test_cli_run_with_a_capitalised_style_works(tmp_path):
     result = stylempi("run", clip, tmp_path / "o.mp4", "--model", "Scream", "--quiet", "--compile", "off")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_skip_summary_groups_missing_reference_data():
+    from conftest import SHARED_ABSENT, skip_reason_counts
+
+    reasons = [f"{SHARED_ABSENT} (/x/a.mp4; CI always has ../shared)",
+               f"{SHARED_ABSENT} (/x/b.pth; CI always has ../shared)", "no CUDA GPU on this machine"]
+    assert skip_reason_counts(reasons) == [(2, SHARED_ABSENT), (1, "no CUDA GPU on this machine")]
+    assert "STYLEMPI_SHARED" in README
