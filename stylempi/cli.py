@@ -43,7 +43,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "(.mp4, .mkv, .mov, .webm)")
     p.add_argument("--model", "-m", required=True,
                    help="a fast_neural_style checkpoint (.pth state_dict, any width) or a built-in "
-                        "style name (see `stylempi models`)")
+                        "style name, in any case (see `stylempi models`)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a TorchScript model file (loading one can run code: only for files you trust)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

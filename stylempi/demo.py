@@ -6,7 +6,10 @@
 2. Runs ``mpirun -n 2 stylempi run SAMPLE OUT --model STYLE`` with a built-in
    style (the first one unless ``--style`` says otherwise).
 3. Writes a before/after contact sheet with ``stylempi preview``.
-4. Prints where everything is (``demo-output/`` by default).
+4. Prints where everything is (``demo-output/`` by default) and the next commands to
+   try, each written so that it works pasted as is into a shell in this directory
+   (the venv's own paths when the venv is not on PATH; Open MPI's root and
+   oversubscribe flags on the command line, not in an environment the user lacks).
 
     python -m stylempi.demo [VIDEO] [--style NAME] [--ranks 2] [--out-dir demo-output]
 """
