@@ -20,6 +20,8 @@ EXTRAS_REQUIRE = {
     "azureml": ["azure-ai-ml>=1.12"],
     "train": ["torchvision>=0.16"],
     "test": ["pytest>=7.0", "hypothesis>=6.0"],
+    # `stylempi export --format onnx` (onnx), and its test against onnxruntime.
+    "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
 }
 
 setup(

@@ -21,7 +21,8 @@ from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
   mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
-  stylempi run in.mp4 out.mp4 --model candy.pth --device cpu
+  stylempi run in.mp4 out.mp4 --model scream --device cpu
+  stylempi models
   stylempi verify in.mp4 out.mp4
   stylempi probe in.mp4
 """
@@ -44,7 +45,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "timestamps or hold the encoders)")
     p.add_argument("--model", "-m", required=True,
                    help="a fast_neural_style checkpoint (.pth state_dict, any width) or a built-in "
-                        "style name (see `stylempi models`)")
+                        "style name, in any case (see `stylempi models`)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a TorchScript model file (loading one can run code: only for files you trust)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

@@ -6,7 +6,10 @@
 2. Runs ``mpirun -n 2 stylempi run SAMPLE OUT --model STYLE`` with a built-in
    style (the first one unless ``--style`` says otherwise).
 3. Writes a before/after contact sheet with ``stylempi preview``.
-4. Prints where everything is (``demo-output/`` by default).
+4. Prints where everything is (``demo-output/`` by default) and the next commands to
+   try, each written so that it works pasted as is into a shell in this directory
+   (the venv's own paths when the venv is not on PATH; Open MPI's root and
+   oversubscribe flags on the command line, not in an environment the user lacks).
 
     python -m stylempi.demo [VIDEO] [--style NAME] [--ranks 2] [--out-dir demo-output]
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -127,24 +131,66 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def mpi_env() -> dict[str, str]:
-    env = dict(os.environ)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
-    return env
+def is_open_mpi(mpirun: str) -> bool:
+    """Whether ``mpirun`` is Open MPI's (only it knows --allow-run-as-root and --oversubscribe)."""
+    try:
+        out = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Open MPI" in out
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
-    print("$ " + " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, env=env)
+def mpirun_command(mpirun: str, ranks: int, open_mpi: bool) -> list[str]:
+    """``mpirun -n RANKS`` with the flags Open MPI wants here, on the command line rather than
+    in the environment, so that the command the demo prints works when pasted into a shell."""
+    flags: list[str] = []
+    if open_mpi and hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--allow-run-as-root")
+    if open_mpi and ranks > (os.cpu_count() or 1):
+        flags.append("--oversubscribe")
+    return [mpirun, *flags, "-n", str(ranks)]
+
+
+def shown(path: str | Path, *, tool: bool = False) -> str:
+    """``path`` as a user types it in this directory: a tool found on PATH by its bare name,
+    anything below the current directory relative to it, anything else absolute."""
+    path = Path(path)
+    if tool and shutil.which(path.name) and Path(shutil.which(path.name)).resolve() == path.resolve():
+        return path.name
+    try:
+        text = str(path.resolve().relative_to(Path.cwd().resolve()))
+        if tool and os.sep not in text:
+            text = f".{os.sep}{text}"
+    except ValueError:
+        text = str(path)
+    return shlex.quote(text)
+
+
+def as_typed(cmd: list[str]) -> str:
+    """A command line to paste into a shell: tools and files shown as :func:`shown` does."""
+    return " ".join(shown(arg, tool=i == 0 or arg.endswith(f"{os.sep}stylempi")) if os.sep in arg
+                    else shlex.quote(arg) for i, arg in enumerate(cmd))
+
+
+def _run(cmd: list[str]) -> None:
+    print("$ " + as_typed(cmd), flush=True)
+    result = subprocess.run(cmd)
     if result.returncode != 0:
         raise SystemExit(f"demo: `{' '.join(cmd[:4])} ...` failed with exit status {result.returncode}")
 
 
+def next_commands(mpirun: list[str], stylempi: str, sample: Path, output: Path, other_style: str | None,
+                  out_dir: Path) -> list[list[str]]:
+    """What to try after the demo, each a command that works as printed in this directory."""
+    cmds = [[stylempi, "verify", str(sample), str(output)], [stylempi, "models"]]
+    if other_style is not None:
+        cmds.append([*mpirun, stylempi, "run", str(sample), str(out_dir / f"{sample.stem}-{other_style}.mp4"),
+                     "--model", other_style])
+    return cmds
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .styles import BUILTIN
+    from .styles import BUILTIN, builtin_name, unknown_model_message
 
     p = argparse.ArgumentParser(prog="python -m stylempi.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("video", nargs="?", help="your own video (default: a generated 320x180 sample)")
@@ -155,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not BUILTIN:
         raise SystemExit("demo: no built-in styles are installed (stylempi/styles/*.pth)")
-    style = args.style or sorted(BUILTIN)[0]
-    if style not in BUILTIN:
-        raise SystemExit(f"demo: no built-in style {style!r}; choose one of {', '.join(sorted(BUILTIN))}")
+    style = builtin_name(args.style or sorted(BUILTIN)[0])
+    if style is None:
+        raise SystemExit(f"demo: {unknown_model_message(args.style)}")
     stylempi = find_tool("stylempi")
     mpirun = find_tool("mpirun")
     if stylempi is None:
@@ -178,15 +224,20 @@ def main(argv: list[str] | None = None) -> int:
               "H.264 + AAC)", flush=True)
     output = out_dir / f"{sample.stem}-{style}.mp4"
     sheet = out_dir / f"{sample.stem}-{style}-preview.png"
-    env = mpi_env()
-    _run([mpirun, "-n", str(args.ranks), stylempi, "run", str(sample), str(output), "--model", style,
-          "--restart"], env)
-    _run([stylempi, "preview", str(sample), "--model", style, "--frames", "4", "--out", str(sheet)], env)
+    launcher = mpirun_command(mpirun, args.ranks, is_open_mpi(mpirun))
+    _run([*launcher, stylempi, "run", str(sample), str(output), "--model", style, "--restart"])
+    _run([stylempi, "preview", str(sample), "--model", style, "--frames", "4", "--out", str(sheet)])
+    others = [name for name in sorted(BUILTIN) if name != style]
+    bin_dir = Path(stylempi).parent
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s:\n"
-          f"  input:    {sample}\n  stylized: {output}  ({style}, {args.ranks} MPI ranks)\n"
-          f"  preview:  {sheet}  (input on top, stylized below)\n"
-          f"other styles: `stylempi models`; check the output: `stylempi verify {sample} {output}`",
-          flush=True)
+          f"  input:    {shown(sample)}\n  stylized: {shown(output)}  ({style}, {args.ranks} MPI ranks)\n"
+          f"  preview:  {shown(sheet)}  (input on top, stylized below)\n"
+          "next, in this directory (each command works as printed):", flush=True)
+    for cmd in next_commands(launcher, stylempi, sample, output, others[0] if others else None, out_dir):
+        print(f"  $ {as_typed(cmd)}", flush=True)
+    if shown(stylempi, tool=True) != "stylempi" and (bin_dir / "activate").is_file():
+        print(f"or put stylempi and mpirun on PATH for this shell first: . {shown(bin_dir / 'activate')}",
+              flush=True)
     return 0
 
 

@@ -4,13 +4,15 @@ Exports the bare network (RGB float 0..255 in, RGB out; the caller clamps to
 0..255, as ``stylempi run`` does), so an exported file gives the same pixels as
 the checkpoint. TorchScript files load in ``stylempi run --trust-model``
 (TorchScript can run code, so it is only loaded when trusted). ONNX needs the
-``onnx`` package (``pip install onnx``); its height and width are dynamic
-(multiples of 4).
+``onnx`` package (the ``[onnx]`` extra); its batch, height and width are dynamic
+(height and width multiples of 4, as for the network itself), and onnxruntime
+gives the checkpoint's pixels (tests/test_preview_export.py compares them).
 """
 from __future__ import annotations
 
 import argparse
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,15 +47,20 @@ def to_torchscript(net: torch.nn.Module) -> bytes:
 
 def to_onnx(net: torch.nn.Module, path: Path, opset: int = 17) -> None:
     if not onnx_available():
-        raise UsageError("--format onnx needs the onnx package (pip install onnx); "
-                         "--format torchscript works without it")
+        raise UsageError("--format onnx needs the onnx package (pip install 'stylempi[onnx]' or "
+                         "pip install onnx); --format torchscript works without it")
     example = torch.rand(1, 3, 64, 64) * 255
     axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     kwargs = dict(input_names=["input"], output_names=["output"], dynamic_axes=axes, opset_version=opset)
-    try:
-        torch.onnx.export(net.eval(), (example,), str(path), dynamo=False, **kwargs)
-    except TypeError:  # older torch without the dynamo switch
-        torch.onnx.export(net.eval(), (example,), str(path), **kwargs)
+    # The TorchScript-based exporter needs no onnxscript; its notes (instance norm "exported
+    # with train=True", which is what the network computes, and constant folding) would
+    # only bury the one line the command prints.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(net.eval(), (example,), str(path), dynamo=False, **kwargs)
+        except TypeError:  # older torch without the dynamo switch
+            torch.onnx.export(net.eval(), (example,), str(path), **kwargs)
 
 
 def export(model: str, fmt: str, out: str | Path | None = None, *, trust: bool = False) -> Path:
@@ -78,7 +85,7 @@ def export(model: str, fmt: str, out: str | Path | None = None, *, trust: bool =
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="built-in style name or .pth checkpoint")
     p.add_argument("--format", default="torchscript", choices=FORMATS,
-                   help="torchscript (default) or onnx (needs `pip install onnx`)")
+                   help="torchscript (default) or onnx (needs the [onnx] extra: pip install 'stylempi[onnx]')")
     p.add_argument("--out", metavar="FILE", help="output file (default: MODEL.pt / MODEL.onnx here)")
     p.add_argument("--trust-model", action="store_true", help="allow a TorchScript MODEL as input")
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -304,15 +304,13 @@ def prepare(options: RunOptions) -> Prepared:
 
 def read_model(spec: str) -> tuple[bytes, str]:
     """Checkpoint bytes for ``--model``: a file path or a built-in style name."""
-    from .styles import BUILTIN, builtin_checkpoint
+    from .styles import builtin_checkpoint, unknown_model_message
     path = Path(spec)
     if not path.exists():
         builtin = builtin_checkpoint(spec)
         if builtin is not None:
-            return builtin.read_bytes(), f"built-in style {spec}"
-        names = ", ".join(sorted(BUILTIN)) or "none installed"
-        raise ModelLoadFailure(f"model {spec} is neither a file nor a built-in style "
-                               f"(built-in styles: {names}; see `stylempi models`)")
+            return builtin.read_bytes(), f"built-in style {builtin.stem}"
+        raise ModelLoadFailure(unknown_model_message(spec))
     if path.is_dir():
         raise ModelLoadFailure(f"model {spec} is a directory; give a .pth checkpoint file")
     try:
@@ -679,12 +677,52 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
 # Progress
 # ---------------------------------------------------------------------------
 
+#: ``STYLEMPI_PROGRESS`` values that force one style or the other.
+_LIVE_VALUES = {"1", "live", "bar", "on", "yes", "true"}
+_LINE_VALUES = {"0", "lines", "log", "off", "no", "false"}
+#: Variables of batch services whose output always goes to a log, whatever a tty test says.
+_BATCH_VARS = ("AZUREML_RUN_ID", "AZ_BATCH_TASK_ID")
+
+
+def progress_style(env: Mapping[str, str], stderr_is_tty: bool, launcher_on_tty: bool) -> str:
+    """``"live"`` (a redrawn bar) or ``"lines"`` (a plain line now and then), from the environment.
+
+    Under ``mpirun`` a rank's stderr is a pipe to the launcher even when the launcher
+    writes to a terminal, so the launcher's own stderr counts too (``launcher_on_tty``);
+    a batch job's launcher writes to a log file, which keeps the plain lines there.
+    """
+    forced = env.get("STYLEMPI_PROGRESS", "").strip().lower()
+    if forced in _LIVE_VALUES:
+        return "live"
+    if forced in _LINE_VALUES:
+        return "lines"
+    if any(env.get(var) for var in _BATCH_VARS):
+        return "lines"
+    return "live" if stderr_is_tty or launcher_on_tty else "lines"
+
+
+def _launcher_on_tty(env: Mapping[str, str]) -> bool:
+    """Whether the MPI launcher that started this rank writes its stderr to a terminal.
+
+    Open MPI starts local ranks as children of ``prterun`` (remote ones under ``prted``,
+    whose stderr is no terminal) and forwards their output to its own stderr.
+    """
+    if not any(var in env for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
+        return False
+    try:
+        target = os.readlink(f"/proc/{os.getppid()}/fd/2")
+    except OSError:
+        return False
+    return target.startswith(("/dev/pts/", "/dev/tty"))
+
+
 class _ProgressBar:
     """One bar on rank 0 for frames done over all ranks, with rate and ETA.
 
-    On a terminal it is a live tqdm bar; in a log file (Slurm, Azure ML) it is a
-    plain line every :attr:`LOG_EVERY` seconds, so logs show progress without
-    carriage-return noise. ``STYLEMPI_PROGRESS=1`` forces the live bar.
+    On a terminal (also under ``mpirun`` run from one) it is a live tqdm bar; in a
+    log file (Slurm, Azure ML) it is a plain line every :attr:`LOG_EVERY` seconds
+    (``STYLEMPI_PROGRESS_EVERY``), so logs show progress without carriage-return
+    noise. ``STYLEMPI_PROGRESS=1`` forces the live bar, ``=0`` the plain lines.
     """
 
     LOG_EVERY = 30.0
@@ -700,12 +738,14 @@ class _ProgressBar:
         if not silent:
             for notice in prepared.notices:
                 print(f"stylempi: note: {notice}", file=sys.stderr)
-            if sys.stderr.isatty() or os.environ.get("STYLEMPI_PROGRESS"):
+            env = os.environ
+            if progress_style(env, sys.stderr.isatty(), _launcher_on_tty(env)) == "live":
                 from tqdm import tqdm
                 self._bar = tqdm(total=self._total, initial=self._done, unit="frame", desc="stylize",
                                  file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
             else:
                 self._log = True
+                self._every = _seconds(os.environ.get("STYLEMPI_PROGRESS_EVERY"), self.LOG_EVERY)
 
     def update(self, frames: int) -> None:
         if not frames:
@@ -713,7 +753,7 @@ class _ProgressBar:
         self._done += frames
         if self._bar is not None:
             self._bar.update(frames)
-        elif self._log and time.monotonic() - self._last_log >= self.LOG_EVERY:
+        elif self._log and time.monotonic() - self._last_log >= self._every:
             self._last_log = time.monotonic()
             rate = (self._done - self._start_done) / max(1e-9, self._last_log - self._started)
             eta = (self._total - self._done) / rate if rate else float("inf")
@@ -727,3 +767,12 @@ class _ProgressBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _seconds(text: str | None, default: float) -> float:
+    """A positive number of seconds from an environment variable, else ``default``."""
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if value > 0 else default

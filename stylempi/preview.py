@@ -32,7 +32,7 @@ BACKGROUND = (24, 24, 24)
 
 def resolve_model(spec: str) -> Path:
     """``--model`` value -> checkpoint path: a built-in style name or a file."""
-    from .styles import BUILTIN, builtin_checkpoint
+    from .styles import builtin_checkpoint, unknown_model_message
 
     path = builtin_checkpoint(spec)
     if path is not None:
@@ -40,9 +40,7 @@ def resolve_model(spec: str) -> Path:
     candidate = Path(spec)
     if candidate.is_file():
         return candidate
-    names = ", ".join(sorted(BUILTIN)) or "none"
-    raise ModelLoadFailure(f"--model {spec}: no such file and no built-in style of that name "
-                           f"(built-in: {names}; see `stylempi models`)")
+    raise ModelLoadFailure(unknown_model_message(spec))
 
 
 def open_model(spec: str, *, trust: bool = False) -> torch.nn.Module:

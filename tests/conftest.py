@@ -29,6 +29,31 @@ os.environ.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":OVERSUBSCRIBE")
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+#: The start of every skip reason for missing reference data (the summary groups on it).
+SHARED_ABSENT = "reference data absent: set STYLEMPI_SHARED to the shared/ folder"
+
+
+def skip_reason_counts(reasons: list[str]) -> list[tuple[int, str]]:
+    """(count, reason) per distinct reason, most frequent first; every missing-data skip is one
+    reason whatever file it missed."""
+    from collections import Counter
+
+    grouped = Counter(SHARED_ABSENT if r.startswith(SHARED_ABSENT) else r for r in reasons)
+    return sorted(((n, r) for r, n in grouped.items()), key=lambda item: (-item[0], item[1]))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    """End the run with how many tests skipped and why, so a clone without ../shared sees it."""
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+            reasons.append(str(report.longrepr[2]).removeprefix("Skipped: "))
+    if reasons:
+        terminalreporter.write_sep("-", f"{len(reasons)} skipped, by reason")
+        for count, reason in skip_reason_counts(reasons):
+            terminalreporter.write_line(f"{count:4d}  {reason}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped where none is present)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
@@ -61,7 +86,7 @@ def need_shared(*parts: str) -> Path:
     """Path inside ../shared, or skip the test when the reference data is absent."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"reference data {path} is absent (CI always has ../shared)")
+        pytest.skip(f"{SHARED_ABSENT} ({path}; CI always has ../shared)")
     return path
 
 

@@ -416,3 +416,20 @@ def test_more_ranks_than_frames(tmp_path, model):
     ver = stylempi("verify", inp, out, timeout=180)
     assert ver.returncode == 0, ver.stdout[-1500:]
     json.loads(ver.stdout)
+
+
+def test_mpirun_missing_input_error_is_the_last_line_before_the_launchers_notice(tmp_path, model):
+    """Under ``mpirun -n 2`` the one line comes once, with the exit code of a single process;
+    whatever follows it is Open MPI's own framed notice (README: no setting removes it and keeps
+    the exit code)."""
+    res = stylempi("run", tmp_path / "nope.mp4", tmp_path / "out.mp4", "--model", model, ranks=2,
+                   timeout=TIMEOUT)
+    assert res.returncode == 3, res.stderr
+    lines = error_lines(res)
+    ours = [i for i, line in enumerate(lines) if line.startswith("stylempi:")]
+    assert len(ours) == 1 and lines[ours[0]].startswith("stylempi: error: ") and "nope.mp4" in lines[ours[0]]
+    after = lines[ours[0] + 1:]
+    if after:  # the launcher's notice, framed by rules of dashes
+        assert after[0].startswith("-----") and after[-1].startswith("-----"), after
+        assert any("Exit code:    3" in line for line in after), after
+    assert not (tmp_path / "out.mp4").exists()

@@ -16,6 +16,7 @@ import pytest
 
 import clips
 import oracle
+from conftest import SHARED_ABSENT
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +77,7 @@ def test_sizes(tmp_path, maker, size):
 @pytest.mark.parametrize("real", [True, False], ids=["remuxed", "synthesized"])
 def test_two_audio_tracks_have_real_sound(tmp_path, real):
     if real and not clips.NASA.exists():
-        pytest.skip(f"{clips.NASA} is absent (CI always has ../shared)")
+        pytest.skip(f"{SHARED_ABSENT} ({clips.NASA}; CI always has ../shared)")
     path = clips.two_audio_clip(tmp_path / "a.mp4", real_audio=real)
     audio = [s for s in oracle.streams(path) if s["codec_type"] == "audio"]
     assert [s["codec_name"] for s in audio] == ["aac", "aac"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 import clips
-from conftest import need_shared
+from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
 from stylempi.export import add_export_arguments, export, export_main, onnx_available
 from stylempi.model import TransformerNet, load_network, network_from_state_dict
@@ -117,13 +118,54 @@ def test_export_cli_and_onnx(tmp_path, checkpoint, capsys):
     assert export_main(args) == 0 and (tmp_path / "x.pt").stat().st_size > 0
     assert "trust-model" in capsys.readouterr().out
     if not onnx_available():
-        with pytest.raises(UsageError, match="pip install onnx"):
+        with pytest.raises(UsageError, match="stylempi\\[onnx\\]"):
             export(str(checkpoint), "onnx", tmp_path / "x.onnx")
-    else:
-        export(str(checkpoint), "onnx", tmp_path / "x.onnx")
-        import onnx
 
-        onnx.checker.check_model(onnx.load(str(tmp_path / "x.onnx")))
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.mark.parametrize("which", ["random-width-8", "builtin"])
+def test_onnx_export_matches_torch_in_onnxruntime(tmp_path, checkpoint, which):
+    """The exported file run by onnxruntime gives torch's pixels on real decoded frames (>= 45 dB)."""
+    if not onnx_available():
+        pytest.skip("the onnx package is not installed (pip install -e '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[onnx]')")
+    import onnx
+
+    model = str(checkpoint) if which != "builtin" else (sorted(BUILTIN) or [None])[0]
+    if model is None:
+        pytest.skip("no built-in style is installed")
+    out = export(model, "onnx", tmp_path / "net.onnx")
+    onnx.checker.check_model(onnx.load(str(out)))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    net = load_network(open_model_bytes(model))
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=10, size=(96, 64))
+    frames = np.stack([f for _, f in sample_frames(clip, 3)])  # N x H x W x 3, one batch
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        expected = net(x).clamp(0, 255).round().byte().numpy()
+    got = np.clip(session.run(None, {"input": x.numpy()})[0], 0, 255).round().astype(np.uint8)
+    assert got.shape == expected.shape == (3, 3, 64, 96)
+    assert _psnr(got, expected) >= 45
+    assert not np.array_equal(expected, x.byte().numpy())  # the network really changed the frames
+
+
+def open_model_bytes(model: str) -> bytes:
+    path = builtin_checkpoint(model)
+    return (path if path is not None else Path(model)).read_bytes()
+
+
+def test_onnx_export_cli_prints_one_line(tmp_path):
+    if not onnx_available() or not BUILTIN:
+        pytest.skip("needs the onnx package and a built-in style")
+    result = stylempi("export", sorted(BUILTIN)[0], "--format", "onnx", "--out", tmp_path / "s.onnx")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith(f"wrote {tmp_path / 's.onnx'} (") and (tmp_path / "s.onnx").stat().st_size
 
 
 def test_builtin_styles_are_listed_small_and_load():

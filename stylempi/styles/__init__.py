@@ -38,8 +38,34 @@ BUILTIN: dict[str, StyleInfo] = {
 }
 
 
-def builtin_checkpoint(name: str) -> Path | None:
-    """Path of the built-in style ``name``, or None when there is no such style."""
-    if name in BUILTIN and (HERE / f"{name}.pth").is_file():
-        return HERE / f"{name}.pth"
+def builtin_name(name: str) -> str | None:
+    """The built-in style ``name`` spelled as listed, ignoring case (``Scream`` -> ``scream``);
+    None when no installed style has that name."""
+    wanted = name.strip().casefold()
+    for candidate in BUILTIN:
+        if candidate.casefold() == wanted and (HERE / f"{candidate}.pth").is_file():
+            return candidate
     return None
+
+
+def builtin_checkpoint(name: str) -> Path | None:
+    """Path of the built-in style ``name`` (any case), or None when there is no such style."""
+    found = builtin_name(name)
+    return HERE / f"{found}.pth" if found is not None else None
+
+
+def closest_style(name: str) -> str | None:
+    """The built-in style a mistyped ``name`` most likely meant (``sream`` -> ``scream``)."""
+    import difflib
+
+    matches = difflib.get_close_matches(name.strip().casefold(), list(BUILTIN), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_model_message(spec: str) -> str:
+    """The one wording ``run``, ``preview`` and ``export`` use for a --model that names nothing."""
+    names = ", ".join(sorted(BUILTIN)) or "none installed"
+    guess = closest_style(spec)
+    hint = f"did you mean {guess}? " if guess else ""
+    return (f"--model {spec}: no such file and no built-in style of that name ({hint}built-in "
+            f"styles: {names}; see `stylempi models`)")
