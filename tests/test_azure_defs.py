@@ -224,8 +224,8 @@ def test_trigger_wires_blob_created_to_a_logic_app_that_invokes_the_endpoint():
     [workflow] = resources_of(template, "Microsoft.Logic/workflows")
     definition = workflow["properties"]["definition"]
     assert definition["triggers"]["manual"]["type"] == "Request"
-    invoke = _find_action(definition["actions"], "Http")
-    assert invoke["inputs"]["method"] == "POST"
+    invoke = _find_action(definition["actions"], "Invoke_batch_endpoint")
+    assert invoke["type"] == "Http" and invoke["inputs"]["method"] == "POST"
     assert invoke["inputs"]["authentication"]["type"] == "ManagedServiceIdentity"
     assert "scoringUri" in invoke["inputs"]["uri"]
     body = invoke["inputs"]["body"]["properties"]
@@ -238,12 +238,107 @@ def test_trigger_wires_blob_created_to_a_logic_app_that_invokes_the_endpoint():
     assert set(body["OutputData"]) <= set(component.outputs)
 
 
-def _find_action(actions: dict, type_: str) -> dict:
-    for action in actions.values():
-        if action.get("type") == type_:
+def _find_action(actions: dict, name: str) -> dict:
+    """The action called NAME anywhere in a workflow's nested actions."""
+    for key, action in actions.items():
+        if key == name:
             return action
         for nested in (action.get("actions", {}), action.get("else", {}).get("actions", {})):
-            found = _find_action(nested, type_) if nested else None
+            found = _find_action(nested, name) if nested else None
             if found:
                 return found
     return {}
+
+
+def _scope_of(actions: dict, name: str) -> dict:
+    """The sibling actions that hold NAME (runAfter links only siblings)."""
+    if name in actions:
+        return actions
+    for action in actions.values():
+        for nested in (action.get("actions", {}), action.get("else", {}).get("actions", {})):
+            found = _scope_of(nested, name) if nested else None
+            if found:
+                return found
+    return {}
+
+
+def _runs_after(actions: dict, name: str) -> set[str]:
+    """Every sibling action NAME waits for, transitively."""
+    seen: set[str] = set()
+    todo = list(actions[name].get("runAfter", {}))
+    while todo:
+        prior = todo.pop()
+        if prior not in seen:
+            seen.add(prior)
+            todo.extend(actions[prior].get("runAfter", {}))
+    return seen
+
+
+def _workflow_actions(template: dict) -> dict:
+    return resources_of(template, "Microsoft.Logic/workflows")[0]["properties"]["definition"]["actions"]
+
+
+READER_ROLE = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"  # Storage Blob Data Reader
+
+
+def test_trigger_lets_the_compute_cluster_read_the_upload():
+    """Batch jobs mount a storage URL with the compute cluster's identity, not the invoker's."""
+    template = trigger()
+    compute = template["variables"]["computeId"]
+    assert "workspaces/computes" in compute and "computeName" in compute
+    cluster = [ra for ra in resources_of(template, "Microsoft.Authorization/roleAssignments")
+               if "variables('computeId')" in ra["properties"]["principalId"]
+               and ra["properties"]["principalId"].endswith(".identity.principalId]")]
+    assert len(cluster) == 1, "no role assignment for the compute cluster's identity"
+    role_var = re.search(r"variables\('(\w+)'\)", cluster[0]["properties"]["roleDefinitionId"]).group(1)
+    assert READER_ROLE in template["variables"][role_var]
+    assert cluster[0]["scope"].startswith("[format('Microsoft.Storage/storageAccounts/{0}'")
+
+
+def test_trigger_answers_event_grid_before_invoking():
+    """Event Grid redelivers what is not answered within 30 s: the Response must not wait
+    for the invoke, nor for anything that waits for it."""
+    actions = _workflow_actions(trigger())
+    scope = _scope_of(actions, "Accepted")
+    assert scope["Accepted"]["type"] == "Response" and not scope["Accepted"].get("runAfter")
+    assert "Accepted" in _runs_after(scope, "For_each_upload")
+    loop = _scope_of(actions, "Invoke_batch_endpoint")
+    assert not [n for n, a in loop.items() if a.get("type") == "Response"], \
+        "a Response inside the loop would wait for invokes"
+
+
+def test_trigger_is_idempotent_per_upload():
+    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing."""
+    loop = _scope_of(_workflow_actions(trigger()), "Invoke_batch_endpoint")
+    claim = loop["Claim_upload"]
+    assert claim["inputs"]["method"] == "PUT"
+    assert claim["inputs"]["headers"]["If-None-Match"] == "*"
+    assert "['url']" in claim["inputs"]["uri"] and "['eTag']" in claim["inputs"]["uri"]
+    assert loop["Invoke_batch_endpoint"]["runAfter"] == {"Claim_upload": ["Succeeded"]}
+    assert loop["Invoke_batch_endpoint"]["retryPolicy"]["count"] >= 1
+
+
+def test_trigger_dead_letters_what_it_cannot_deliver():
+    template = trigger()
+    [subscription] = resources_of(template, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    dead = subscription["properties"]["deadLetterDestination"]
+    assert dead["endpointType"] == "StorageBlob" and dead["properties"]["blobContainerName"]
+    loop = _scope_of(_workflow_actions(template), "Invoke_batch_endpoint")
+    failed = [a for a in loop.values()
+              if {"Failed", "TimedOut"} <= set(a.get("runAfter", {}).get("Invoke_batch_endpoint", []))]
+    assert failed and "/dead-letters/" in failed[0]["inputs"]["uri"]
+
+
+def test_trigger_accepts_an_existing_system_topic():
+    """A storage account has at most one Event Grid system topic."""
+    template = trigger()
+    [topic] = resources_of(template, "Microsoft.EventGrid/systemTopics")
+    assert "existingSystemTopicName" in topic["condition"]
+    assert "existingSystemTopicName" in template["variables"]["systemTopicName"]
+
+
+def test_trigger_output_name_cannot_close_the_components_quotes():
+    """The component single-quotes its inputs: the uploader's name must lose its quotes."""
+    invoke = _find_action(_workflow_actions(trigger()), "Invoke_batch_endpoint")
+    value = invoke["inputs"]["body"]["properties"]["InputData"]["output_name"]["Value"]
+    assert value.startswith("@{replace(") and value.endswith(", '''', '_')}")
