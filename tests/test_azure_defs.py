@@ -140,7 +140,8 @@ def test_submit_build_returns_sdk_objects():
                                       PipelineComponentBatchDeployment, PipelineJob)
 
     submit = _import_submit()
-    plan = submit.build(submit.parse_args(["--dry-run", "--nodes", "3", "--gpus-per-node", "2"]))
+    plan = submit.build(submit.parse_args(["--dry-run", "--nodes", "3", "--gpus-per-node", "2",
+                                           "--work-dir", "https://acct.blob.core.windows.net/w/x"]))
     assert isinstance(plan.environment, Environment)
     assert isinstance(plan.compute, AmlCompute) and plan.compute.min_instances == 0
     assert plan.compute.tier == "dedicated"
@@ -151,6 +152,55 @@ def test_submit_build_returns_sdk_objects():
     for node in (plan.pipeline_job.jobs["style"], plan.pipeline_component.jobs["style"]):
         assert node.distribution.process_count_per_instance == 2
     submit.validate(plan)
+
+
+def test_submit_refuses_several_nodes_without_a_shared_work_dir():
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run", "--nodes", "2"],
+                          capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2 and "--work-dir" in proc.stderr, proc.stderr
+
+
+def _copy_sources(dest: Path) -> Path:
+    import shutil
+    for top in ("azure", "stylempi"):
+        shutil.copytree(ROOT / top, dest / top, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest / "azure"
+
+
+def test_asset_versions_follow_the_content(tmp_path: Path):
+    """Environments and components are immutable per version: any change, a new version."""
+    submit = _import_submit()
+    here = _copy_sources(tmp_path)
+    first = submit.asset_versions(here)
+    assert first == submit.asset_versions(here) == submit.asset_versions(AZURE)  # stable
+    assert len(set(first.values())) == 3
+
+    conda = here / "conda.yml"
+    conda.write_text(conda.read_text().replace("torch>=2.1", "torch>=2.4"))
+    changed_env = submit.asset_versions(here)
+    assert changed_env["environment"] != first["environment"]
+    # The component names its environment's version: it changes too, and so on up.
+    assert changed_env["component"] != first["component"]
+    assert changed_env["pipeline_component"] != first["pipeline_component"]
+
+    code = here.parent / "stylempi" / "plan.py"
+    code.write_text(code.read_text() + "\n# changed\n")
+    changed_code = submit.asset_versions(here)
+    assert changed_code["environment"] == changed_env["environment"]
+    assert changed_code["component"] != changed_env["component"]
+
+
+def test_submit_registers_the_content_versions():
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run"]))
+    versions = submit.asset_versions()
+    assert plan.environment.version == versions["environment"]
+    assert plan.pipeline_component.version == versions["pipeline_component"]
+    for style in (plan.pipeline_job.jobs["style"].component,
+                  plan.pipeline_component.jobs["style"].component):
+        assert style.version == versions["component"]
+        assert style.environment == f"azureml:stylempi-env:{versions['environment']}"
+    assert plan.pipeline_job.inputs.device.result() == "cuda"
 
 
 def test_submit_refuses_to_run_without_workspace():
@@ -342,3 +392,11 @@ def test_trigger_output_name_cannot_close_the_components_quotes():
     invoke = _find_action(_workflow_actions(trigger()), "Invoke_batch_endpoint")
     value = invoke["inputs"]["body"]["properties"]["InputData"]["output_name"]["Value"]
     assert value.startswith("@{replace(") and value.endswith(", '''', '_')}")
+
+
+def test_the_video_is_downloaded_not_mounted():
+    """Every rank seeks into the video (its chunks' keyframes): download, as Azure ML
+    advises for random reads, not the default read-only mount."""
+    for node in (ml.load_job(source=AZURE / "pipeline_job.yml").jobs["style"],
+                 ml.load_component(source=AZURE / "style_pipeline_component.yml").jobs["style"]):
+        assert node.inputs.video.mode == "download"
