@@ -22,6 +22,7 @@ AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -35,6 +36,8 @@ COMPONENT_YML = HERE / "style_component.yml"
 PIPELINE_COMPONENT_YML = HERE / "style_pipeline_component.yml"
 PIPELINE_JOB_YML = HERE / "pipeline_job.yml"
 STYLE_NODE = "style"
+#: What the component uploads and runs: its version changes when any of it does.
+CODE_DIRS = ("stylempi", "azure")
 
 
 @dataclass
@@ -76,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--output-name", default="styled.mp4",
                      help="file name of the result in the output folder (default %(default)s)")
     job.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    job.add_argument("--device", default="cuda", choices=["cuda", "cpu", "auto"],
+                     help="cuda (default: a clear error rather than a silent CPU run when the "
+                          "nodes have no usable GPU), or cpu for CPU VM sizes")
     job.add_argument("--work-dir", help="where finished chunks are kept; with --nodes > 1 a Blob "
                                         "URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH) "
                                         "that the cluster's managed identity may write")
@@ -98,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.nodes < 1 or args.gpus_per_node < 1 or args.max_nodes < args.nodes:
         p.error("need --nodes >= 1, --gpus-per-node >= 1 and --max-nodes >= --nodes")
+    if args.nodes > 1 and not args.work_dir:
+        # The output folder is a blobfuse mount per node, which does not show one
+        # node's new files to another promptly: rank 0 would not see the chunks.
+        p.error("--nodes > 1 needs --work-dir https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH "
+                "(a work directory every node reads and writes through the Blob API)")
     if not args.dry_run:
         missing = [name for name in ("subscription", "resource_group", "workspace")
                    if not getattr(args, name)]
@@ -106,6 +117,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not args.no_submit and not (args.video and args.model and args.output):
             p.error("a job needs --video, --model and --output (or pass --no-submit)")
     return args
+
+
+def content_version(*parts: bytes) -> str:
+    """An asset version derived from content: the same content, the same version.
+
+    Azure ML environments and components are immutable per name and version, so a
+    fixed version would make a changed definition fail to register or be ignored.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def code_bytes(root: Path) -> bytes:
+    """The component's code (every file under CODE_DIRS), names and contents, in a stable order."""
+    chunks = []
+    for top in CODE_DIRS:
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                chunks.append(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return b"\0".join(chunks)
+
+
+def asset_versions(here: Path = HERE) -> dict[str, str]:
+    """Versions of the environment, the style component and the pipeline component."""
+    environment = content_version((here / "environment.yml").read_bytes(),
+                                  (here / "conda.yml").read_bytes())
+    component = content_version(environment.encode(), (here / "style_component.yml").read_bytes(),
+                                code_bytes(here.parent))
+    pipeline = content_version(component.encode(),
+                               (here / "style_pipeline_component.yml").read_bytes())
+    return {"environment": environment, "component": component, "pipeline_component": pipeline}
+
+
+def _pin_versions(style_component: Any, environment: Any, versions: dict[str, str]) -> None:
+    style_component.version = versions["component"]
+    style_component.environment = f"azureml:{environment.name}:{environment.version}"
 
 
 def _size_style_node(node: Any, args: argparse.Namespace) -> None:
@@ -119,7 +169,9 @@ def build(args: argparse.Namespace) -> Plan:
     from azure.ai.ml.entities import (AmlCompute, BatchEndpoint, IdentityConfiguration,
                                       PipelineComponentBatchDeployment)
 
+    versions = asset_versions()
     environment = load_environment(source=ENVIRONMENT_YML)
+    environment.version = versions["environment"]
     compute = AmlCompute(
         name=args.compute,
         size=args.vm_size,
@@ -142,12 +194,16 @@ def build(args: argparse.Namespace) -> Plan:
     if args.work_dir:
         job.jobs[STYLE_NODE].inputs.work_dir = args.work_dir
     job.inputs.precision = args.precision
+    job.inputs.device = args.device
     job.settings.default_compute = args.compute
     job.experiment_name = args.experiment
     _size_style_node(job.jobs[STYLE_NODE], args)
+    _pin_versions(job.jobs[STYLE_NODE].component, environment, versions)
 
     pipeline_component = load_component(source=PIPELINE_COMPONENT_YML)
+    pipeline_component.version = versions["pipeline_component"]
     _size_style_node(pipeline_component.jobs[STYLE_NODE], args)
+    _pin_versions(pipeline_component.jobs[STYLE_NODE].component, environment, versions)
     endpoint = BatchEndpoint(
         name=args.endpoint_name,
         description="stylempi: stylize an uploaded video (pipeline component deployment)",
@@ -176,6 +232,10 @@ def describe(plan: Plan, args: argparse.Namespace) -> dict:
     return {
         "environment": {"name": plan.environment.name, "version": plan.environment.version,
                         "image": plan.environment.image},
+        "components": {"style": {"version": style.component.version,
+                                 "environment": style.component.environment},
+                       "pipeline": {"name": plan.pipeline_component.name,
+                                    "version": plan.pipeline_component.version}},
         "compute": {"name": plan.compute.name, "size": plan.compute.size,
                     "min_instances": plan.compute.min_instances,
                     "max_instances": plan.compute.max_instances, "tier": plan.compute.tier},
@@ -187,6 +247,7 @@ def describe(plan: Plan, args: argparse.Namespace) -> dict:
             "model": getattr(plan.pipeline_job.inputs.model, "path", None),
             "output": getattr(plan.pipeline_job.outputs.styled, "path", None),
             "work_dir": args.work_dir,
+            "device": args.device,
             "instance_count": args.nodes,
             "process_count_per_instance": style.distribution.process_count_per_instance,
             "distribution": style.distribution.type,

@@ -21,7 +21,9 @@ Credentials, first match wins
 2. ``AZURE_STORAGE_CONNECTION_STRING`` (account key or SAS), when it names the
    same account as the URL;
 3. ``DefaultAzureCredential`` from azure-identity (environment service
-   principal, workload/managed identity, Azure CLI login ...); https only.
+   principal, workload/managed identity, Azure CLI login ...); https only. A
+   managed identity is asked for by client id when ``AZURE_CLIENT_ID`` or Azure
+   ML's ``DEFAULT_IDENTITY_CLIENT_ID`` is set.
 
 Guarantees
 ----------
@@ -270,12 +272,26 @@ _default_credential = None
 _cred_lock = threading.Lock()
 
 
+def managed_identity_client_id(environ: dict | None = None) -> str | None:
+    """The managed identity to ask for a token: ``AZURE_CLIENT_ID``, else Azure ML's
+    ``DEFAULT_IDENTITY_CLIENT_ID``.
+
+    An Azure ML compute cluster's token endpoint answers "No token received" to a
+    request that does not name the cluster's identity, and Azure ML tells jobs which
+    one it is only through ``DEFAULT_IDENTITY_CLIENT_ID``.
+    """
+    env = os.environ if environ is None else environ
+    return env.get("AZURE_CLIENT_ID") or env.get("DEFAULT_IDENTITY_CLIENT_ID") or None
+
+
 def _get_default_credential():
     global _default_credential
     with _cred_lock:
         if _default_credential is None:
             from azure.identity import DefaultAzureCredential
-            _default_credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+            _default_credential = DefaultAzureCredential(
+                exclude_interactive_browser_credential=True,
+                managed_identity_client_id=managed_identity_client_id())
         return _default_credential
 
 

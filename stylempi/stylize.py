@@ -59,7 +59,40 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
                          "(is this a CPU build of torch, or are the drivers missing?)")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    capability = torch.cuda.get_device_capability(device)
+    if not cuda_arch_supported(capability, torch.cuda.get_arch_list()):
+        # Otherwise the first kernel fails with "no kernel image is available", or
+        # ``auto`` users never learn why the GPU sits idle.
+        raise UsageError(
+            f"this torch build (CUDA {torch.version.cuda}) has no kernels for "
+            f"{torch.cuda.get_device_name(device)} (sm_{capability[0]}{capability[1]}); install a torch "
+            "build for that GPU (docs/deploy.md, torch builds and GPUs)")
+    return device
+
+
+def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a torch build compiled for ARCH_LIST runs on a GPU of CAPABILITY.
+
+    A cubin for sm_XY runs on GPUs of the same major version and a minor one at
+    least Y; PTX (compute_XY) is compiled at load time for any GPU of capability
+    XY or newer. An empty list (a build that does not say) is given the benefit
+    of the doubt.
+    """
+    if not arch_list:
+        return True
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        digits = digits.rstrip("af")  # sm_90a, sm_100f: family variants of the same major
+        if not digits.isdigit():
+            continue
+        arch_major, arch_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True
+    return False
 
 
 #: ``--precision auto`` on a CPU keeps narrower networks in fp32: with width 8, bf16

@@ -225,7 +225,9 @@ class SlurmCluster:
             "MpiDefault=none",
             f"MailProg={shutil.which('true') or '/bin/true'}",
             "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
+            # As production clusters do: each task is pinned to the CPUs it was given,
+            # so a step that asks for fewer CPUs than the job has really gets fewer.
+            "TaskPlugin=task/affinity",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "JobAcctGatherType=jobacct_gather/none",

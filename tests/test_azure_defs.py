@@ -140,7 +140,8 @@ def test_submit_build_returns_sdk_objects():
                                       PipelineComponentBatchDeployment, PipelineJob)
 
     submit = _import_submit()
-    plan = submit.build(submit.parse_args(["--dry-run", "--nodes", "3", "--gpus-per-node", "2"]))
+    plan = submit.build(submit.parse_args(["--dry-run", "--nodes", "3", "--gpus-per-node", "2",
+                                           "--work-dir", "https://acct.blob.core.windows.net/w/x"]))
     assert isinstance(plan.environment, Environment)
     assert isinstance(plan.compute, AmlCompute) and plan.compute.min_instances == 0
     assert plan.compute.tier == "dedicated"
@@ -151,6 +152,55 @@ def test_submit_build_returns_sdk_objects():
     for node in (plan.pipeline_job.jobs["style"], plan.pipeline_component.jobs["style"]):
         assert node.distribution.process_count_per_instance == 2
     submit.validate(plan)
+
+
+def test_submit_refuses_several_nodes_without_a_shared_work_dir():
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run", "--nodes", "2"],
+                          capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2 and "--work-dir" in proc.stderr, proc.stderr
+
+
+def _copy_sources(dest: Path) -> Path:
+    import shutil
+    for top in ("azure", "stylempi"):
+        shutil.copytree(ROOT / top, dest / top, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest / "azure"
+
+
+def test_asset_versions_follow_the_content(tmp_path: Path):
+    """Environments and components are immutable per version: any change, a new version."""
+    submit = _import_submit()
+    here = _copy_sources(tmp_path)
+    first = submit.asset_versions(here)
+    assert first == submit.asset_versions(here) == submit.asset_versions(AZURE)  # stable
+    assert len(set(first.values())) == 3
+
+    conda = here / "conda.yml"
+    conda.write_text(conda.read_text().replace("torch>=2.1", "torch>=2.4"))
+    changed_env = submit.asset_versions(here)
+    assert changed_env["environment"] != first["environment"]
+    # The component names its environment's version: it changes too, and so on up.
+    assert changed_env["component"] != first["component"]
+    assert changed_env["pipeline_component"] != first["pipeline_component"]
+
+    code = here.parent / "stylempi" / "plan.py"
+    code.write_text(code.read_text() + "\n# changed\n")
+    changed_code = submit.asset_versions(here)
+    assert changed_code["environment"] == changed_env["environment"]
+    assert changed_code["component"] != changed_env["component"]
+
+
+def test_submit_registers_the_content_versions():
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run"]))
+    versions = submit.asset_versions()
+    assert plan.environment.version == versions["environment"]
+    assert plan.pipeline_component.version == versions["pipeline_component"]
+    for style in (plan.pipeline_job.jobs["style"].component,
+                  plan.pipeline_component.jobs["style"].component):
+        assert style.version == versions["component"]
+        assert style.environment == f"azureml:stylempi-env:{versions['environment']}"
+    assert plan.pipeline_job.inputs.device.result() == "cuda"
 
 
 def test_submit_refuses_to_run_without_workspace():
@@ -224,8 +274,8 @@ def test_trigger_wires_blob_created_to_a_logic_app_that_invokes_the_endpoint():
     [workflow] = resources_of(template, "Microsoft.Logic/workflows")
     definition = workflow["properties"]["definition"]
     assert definition["triggers"]["manual"]["type"] == "Request"
-    invoke = _find_action(definition["actions"], "Http")
-    assert invoke["inputs"]["method"] == "POST"
+    invoke = _find_action(definition["actions"], "Invoke_batch_endpoint")
+    assert invoke["type"] == "Http" and invoke["inputs"]["method"] == "POST"
     assert invoke["inputs"]["authentication"]["type"] == "ManagedServiceIdentity"
     assert "scoringUri" in invoke["inputs"]["uri"]
     body = invoke["inputs"]["body"]["properties"]
@@ -238,12 +288,115 @@ def test_trigger_wires_blob_created_to_a_logic_app_that_invokes_the_endpoint():
     assert set(body["OutputData"]) <= set(component.outputs)
 
 
-def _find_action(actions: dict, type_: str) -> dict:
-    for action in actions.values():
-        if action.get("type") == type_:
+def _find_action(actions: dict, name: str) -> dict:
+    """The action called NAME anywhere in a workflow's nested actions."""
+    for key, action in actions.items():
+        if key == name:
             return action
         for nested in (action.get("actions", {}), action.get("else", {}).get("actions", {})):
-            found = _find_action(nested, type_) if nested else None
+            found = _find_action(nested, name) if nested else None
             if found:
                 return found
     return {}
+
+
+def _scope_of(actions: dict, name: str) -> dict:
+    """The sibling actions that hold NAME (runAfter links only siblings)."""
+    if name in actions:
+        return actions
+    for action in actions.values():
+        for nested in (action.get("actions", {}), action.get("else", {}).get("actions", {})):
+            found = _scope_of(nested, name) if nested else None
+            if found:
+                return found
+    return {}
+
+
+def _runs_after(actions: dict, name: str) -> set[str]:
+    """Every sibling action NAME waits for, transitively."""
+    seen: set[str] = set()
+    todo = list(actions[name].get("runAfter", {}))
+    while todo:
+        prior = todo.pop()
+        if prior not in seen:
+            seen.add(prior)
+            todo.extend(actions[prior].get("runAfter", {}))
+    return seen
+
+
+def _workflow_actions(template: dict) -> dict:
+    return resources_of(template, "Microsoft.Logic/workflows")[0]["properties"]["definition"]["actions"]
+
+
+READER_ROLE = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"  # Storage Blob Data Reader
+
+
+def test_trigger_lets_the_compute_cluster_read_the_upload():
+    """Batch jobs mount a storage URL with the compute cluster's identity, not the invoker's."""
+    template = trigger()
+    compute = template["variables"]["computeId"]
+    assert "workspaces/computes" in compute and "computeName" in compute
+    cluster = [ra for ra in resources_of(template, "Microsoft.Authorization/roleAssignments")
+               if "variables('computeId')" in ra["properties"]["principalId"]
+               and ra["properties"]["principalId"].endswith(".identity.principalId]")]
+    assert len(cluster) == 1, "no role assignment for the compute cluster's identity"
+    role_var = re.search(r"variables\('(\w+)'\)", cluster[0]["properties"]["roleDefinitionId"]).group(1)
+    assert READER_ROLE in template["variables"][role_var]
+    assert cluster[0]["scope"].startswith("[format('Microsoft.Storage/storageAccounts/{0}'")
+
+
+def test_trigger_answers_event_grid_before_invoking():
+    """Event Grid redelivers what is not answered within 30 s: the Response must not wait
+    for the invoke, nor for anything that waits for it."""
+    actions = _workflow_actions(trigger())
+    scope = _scope_of(actions, "Accepted")
+    assert scope["Accepted"]["type"] == "Response" and not scope["Accepted"].get("runAfter")
+    assert "Accepted" in _runs_after(scope, "For_each_upload")
+    loop = _scope_of(actions, "Invoke_batch_endpoint")
+    assert not [n for n, a in loop.items() if a.get("type") == "Response"], \
+        "a Response inside the loop would wait for invokes"
+
+
+def test_trigger_is_idempotent_per_upload():
+    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing."""
+    loop = _scope_of(_workflow_actions(trigger()), "Invoke_batch_endpoint")
+    claim = loop["Claim_upload"]
+    assert claim["inputs"]["method"] == "PUT"
+    assert claim["inputs"]["headers"]["If-None-Match"] == "*"
+    assert "['url']" in claim["inputs"]["uri"] and "['eTag']" in claim["inputs"]["uri"]
+    assert loop["Invoke_batch_endpoint"]["runAfter"] == {"Claim_upload": ["Succeeded"]}
+    assert loop["Invoke_batch_endpoint"]["retryPolicy"]["count"] >= 1
+
+
+def test_trigger_dead_letters_what_it_cannot_deliver():
+    template = trigger()
+    [subscription] = resources_of(template, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    dead = subscription["properties"]["deadLetterDestination"]
+    assert dead["endpointType"] == "StorageBlob" and dead["properties"]["blobContainerName"]
+    loop = _scope_of(_workflow_actions(template), "Invoke_batch_endpoint")
+    failed = [a for a in loop.values()
+              if {"Failed", "TimedOut"} <= set(a.get("runAfter", {}).get("Invoke_batch_endpoint", []))]
+    assert failed and "/dead-letters/" in failed[0]["inputs"]["uri"]
+
+
+def test_trigger_accepts_an_existing_system_topic():
+    """A storage account has at most one Event Grid system topic."""
+    template = trigger()
+    [topic] = resources_of(template, "Microsoft.EventGrid/systemTopics")
+    assert "existingSystemTopicName" in topic["condition"]
+    assert "existingSystemTopicName" in template["variables"]["systemTopicName"]
+
+
+def test_trigger_output_name_cannot_close_the_components_quotes():
+    """The component single-quotes its inputs: the uploader's name must lose its quotes."""
+    invoke = _find_action(_workflow_actions(trigger()), "Invoke_batch_endpoint")
+    value = invoke["inputs"]["body"]["properties"]["InputData"]["output_name"]["Value"]
+    assert value.startswith("@{replace(") and value.endswith(", '''', '_')}")
+
+
+def test_the_video_is_downloaded_not_mounted():
+    """Every rank seeks into the video (its chunks' keyframes): download, as Azure ML
+    advises for random reads, not the default read-only mount."""
+    for node in (ml.load_job(source=AZURE / "pipeline_job.yml").jobs["style"],
+                 ml.load_component(source=AZURE / "style_pipeline_component.yml").jobs["style"]):
+        assert node.inputs.video.mode == "download"

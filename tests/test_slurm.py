@@ -183,6 +183,47 @@ def test_sbatch_script_srun_launcher(slurm: SlurmCluster, tmp_path: Path):
                      "fake rank=1 gpu=6 threads=1 args=run in.mp4 out.mp4 --model m.pth"], text
 
 
+COUNT_CPUS = """#!/bin/bash
+echo "cpus rank=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-?}} n=$(nproc) threads=${OMP_NUM_THREADS:-unset}"
+"""
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+def test_each_rank_gets_the_cpus_per_task(slurm: SlurmCluster, tmp_path: Path, launcher: str):
+    """With task/affinity (as production clusters run), a rank is pinned to the CPUs its
+    step was given: --cpus-per-task=2 must reach every rank (nproc counts the CPUs the
+    process may run on), also on Slurm 22.05-23.10, whose srun does not inherit it.
+
+    Two ranks need 4 CPUs; on a 2-CPU machine one rank runs, and a single-task step
+    gets all of the job's CPUs anyway, so there only the launch itself is checked.
+    """
+    if slurm.cpus < 2:
+        pytest.skip("needs a machine with at least 2 CPUs")
+    ranks = 2 if slurm.cpus >= 4 else 1
+    counter = tmp_path / "count-cpus"
+    counter.write_text(COUNT_CPUS)
+    counter.chmod(0o755)
+    log = tmp_path / f"{launcher}.log"
+    env = job_env({"STYLEMPI": str(counter), "STYLEMPI_LAUNCHER": launcher,
+                   "STYLEMPI_SRUN_MPI": "none"})
+    proc = slurm.run("sbatch", "--wait", f"--ntasks={ranks}", "--cpus-per-task=2", f"--output={log}",
+                     f"--chdir={tmp_path}", SBATCH_SCRIPT, "in.mp4", "out.mp4", "m.pth",
+                     env=env, timeout=JOB_DEADLINE_S, check=False)
+    text = read(log)
+    assert proc.returncode == 0, f"{proc.stderr}\n{text}"
+    seen = sorted(re.findall(r"^cpus rank=(\d+) n=(\d+) threads=(\S+)$", text, re.M))
+    assert [(int(r), t) for r, _, t in seen] == [(r, "2") for r in range(ranks)], text
+    cpus = [int(n) for _, n, _ in seen]
+    if launcher == "srun":
+        # Slurm pins each task to exactly the CPUs it asked for.
+        assert cpus == [2] * ranks, text
+    else:
+        # mpirun leaves ranks unpinned (--bind-to none): at least their share, never one.
+        assert all(n >= 2 for n in cpus), text
+    if launcher == "srun":
+        assert "--cpus-per-task=2" in text, text  # the launch line the script echoes
+
+
 # --- real jobs on the test cluster ---------------------------------------------------
 
 def test_sbatch_script_runs_and_verifies(slurm: SlurmCluster, tiny_model: Path, tmp_path: Path):
