@@ -771,6 +771,12 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
                     dropped.append(f"subtitle stream {s.index} ({name}): a {ext} file cannot hold it")
             else:
                 dropped.append(f"{s.type} stream {s.index} ({name})")
+        earliest = min((float(t * st.time_base) for st in inp.streams
+                        if (st.index in copy or st.index == video_index) and (t := st.start_time) is not None
+                        and st.time_base), default=0.0)
+    if earliest < 0 and container.muxer == "mpegts":
+        dropped.append(f"MPEG-TS cannot store negative times: every frame and packet is shifted by "
+                       f"+{-earliest:.6f} s (their spacing is kept exactly)")
     return CopyPlan(copy, dropped, reencode, audio_codec)
 
 

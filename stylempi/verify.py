@@ -74,33 +74,32 @@ def _without_adts(data: bytes) -> bytes:
 
 
 def _colour_facts(path: str, stream_index: int | None) -> dict:
-    """What a file says of its picture, untagged fields as "unknown" (never guessed)."""
+    """What a file's picture means (untagged fields read as players guess them), and its raw tags."""
     with open_input(path) as container:
         stream = pick_video_stream(container, stream_index)
-        tags = describe_video(container, stream).colour.describe()
+        meaning = describe_video(container, stream).colour.describe()
     with open_input(path) as container:
         stream = pick_video_stream(container, stream_index)
         for frame in container.decode(stream):
-            raw = {"matrix": MATRIX_NAMES.get(int(frame.colorspace), "unknown"),
-                   "range": RANGE_NAMES.get(int(frame.color_range), "unknown"),
-                   "primaries": PRIMARIES_NAMES.get(int(frame.color_primaries), "unknown"),
-                   "transfer": TRANSFER_NAMES.get(int(frame.color_trc), "unknown")}
+            tags = {"matrix": MATRIX_NAMES.get(int(frame.colorspace), "unknown"),
+                    "range": RANGE_NAMES.get(int(frame.color_range), "unknown"),
+                    "primaries": PRIMARIES_NAMES.get(int(frame.color_primaries), "unknown"),
+                    "transfer": TRANSFER_NAMES.get(int(frame.color_trc), "unknown")}
             if frame.format.name.startswith("yuvj"):
-                raw["range"] = "pc"
-            return {"expected": {k: tags[k] for k in ("matrix", "range", "primaries", "transfer", "bit_depth",
-                                                       "mastering_display", "content_light")},
-                    "tagged": raw, "bit_depth": tags["bit_depth"],
-                    "mastering_display": tags["mastering_display"], "content_light": tags["content_light"]}
+                tags["range"] = "pc"
+            shown = {k: meaning[k] for k in ("matrix", "range", "primaries", "transfer", "bit_depth",
+                                              "mastering_display", "content_light")}
+            return {"shown": shown, "tags": tags}
     raise VideoOpenFailure(f"{path}: no video frame to read the colour of")
 
 
 def _colour_check(source: dict, result: dict) -> dict:
-    """The output must be tagged as the input (or as the guess the input was converted with)."""
-    want = source["expected"]
-    have = dict(result["tagged"], bit_depth=result["bit_depth"], mastering_display=result["mastering_display"],
-                content_light=result["content_light"])
+    """The output must show as the input does: same matrix, range, primaries, transfer, depth
+    and HDR metadata, each as tagged or, where untagged, as a player guesses it."""
+    want, have = source["shown"], result["shown"]
     differ = {k: {"input": want[k], "output": have[k]} for k in want if want[k] != have[k]}
-    return {"ok": not differ, "input": want, "output": have, **({"differ": differ} if differ else {})}
+    return {"ok": not differ, "input": want, "output": have, "output_tags": result["tags"],
+            **({"differ": differ} if differ else {})}
 
 
 def _times_match(a: list, b: list, tolerance: Fraction) -> tuple[bool, str]:

@@ -93,7 +93,7 @@ def test_identity_job_keeps_the_picture_and_its_description(case, tmp_path, mode
     # verify's reading of the output's tags is ffprobe's
     names = {"matrix": "color_space", "range": "color_range", "primaries": "color_primaries",
              "transfer": "color_transfer"}
-    assert {k: colour["output"][k] for k in names} == {k: tags_out[v] for k, v in names.items()}
+    assert {k: colour["output_tags"][k] for k in names} == {k: tags_out[v] for k, v in names.items()}
 
 
 def test_ten_bit_ramp_keeps_its_steps(tmp_path, model):
@@ -180,3 +180,39 @@ def test_audio_codec_reencodes_only_what_the_container_cannot_hold(tmp_path, mod
         assert [s.codec_context.name for s in c.streams.audio] == ["flac"]
     lonely = stylempi("run", src, tmp_path / "x.mkv", "--model", model, "--reencode-audio")
     assert lonely.returncode == 2 and "--audio-codec" in lonely.stderr
+
+
+def _broadcast_audio_clip(path: Path) -> Path:
+    """A short clip with AC-3 and MP2 audio tracks (what broadcast .ts recordings carry)."""
+    clip = clips.make_clip(path.with_suffix(".video.mkv"), frames=12, size=(64, 48))
+    with av.open(str(clip)) as src, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        audio = [out.add_stream(codec, rate=48000) for codec in ("ac3", "mp2")]
+        for stream in audio:
+            stream.layout = "stereo"
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        t = np.arange(48000 // 2) / 48000
+        for k, stream in enumerate(audio):
+            tone = (0.3 * np.sin(2 * np.pi * (440 + 220 * k) * t)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, 0
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+    return path
+
+
+def test_ts_keeps_ac3_and_mp2_audio_as_packets(tmp_path, model):
+    src = _broadcast_audio_clip(tmp_path / "in.mkv")
+    out = tmp_path / "out.ts"
+    result = stylempi("run", src, out, "--model", model, "--chunk-frames", "4", "-q", ranks=2, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["ac3", "mp2"]
+    report = json.loads(stylempi("verify", src, out).stdout)
+    assert report["ok"], report["checks"]
+    assert not oracle.compare(src, out)

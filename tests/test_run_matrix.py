@@ -86,9 +86,15 @@ def run_verify(inp: Path, out: Path, video_stream: int | None = None):
 
 
 def decode_rgb(path: Path, index: int | None = None) -> list[np.ndarray]:
+    """Pictures as the job hands them to the network (its colour conversion), so that the
+    reference below sees exactly the network's input."""
+    from stylempi.media import describe_video, to_rgb
     with av.open(str(path)) as c:
         st = c.streams.best("video") if index is None else c.streams[index]
-        return [f.to_ndarray(format="rgb24") for f in c.decode(st)]
+        colour = describe_video(c, st).colour
+    with av.open(str(path)) as c:
+        st = c.streams.best("video") if index is None else c.streams[index]
+        return [to_rgb(f, colour) for f in c.decode(st)]
 
 
 _NET = None
