@@ -65,7 +65,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default=None,
                    help="video encoder (default: libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=int, default=None,
-                   help="encoder quality, lower is better (default: 18 for x264/x265, 31 for VP9)")
+                   help="encoder quality, lower is better: 0-51 for x264/x265 (default 18), 0-63 for VP9 "
+                        "(default 31) and SVT-AV1 (default 35); checked, with --preset, by opening the "
+                        "encoder before any work starts")
     p.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265)")
     p.add_argument("--audio-codec", default=None,
                    help="re-encode audio that OUTPUT's container cannot hold (not yet supported: "

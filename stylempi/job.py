@@ -38,7 +38,7 @@ from .comm import Comm, get_comm
 from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
                      VideoOpenFailure)
 from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
-                    choose_encoding, describe_video, file_sha256, index_frames, open_input,
+                    check_encoder, choose_encoding, describe_video, file_sha256, index_frames, open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
@@ -269,6 +269,7 @@ def prepare(options: RunOptions) -> Prepared:
         raise OutputFailure(f"OUTPUT {output_path} is a directory; give a file name such as "
                             f"{output_path / (input_path.stem + '.styled.mp4')}")
     settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
+    check_encoder(settings)  # bad --preset/--crf: here, not on every rank after work started
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec)
     notices = list(copy.dropped)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")

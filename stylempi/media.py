@@ -19,10 +19,14 @@ The data path of a job:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
+import io
 import os
 import re
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -460,6 +464,23 @@ def _format_name_for(suffix: str) -> str:
 ENCODER_LOOKAHEAD = 10
 
 
+#: The CRF scale of each encoder that has one (FFmpeg's option ranges; lower is better).
+CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (0, 63),
+              "libsvtav1": (0, 63)}
+
+
+def check_crf(codec: str, crf: int | None) -> None:
+    """Refuse a --crf outside the encoder's scale: x264 silently clamps 99 to 51."""
+    if crf is None:
+        return
+    if codec not in CRF_RANGES:
+        raise UsageError(f"--crf does not apply to {codec}; leave it out or choose "
+                         f"--codec {', '.join(sorted(CRF_RANGES))}")
+    low, high = CRF_RANGES[codec]
+    if not low <= crf <= high:
+        raise UsageError(f"--crf {crf} is out of range for {codec} ({low} to {high}, lower is better)")
+
+
 def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, codec: str | None,
                     crf: int | None, preset: str | None) -> EncodeSettings:
     """Pick codec, pixel format and encoder options for OUTPUT's container."""
@@ -484,6 +505,7 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
     if formats and pix_fmt not in formats:
         raise UsageError(f"{codec} cannot encode {video.width}x{video.height} frames exactly "
                          "(odd sizes need 4:4:4); try --codec libx264")
+    check_crf(enc.name, crf)
     options: dict[str, str] = {}
     if enc.name in ("libx264", "libx265"):
         options["crf"] = str(18 if crf is None else crf)
@@ -509,10 +531,76 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
                         "deadline": "good", "cpu-used": "4"})
     elif enc.name == "libsvtav1":
         options.update({"crf": str(35 if crf is None else crf), "preset": preset or "8"})
-    elif crf is not None:
-        options["crf"] = str(crf)
     return EncodeSettings(enc.name, pix_fmt, tuple(sorted(options.items())), video.width, video.height,
                           video.time_base, video.sample_aspect_ratio)
+
+
+def add_video_stream(container: av.container.OutputContainer,
+                     settings: EncodeSettings) -> av.video.stream.VideoStream:
+    """Add the encoder's stream to ``container``, set up from ``settings``.
+
+    The one place the encoder is configured: :class:`SegmentWriter` and
+    :func:`check_encoder` both call it, so the up-front check on rank 0 opens
+    exactly the encoder every rank will open.
+    """
+    stream = container.add_stream(settings.codec, options=dict(settings.options))
+    stream.width = settings.width
+    stream.height = settings.height
+    stream.pix_fmt = settings.pix_fmt
+    stream.time_base = settings.time_base
+    stream.codec_context.time_base = settings.time_base
+    if settings.sample_aspect_ratio:
+        stream.codec_context.sample_aspect_ratio = settings.sample_aspect_ratio
+    return stream
+
+
+def check_encoder(settings: EncodeSettings) -> None:
+    """Open the encoder with the final settings and encode one blank frame, in memory.
+
+    Encoders read most options only when they open (x264's preset, a CRF out of
+    range), which would otherwise happen on every rank after work started.
+    """
+    container = av.open(io.BytesIO(), "w", format="nut")
+    try:
+        with _stderr_captured() as said:  # x264 prints its complaint straight to fd 2
+            stream = add_video_stream(container, settings)
+            frame = av.VideoFrame.from_ndarray(np.zeros((settings.height, settings.width, 3), np.uint8),
+                                               format="rgb24")
+            frame.pts = 0
+            frame.time_base = settings.time_base
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
+        options = " ".join(f"{k}={v}" for k, v in settings.options)
+        reason = next((line.strip() for line in said if line.strip()), "") or _ffmpeg_reason(exc)
+        raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
+                         f"{reason}; check --crf and --preset") from None
+    finally:
+        try:
+            container.close()
+        except Exception:  # noqa: BLE001 - closing a container that failed to start
+            pass
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Hold what C libraries write to file descriptor 2 meanwhile; yields its lines afterwards.
+
+    Only for short single-threaded steps on rank 0 (the encoder check): the error
+    must stay one line, and the library's own words make that line useful.
+    """
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines.extend(held.read(64 * 1024).decode("utf-8", "replace").splitlines())
 
 
 class SegmentWriter:
@@ -525,15 +613,7 @@ class SegmentWriter:
             self._container = av.open(self.path, "w", format="nut")
         except av.error.FFmpegError as exc:
             raise OutputFailure(f"cannot write {self.path}: {_ffmpeg_reason(exc)}") from None
-        stream = self._container.add_stream(settings.codec, options=dict(settings.options))
-        stream.width = settings.width
-        stream.height = settings.height
-        stream.pix_fmt = settings.pix_fmt
-        stream.time_base = settings.time_base
-        stream.codec_context.time_base = settings.time_base
-        if settings.sample_aspect_ratio:
-            stream.codec_context.sample_aspect_ratio = settings.sample_aspect_ratio
-        self._stream = stream
+        self._stream = add_video_stream(self._container, settings)
         self.frames = 0
 
     def write(self, pts: int, rgb: np.ndarray) -> None:

@@ -123,3 +123,23 @@ def test_weights_that_overflow_fail_the_batch(work, clip, good_state):
     out = work / "out-overflow.mp4"
     res = run_mpi(clip, out, model)
     assert_refused(res, out, 4, "non-finite", one_line=False)
+
+
+# ---------------------------------------------------------------------------
+# Encoder options: checked once on rank 0, before any work
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra,words", [
+    (("--preset", "warp9"), ("libx264", "preset=warp9")),
+    (("--crf", "-5"), ("--crf -5", "0 to 51")),
+    (("--crf", "99"), ("--crf 99", "0 to 51")),
+    (("--codec", "libvpx-vp9", "--crf", "64"), ("--crf 64", "0 to 63")),
+])
+def test_bad_encoder_options_are_usage_errors(work, clip, good_state, extra, words):
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = work / "out-enc.mkv"
+    res = run_mpi(clip, out, model, *extra)
+    line = assert_refused(res, out, 2, *words)
+    assert "rerun" not in line and "internal" not in line
+    assert not any(l.startswith("x264") for l in res.stderr.splitlines()), res.stderr  # folded into the line
+    assert leftovers(out) == []
