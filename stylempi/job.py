@@ -43,6 +43,7 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoSt
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
                       resolve_device, resolve_precision, threads_per_rank)
+from .worklock import LOCK_NAME, WorkLock
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
 WORK_FORMAT = 2
@@ -179,6 +180,14 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
     ``progress(done, total)`` is called on rank 0 as frames complete.
     """
     comm = comm or get_comm()
+    try:
+        return _run(options, stylizer_factory, comm, progress)
+    finally:
+        _release_lock()  # a no-op after success; keeps the work dir's lock file for a resume
+
+
+def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Comm,
+         progress: Callable[[int, int], None] | None) -> Summary:
     started = time.monotonic()
     prepared = comm.on_root(lambda: prepare(options))
     if options.staging is not None:
@@ -332,22 +341,36 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+#: The work-root lock rank 0 holds from planning to the end of the job (see stylempi.worklock).
+_held_lock: WorkLock | None = None
+
+
 def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
+    """Lock OUTPUT's work root, clear work of other settings from it, and make this job's dir."""
+    global _held_lock
     base = Path(options.work_dir) if options.work_dir else output_path.parent
     root = base / f".{output_path.name}.stylempi"
     job_dir = root / key[:20]
     try:
-        if options.restart and root.exists():
-            shutil.rmtree(root)
-        if root.exists():  # earlier jobs for this OUTPUT with other inputs/settings are obsolete
-            for stale in root.iterdir():
-                if stale.name != job_dir.name:
-                    shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-        job_dir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        _release_lock()  # a library caller planning again in the same process
+        _held_lock = WorkLock.acquire(root, str(options.output))  # before anything in root is touched
+        for stale in root.iterdir():  # earlier jobs for this OUTPUT with other inputs/settings
+            if stale.name == LOCK_NAME or (stale.name == job_dir.name and not options.restart):
+                continue
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        job_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputFailure(f"cannot use work dir {root}: {exc.strerror or exc}") from None
     _check_writable_dir(job_dir, "the work dir")
     return job_dir
+
+
+def _release_lock(remove: bool = False) -> None:
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock.release(remove=remove)
+        _held_lock = None
 
 
 def _find_reusable(job_dir: Path, chunks: Sequence[Chunk]) -> tuple[list[int], int]:
@@ -666,6 +689,7 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
     if prepared.staging is not None:
         prepared.output = prepared.staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
+    _release_lock(remove=True)
     try:
         job_dir.parent.rmdir()  # the per-OUTPUT work root, when nothing else is in it
     except OSError:

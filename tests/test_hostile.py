@@ -143,3 +143,88 @@ def test_bad_encoder_options_are_usage_errors(work, clip, good_state, extra, wor
     assert "rerun" not in line and "internal" not in line
     assert not any(l.startswith("x264") for l in res.stderr.splitlines()), res.stderr  # folded into the line
     assert leftovers(out) == []
+
+
+# ---------------------------------------------------------------------------
+# Two jobs, one OUTPUT: the work dir's lock
+# ---------------------------------------------------------------------------
+
+def _start(inp: Path, out: Path, model: Path, ranks: int = 2) -> subprocess.Popen:
+    from conftest import mpirun_path
+    cmd = [mpirun_path(), "-n", str(ranks), *stylempi_cli(), "run", str(inp), str(out), "--model", str(model),
+           "--device", "cpu", "--quiet", "--chunk-frames", "8"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _lock_holder(out: Path, deadline_s: float = 120) -> int:
+    """The pid written in OUTPUT's work-dir lock (rank 0 of the running job), once it is there."""
+    lock = out.parent / f".{out.name}.stylempi" / "lock"
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            words = lock.read_text().split()
+        except OSError:
+            words = []
+        if len(words) == 2:
+            return int(words[1])
+        time.sleep(0.01)
+    raise AssertionError("the job never took its work-dir lock")
+
+
+@pytest.fixture(scope="module")
+def long_clip(work) -> Path:
+    return clips.make_clip(work / "long.mp4", frames=40, size=(128, 96), gop=8, audio_tracks=1)
+
+
+@pytest.mark.parametrize("second_model", ["same", "other"])
+def test_second_job_on_the_same_output_is_refused(work, long_clip, good_state, second_model):
+    model_a = save_checkpoint(work / "a.pth", good_state)
+    model_b = model_a if second_model == "same" else save_checkpoint(
+        work / "b.pth", {k: v * 0.5 if k.endswith("bias") else v for k, v in good_state.items()})
+    out = work / f"two-{second_model}.mp4"
+    first = _start(long_clip, out, model_a)
+    try:
+        holder = _lock_holder(out)
+        os.kill(holder, signal.SIGSTOP)  # job A stays mid-job, its lock held, for as long as B needs
+        try:
+            kept = sorted(p.name for p in (out.parent / f".{out.name}.stylempi").rglob("*"))
+            second = run_mpi(long_clip, out, model_b)
+            line = assert_refused(second, out, 5, "another stylempi job", f"pid {holder}", out.name)
+            assert "finished chunks are kept" not in line
+            still = sorted(p.name for p in (out.parent / f".{out.name}.stylempi").rglob("*"))
+            assert set(kept) <= set(still), "the second job deleted the first one's work"
+        finally:
+            os.kill(holder, signal.SIGCONT)
+        stdout, stderr = first.communicate(timeout=TIMEOUT)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr[-2000:]
+    assert leftovers(out) == []
+    ver = stylempi("verify", long_clip, out, timeout=TIMEOUT)
+    assert ver.returncode == 0, ver.stdout[-1500:]
+
+
+def test_lock_of_a_killed_job_is_taken_over(work, long_clip, good_state):
+    model = save_checkpoint(work / "a.pth", good_state)
+    out = work / "killed.mp4"
+    job_root = out.parent / f".{out.name}.stylempi"
+    first = _start(long_clip, out, model)
+    try:
+        holder = _lock_holder(out)
+        end = time.monotonic() + TIMEOUT
+        while not list(job_root.glob("*/chunk-*.json")) and time.monotonic() < end and first.poll() is None:
+            time.sleep(0.01)
+        os.kill(holder, signal.SIGKILL)  # rank 0 dies holding the lock; mpirun ends the job
+        first.communicate(timeout=TIMEOUT)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0
+    assert (job_root / "lock").read_text().split()[1] == str(holder)  # the dead job's lock is still there
+    res = stylempi("run", long_clip, out, "--model", model, "--device", "cpu", "--chunk-frames", "8",
+                   ranks=2, timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert " 0 reused" not in res.stdout, res.stdout  # it resumed from the killed job's chunks
+    assert leftovers(out) == []
+    assert stylempi("verify", long_clip, out, timeout=TIMEOUT).returncode == 0
