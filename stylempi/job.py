@@ -289,6 +289,7 @@ def prepare(options: RunOptions) -> Prepared:
 
     precision = resolve_precision(options.precision, resolve_device(options.device), network_width(network))
     index = index_frames(input_path, video.index)
+    _check_one_size(input_path, index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile)
@@ -307,6 +308,19 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started)
+
+
+def _check_one_size(input_path: Path, index: FrameIndex) -> None:
+    """Refuse a video whose frame size changes: one encoder, opened once, takes one size."""
+    change = index.size_change()
+    if change is not None:
+        pts, (w0, h0), (w1, h1) = change
+        raise VideoOpenFailure(size_change_message(str(input_path), float(index.seconds(pts)), (w0, h0), (w1, h1)))
+
+
+def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:
+    return (f"{name}: the video changes size from {old[0]}x{old[1]} to {new[0]}x{new[1]} at {seconds:.3f}s; "
+            "stylempi needs one frame size throughout: cut the input there and stylize each piece")
 
 
 def read_model(spec: str) -> tuple[bytes, str]:
@@ -526,6 +540,10 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
         t = time.monotonic()
         for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
                                     chunk.seek_from):
+            if rgb.shape[:2] != (prepared.video.height, prepared.video.width):  # between sampled keyframes
+                raise VideoDecodeFailure(size_change_message(
+                    prepared.input, float(p * prepared.video.time_base),
+                    (prepared.video.width, prepared.video.height), (rgb.shape[1], rgb.shape[0])))
             pts.append(p)
             frames.append(rgb)
             if len(frames) == batch_size:

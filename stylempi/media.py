@@ -183,6 +183,15 @@ class FrameIndex:
     time_base: Fraction
     pts: list[int]
     keyframes: list[int] = field(default_factory=list)
+    #: (pts, width, height) of the keyframes decoded to see the frame size (see :class:`_SizeProbe`).
+    sizes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def size_change(self) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+        """The first place the frame size changes: (pts, old size, new size), or None."""
+        for (_, w0, h0), (pts, w1, h1) in zip(self.sizes, self.sizes[1:]):
+            if (w0, h0) != (w1, h1):
+                return pts, (w0, h0), (w1, h1)
+        return None
 
     def seconds(self, pts: int) -> Fraction:
         return pts * self.time_base
@@ -210,6 +219,7 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
         keys: list[int] = []
         complete = True
         clean = _clean_start_test(stream)
+        sizes = _SizeProbe(stream)
         try:
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -218,14 +228,54 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
                     complete = False
                     break
                 pts.append(packet.pts)
-                if packet.is_keyframe and clean(packet):
-                    keys.append(packet.pts)
+                if packet.is_keyframe:
+                    sizes.feed(packet)
+                    if clean(packet):
+                        keys.append(packet.pts)
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
+        seen = sizes.finish()
     pts.sort()
     if complete and len(set(pts)) == len(pts) and pts:
-        return FrameIndex(time_base, pts, sorted(keys))
+        return FrameIndex(time_base, pts, sorted(keys), seen)
     return _index_by_decoding(path, stream_index)
+
+
+class _SizeProbe:
+    """Decode keyframes during the packet scan, to find a frame size that changes mid-stream.
+
+    A stream's size can change only at a keyframe (two MPEG-TS pieces of different
+    sizes joined, say), and the whole job needs one size: the encoder is opened
+    once. Decoding the keyframes alone costs one frame per GOP; keyframes closer
+    than :attr:`MIN_GAP_S` (intra-only codecs) are sampled at that spacing
+    instead, and a change between samples is still caught by the rank that
+    decodes it.
+    """
+
+    MIN_GAP_S = Fraction(1, 4)
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gap = int(self.MIN_GAP_S / Fraction(stream.time_base)) if stream.time_base else 0
+        self._last: int | None = None
+        self.sizes: list[tuple[int, int, int]] = []
+
+    def feed(self, packet: av.Packet) -> None:
+        if self._last is not None and packet.pts - self._last < self._gap:
+            return
+        self._last = packet.pts
+        self._take(packet)
+
+    def finish(self) -> list[tuple[int, int, int]]:
+        self._take(None)
+        return sorted(set(self.sizes))
+
+    def _take(self, packet: av.Packet | None) -> None:
+        try:
+            frames = self._stream.codec_context.decode(packet)
+        except av.error.FFmpegError:
+            return  # a damaged keyframe: decoding the chunk will tell
+        self.sizes.extend((f.pts, f.width, f.height) for f in frames if f.pts is not None)
 
 
 #: NAL unit types that start a clean decode: H.264 IDR; HEVC BLA, IDR and CRA (frames
@@ -290,6 +340,7 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
         stream.thread_type = "AUTO"
         pts: list[int] = []
         keys: list[int] = []
+        sizes: list[tuple[int, int, int]] = []
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -298,13 +349,15 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
                 pts.append(frame.pts)
                 if frame.key_frame:
                     keys.append(frame.pts)
+                if not sizes or sizes[-1][1:] != (frame.width, frame.height):
+                    sizes.append((frame.pts, frame.width, frame.height))
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
     if not pts:
         raise VideoOpenFailure(f"{path} holds a video stream with no decodable frames")
     if any(b <= a for a, b in zip(pts, pts[1:])):
         raise VideoOpenFailure(f"{path}: video timestamps are not strictly increasing; remux it first")
-    return FrameIndex(Fraction(container.streams[stream_index].time_base), pts, keys)
+    return FrameIndex(Fraction(container.streams[stream_index].time_base), pts, keys, sizes)
 
 
 # ---------------------------------------------------------------------------

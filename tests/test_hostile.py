@@ -228,3 +228,25 @@ def test_lock_of_a_killed_job_is_taken_over(work, long_clip, good_state):
     assert " 0 reused" not in res.stdout, res.stdout  # it resumed from the killed job's chunks
     assert leftovers(out) == []
     assert stylempi("verify", long_clip, out, timeout=TIMEOUT).returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# A frame size that changes mid-stream
+# ---------------------------------------------------------------------------
+
+def test_size_change_mid_stream_is_refused_while_planning(work, good_state):
+    """Two MPEG-TS pieces of different sizes, joined byte for byte (as `cat a.ts b.ts`)."""
+    first = clips.make_clip(work / "piece-a.ts", frames=10, size=(64, 48), gop=5)
+    second = clips.make_clip(work / "piece-b.ts", frames=10, size=(80, 48), gop=5, start=Fraction(1, 2))
+    joined = work / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with av.open(str(second)) as c:  # where the second piece starts, in the joined file's clock
+        change_s = float(next(iter(c.demux(video=0))).pts * c.streams.video[0].time_base)
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = work / "out-joined.mp4"
+    before = digest(joined)
+    res = run_mpi(joined, out, model)
+    line = assert_refused(res, out, 3, "64x48 to 80x48", f"{change_s:.3f}s")
+    assert "rerun" not in line
+    assert digest(joined) == before
+    assert leftovers(out) == []
