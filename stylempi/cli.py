@@ -133,8 +133,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check OUTPUT holds exactly INPUT's frames, timestamps and audio",
                        description="Exit 0 only when OUTPUT holds exactly the input's frames with the same "
-                                   "timestamps, size, aspect and orientation, and bit-identical audio. "
-                                   "Prints a JSON report.")
+                                   "timestamps (within half a tick of the input's time base, or 0.5 ms where "
+                                   "OUTPUT's container keeps 1 ms ticks), size, aspect and orientation, and "
+                                   "bit-identical audio. Prints a JSON report. It does not compare pixels, so it "
+                                   "cannot see which input frame an output frame was made from: frames swapped "
+                                   "or duplicated in place, keeping their timestamps, pass (the report's "
+                                   "not_checked says so).")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",

@@ -250,3 +250,55 @@ def test_size_change_mid_stream_is_refused_while_planning(work, good_state):
     assert "rerun" not in line
     assert digest(joined) == before
     assert leftovers(out) == []
+
+
+# ---------------------------------------------------------------------------
+# verify: the input's clock decides, and the report says what it cannot see
+# ---------------------------------------------------------------------------
+
+def _remux(src: Path, dst: Path, video_time_base: Fraction) -> None:
+    """Copy every packet; only the video's time base changes (timestamps rounded to it)."""
+    ticks = {"video_track_timescale": str(video_time_base.denominator)}  # else MP4 refines it (x512)
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options=ticks) as out:
+        pairs = {}
+        for s in inp.streams:
+            o = out.add_stream_from_template(s)
+            if s.type == "video":
+                o.time_base = video_time_base
+            pairs[s.index] = o
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            s, o = packet.stream, pairs[packet.stream.index]
+            if s.type == "video":
+                scale = s.time_base / video_time_base
+                packet.pts, packet.dts = round(packet.pts * scale), round(packet.dts * scale)
+                packet.duration = max(1, round((packet.duration or 0) * scale))
+                packet.time_base = video_time_base
+            packet.stream = o
+            out.mux(packet)
+
+
+def test_verify_judges_timestamps_by_the_input_clock(work, clip, good_state):
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = work / "out-verify.mp4"
+    res = run_mpi(clip, out, model)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ok = stylempi("verify", clip, out, timeout=TIMEOUT)
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    report = __import__("json").loads(ok.stdout)
+    assert any("swapped or duplicated" in item for item in report["not_checked"])
+
+    moved = work / "out-1-26.mp4"
+    _remux(out, moved, Fraction(1, 26))  # every frame moved by up to 19 ms
+    bad = stylempi("verify", clip, moved, timeout=TIMEOUT)
+    assert bad.returncode == 1, bad.stdout[-2000:]
+    checks = __import__("json").loads(bad.stdout)["checks"]
+    assert not checks["timestamps"]["ok"] and checks["timestamps"]["tolerance_s"] < 0.001
+    assert all(v["ok"] for k, v in checks.items() if k != "timestamps"), checks
+    assert "timestamps" in bad.stderr
+
+    mkv = work / "out-verify.mkv"  # Matroska's own 1 ms ticks still pass
+    res = run_mpi(clip, mkv, model)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert stylempi("verify", clip, mkv, timeout=TIMEOUT).returncode == 0
