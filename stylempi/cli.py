@@ -103,9 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_job(options, comm=comm)
     if summary is not None and comm.is_root:
         for warning in summary.warnings():
-            print(f"stylempi: warning: {warning}", file=sys.stderr, flush=True)
+            print(f"stylempi: warning: {one_line(warning)}", file=sys.stderr, flush=True)
     if summary is not None and not args.quiet and comm.is_root:
-        print(summary.line(), flush=True)
+        print(one_line(summary.line()), flush=True)  # OUTPUT's name may hold newlines or escape codes
     return 0
 
 

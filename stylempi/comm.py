@@ -114,6 +114,7 @@ class MPIComm(Comm):
         self._pending: list = []
         self._done_ranks = 0
         _stop_when_orphaned(self.rank)
+        _stop_when_terminated(self.rank)
 
     def on_root(self, fn: Callable[[], T]) -> T:
         outcome: tuple[str, Any]
@@ -202,6 +203,45 @@ def _stop_when_orphaned(rank: int, every_s: float = 0.2) -> None:
         os._exit(RankFailure.exit_code)
 
     threading.Thread(target=watch, name="stylempi-launcher-watch", daemon=True).start()
+
+
+def _stop_when_terminated(rank: int) -> None:
+    """On SIGTERM, say "interrupted" once (rank 0) and exit 130, however busy the rank is.
+
+    ``mpirun`` answers Ctrl-C (SIGINT) by sending every rank SIGTERM, then
+    SIGKILL a few seconds later; by default a rank died silently and mpirun
+    exited 1. A Python handler runs only when the main thread gets back to
+    Python, which a rank blocked in an MPI call may not do before the SIGKILL,
+    so the handler here does nothing itself: CPython writes the signal to a
+    wakeup pipe from C, and a thread reading that pipe acts at once.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # pragma: no cover - an embedding that owns signals
+        return
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_end, 64)
+            if signal.SIGTERM in data:
+                break
+        if rank == 0:
+            try:
+                sys.stderr.write("stylempi: interrupted (finished chunks are kept: rerun the same command "
+                                 "to resume)\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+
+    threading.Thread(target=watch, name="stylempi-terminate-watch", daemon=True).start()
 
 
 def get_comm() -> Comm:

@@ -202,6 +202,8 @@ def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Co
         stats = _work(prepared, mine, stylizer, comm, bar)
     except BaseException as error:  # noqa: BLE001 - every failure must end the whole job
         hint = (f" (finished chunks are kept in {prepared.job_dir}: rerun the same command to resume)")
+        if isinstance(error, (VideoOpenFailure, VideoDecodeFailure)):
+            _discard_work(prepared)  # the input itself must change: its chunks will never be reused
         if comm.size == 1:
             bar.close()
             if isinstance(error, (StylempiError, KeyboardInterrupt, OSError)):
@@ -404,6 +406,8 @@ def _find_reusable(job_dir: Path, chunks: Sequence[Chunk]) -> tuple[list[int], i
 
 
 def _check_writable_dir(directory: Path, what: str) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise OutputFailure(f"{what} {directory} is a file, not a directory")
     if not directory.is_dir():
         raise OutputFailure(f"{what} {directory} does not exist")
     probe = directory / f".stylempi-probe-{os.getpid()}"
@@ -688,6 +692,18 @@ class _EncoderThread:
             if rgb.shape[:2] != (self._prepared.settings.height, self._prepared.settings.width):
                 raise StylempiError(f"the stylizer changed the frame size to {rgb.shape[1]}x{rgb.shape[0]}")
             self._writer.write(p, rgb)
+
+
+def _discard_work(prepared: Prepared) -> None:
+    """Remove the job's work dir, its lock file and the work root when empty (any rank may call)."""
+    job_dir = Path(prepared.job_dir)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    _release_lock(remove=True)  # rank 0; another rank removes the file below (the job is ending)
+    (job_dir.parent / LOCK_NAME).unlink(missing_ok=True)
+    try:
+        job_dir.parent.rmdir()
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------

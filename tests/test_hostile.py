@@ -302,3 +302,67 @@ def test_verify_judges_timestamps_by_the_input_clock(work, clip, good_state):
     res = run_mpi(clip, mkv, model)
     assert res.returncode == 0, res.stderr[-2000:]
     assert stylempi("verify", clip, mkv, timeout=TIMEOUT).returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# Smaller: termination, cleanup after input errors, printable names
+# ---------------------------------------------------------------------------
+
+def test_terminated_rank_says_interrupted_and_exits_130(work, long_clip, good_state):
+    """SIGTERM (Slurm's scancel, a preempting scheduler, srun's Ctrl-C) reaches the ranks."""
+    model = save_checkpoint(work / "a.pth", good_state)
+    out = work / "terminated.mp4"
+    job = _start(long_clip, out, model)
+    try:
+        os.kill(_lock_holder(out), signal.SIGTERM)
+        _, stderr = job.communicate(timeout=TIMEOUT)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, stderr[-2000:]
+    ours = [l for l in stderr.splitlines() if l.startswith("stylempi:")]
+    assert len(ours) == 1 and ours[0].startswith("stylempi: interrupted"), stderr[-2000:]
+    assert not out.exists()
+    assert (out.parent / f".{out.name}.stylempi" / "lock").exists()  # the work dir stays, for resume
+
+
+def _undecodable(src: Path, dst: Path) -> Path:
+    """400 random bytes mid-file: FFmpeg's decoder gives up there (tests/test_damaged_and_audio.py)."""
+    import random
+    data = bytearray(src.read_bytes())
+    rng = random.Random(1)
+    middle = len(data) // 2
+    for i in range(middle, middle + 400):
+        data[i] = rng.randrange(256)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_input_error_found_by_a_rank_leaves_no_work_dir(work, good_state):
+    clip = clips.make_clip(work / "to-damage.mp4", frames=40, size=(96, 64), gop=8)
+    bad = _undecodable(clip, work / "undecodable.mp4")
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = work / "out-undecodable.mp4"
+    before = digest(bad)
+    res = run_mpi(bad, out, model)
+    line = assert_refused(res, out, 3, "damaged", one_line=False)
+    assert "rerun" not in line
+    assert digest(bad) == before
+    assert leftovers(out) == [], "resume cannot fix the input: its work dir must go"
+
+
+def test_summary_line_prints_output_name_plainly(work, clip, good_state):
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = work / "evil\n\x1b[31mname.mp4"
+    res = stylempi("run", clip, out, "--model", model, "--device", "cpu", ranks=2, timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = [l for l in res.stdout.splitlines() if l.startswith("stylempi:")]
+    assert len(summary) == 1 and "\x1b" not in res.stdout and "name.mp4" in summary[0], repr(res.stdout)
+    out.unlink()
+
+
+def test_output_parent_that_is_a_file(work, clip, good_state):
+    model = save_checkpoint(work / "good.pth", good_state)
+    out = clip / "o.mp4"
+    res = run_mpi(clip, out, model)
+    assert_refused(res, out, 5, "is a file")
