@@ -114,7 +114,7 @@ class MPIComm(Comm):
         self._pending: list = []
         self._done_ranks = 0
         _stop_when_orphaned(self.rank)
-        _stop_when_terminated(self.rank)
+        _stop_when_terminated()
 
     def on_root(self, fn: Callable[[], T]) -> T:
         outcome: tuple[str, Any]
@@ -205,15 +205,18 @@ def _stop_when_orphaned(rank: int, every_s: float = 0.2) -> None:
     threading.Thread(target=watch, name="stylempi-launcher-watch", daemon=True).start()
 
 
-def _stop_when_terminated(rank: int) -> None:
-    """On SIGTERM, say "interrupted" once (rank 0) and exit 130, however busy the rank is.
+def _stop_when_terminated() -> None:
+    """On SIGTERM, exit 130 (interrupted) at once, however busy the rank is.
 
-    ``mpirun`` answers Ctrl-C (SIGINT) by sending every rank SIGTERM, then
-    SIGKILL a few seconds later; by default a rank died silently and mpirun
-    exited 1. A Python handler runs only when the main thread gets back to
-    Python, which a rank blocked in an MPI call may not do before the SIGKILL,
-    so the handler here does nothing itself: CPython writes the signal to a
-    wakeup pipe from C, and a thread reading that pipe acts at once.
+    SIGTERM reaches the ranks from Slurm's ``scancel``, a preempting scheduler,
+    and from ``mpirun`` itself, both on Ctrl-C and when another rank failed
+    (``MPI_Abort``): it says nothing, since the same signal also ends the
+    peers of a failing rank, whose error is the one line to read. The exit code
+    is the documented 130 rather than death by a signal. A Python handler runs
+    only when the main thread gets back to Python, which a rank blocked in an
+    MPI call may not do before the SIGKILL that follows, so the handler does
+    nothing itself: CPython writes the signal to a wakeup pipe from C, and a
+    thread reading that pipe acts at once.
     """
     import signal
 
@@ -228,17 +231,8 @@ def _stop_when_terminated(rank: int) -> None:
         return
 
     def watch() -> None:
-        while True:
-            data = os.read(read_end, 64)
-            if signal.SIGTERM in data:
-                break
-        if rank == 0:
-            try:
-                sys.stderr.write("stylempi: interrupted (finished chunks are kept: rerun the same command "
-                                 "to resume)\n")
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
+        while signal.SIGTERM not in os.read(read_end, 64):
+            pass
         os._exit(130)
 
     threading.Thread(target=watch, name="stylempi-terminate-watch", daemon=True).start()

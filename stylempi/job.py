@@ -183,7 +183,7 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
     try:
         return _run(options, stylizer_factory, comm, progress)
     finally:
-        _release_lock()  # a no-op after success; keeps the work dir's lock file for a resume
+        release_work_lock()  # a no-op after success; keeps the work dir's lock file for a resume
 
 
 def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Comm,
@@ -369,7 +369,7 @@ def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
     job_dir = root / key[:20]
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _release_lock()  # a library caller planning again in the same process
+        release_work_lock()  # a library caller planning again in the same process
         _held_lock = WorkLock.acquire(root, str(options.output))  # before anything in root is touched
         for stale in root.iterdir():  # earlier jobs for this OUTPUT with other inputs/settings
             if stale.name == LOCK_NAME or (stale.name == job_dir.name and not options.restart):
@@ -382,7 +382,11 @@ def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
     return job_dir
 
 
-def _release_lock(remove: bool = False) -> None:
+def release_work_lock(remove: bool = False) -> None:
+    """Free the work-dir lock :func:`prepare` took (``run_job`` does this at its end).
+
+    Only for callers that plan without running, e.g. to inspect the plan.
+    """
     global _held_lock
     if _held_lock is not None:
         _held_lock.release(remove=remove)
@@ -698,7 +702,7 @@ def _discard_work(prepared: Prepared) -> None:
     """Remove the job's work dir, its lock file and the work root when empty (any rank may call)."""
     job_dir = Path(prepared.job_dir)
     shutil.rmtree(job_dir, ignore_errors=True)
-    _release_lock(remove=True)  # rank 0; another rank removes the file below (the job is ending)
+    release_work_lock(remove=True)  # rank 0; another rank removes the file below (the job is ending)
     (job_dir.parent / LOCK_NAME).unlink(missing_ok=True)
     try:
         job_dir.parent.rmdir()
@@ -723,7 +727,7 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
     if prepared.staging is not None:
         prepared.output = prepared.staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
-    _release_lock(remove=True)
+    release_work_lock(remove=True)
     try:
         job_dir.parent.rmdir()  # the per-OUTPUT work root, when nothing else is in it
     except OSError:
