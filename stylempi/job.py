@@ -297,6 +297,7 @@ def prepare(options: RunOptions) -> Prepared:
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
+        options.staging.lock_work(job_dir, str(options.output))  # one job per OUTPUT in Blob storage too
         options.staging.pull_chunks(job_dir)  # chunks an earlier run left in Blob storage
     pending, reused_frames = _find_reusable(job_dir, chunks)
     _write_json(job_dir / "plan.json", {

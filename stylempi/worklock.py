@@ -12,6 +12,9 @@ and pid, only to name it in the error.
 
 Filesystems that cannot lock (some FUSE mounts) are used unlocked: refusing
 every job there would be worse than the race the lock prevents.
+
+A work dir in Blob storage has no shared filesystem to lock: there rank 0
+holds a renewed lease on its ``lock`` blob instead (:class:`BlobWorkLease`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import errno
 import fcntl
 import os
 import socket
+import threading
 from pathlib import Path
 
 from .errors import OutputFailure
@@ -55,7 +59,7 @@ class WorkLock:
             # The holder removed the file as it finished, after we opened it: lock the new one.
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        os.write(fd, _holder_text())
         return cls(path, fd)
 
     def release(self, remove: bool = False) -> None:
@@ -85,7 +89,96 @@ def _read_holder(fd: int) -> str:
         words = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
     except OSError:
         words = []
+    return _describe(words)
+
+
+class BlobWorkLease:
+    """The same rule for a work dir in Blob storage: a lease on its ``lock`` blob.
+
+    Blob leases last 15 to 60 s unless renewed; a thread renews this one every
+    5 s, so a job that dies loses it within :attr:`SECONDS`. A rerun on the host
+    of a dead holder (its pid is gone) breaks the lease at once instead of
+    waiting; ``lost`` turns True if renewing fails, and the job then refuses to
+    publish.
+    """
+
+    SECONDS = 15
+
+    def __init__(self, loc, lease):
+        self.loc, self._lease, self.lost = loc, lease, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="stylempi-work-lease", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, loc, output: str) -> "BlobWorkLease":
+        from . import storage
+        from .errors import StorageFailure
+        for _ in range(5):
+            try:
+                storage.upload_bytes(b"", loc, overwrite=False)
+            except StorageFailure as exc:
+                if storage.failure_reason(exc) not in ("condition", "leased"):
+                    raise
+            try:
+                lease = storage.BlobLease.acquire(loc, cls.SECONDS)
+            except StorageFailure as exc:
+                if storage.failure_reason(exc) == "blob-not-found":  # removed by a finishing holder
+                    continue
+                raise
+            if lease is not None:
+                storage.upload_bytes(_holder_text(), loc, lease=lease.id)
+                return cls(loc, lease)
+            words = storage.read_bytes(loc, limit=4096).decode("utf-8", "replace").split()
+            if _dead_here(words):
+                storage.BlobLease.break_now(loc)
+                continue
+            raise OutputFailure(f"another stylempi job ({_describe(words)}) is writing {output}; wait for "
+                                f"it to finish (a job that died frees it within {cls.SECONDS} s), or write "
+                                "to another OUTPUT")
+        raise OutputFailure(f"cannot take the work dir's lease {loc}: it keeps changing hands")
+
+    def _renew(self) -> None:
+        from .errors import StorageFailure
+        while not self._stop.wait(self.SECONDS / 3):
+            try:
+                self._lease.renew()
+            except StorageFailure:
+                self.lost = True
+                return
+
+    def release(self, delete: bool = False) -> None:
+        """Stop renewing and give the lease back; ``delete`` removes the lock blob too."""
+        from . import storage
+        from .errors import StorageFailure
+        self._stop.set()
+        if delete:
+            try:
+                storage.delete(self.loc, lease=self._lease.id)
+                return
+            except StorageFailure:
+                pass
+        self._lease.release()
+
+
+def _holder_text() -> bytes:
+    return f"{socket.gethostname()} {os.getpid()}\n".encode()
+
+
+def _dead_here(words: list[str]) -> bool:
+    """True when the holder ran on this host and its process is gone."""
+    if len(words) != 2 or not words[1].isdigit() or words[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _describe(words: list[str]) -> str:
     if len(words) == 2 and words[1].isdigit():
-        host = "".join(c for c in words[0] if c.isprintable())[:100]
-        return f"{host}, pid {words[1]}"
+        return f"{''.join(c for c in words[0] if c.isprintable())[:100]}, pid {words[1]}"
     return "host and pid unknown"
