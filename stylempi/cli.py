@@ -69,7 +69,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="video encoder (default: libx264; libx265 for inputs deeper than 8 bits, to "
                         "keep their depth; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=int, default=None,
-                   help="encoder quality, lower is better (default: 18 for x264/x265, 31 for VP9)")
+                   help="encoder quality, lower is better: 0-51 for x264/x265 (default 18), 0-63 for VP9 "
+                        "(default 31) and SVT-AV1 (default 35); checked, with --preset, by opening the "
+                        "encoder before any work starts")
     p.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265)")
     p.add_argument("--audio-codec", default=None,
                    help="re-encode with this encoder (e.g. aac, libopus) only the audio tracks OUTPUT's "
@@ -110,9 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_job(options, comm=comm)
     if summary is not None and comm.is_root:
         for warning in summary.warnings():
-            print(f"stylempi: warning: {warning}", file=sys.stderr, flush=True)
+            print(f"stylempi: warning: {one_line(warning)}", file=sys.stderr, flush=True)
     if summary is not None and not args.quiet and comm.is_root:
-        print(summary.line(), flush=True)
+        print(one_line(summary.line()), flush=True)  # OUTPUT's name may hold newlines or escape codes
     return 0
 
 
@@ -140,8 +142,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check OUTPUT holds exactly INPUT's frames, timestamps and audio",
                        description="Exit 0 only when OUTPUT holds exactly the input's frames with the same "
-                                   "timestamps, size, aspect and orientation, and bit-identical audio. "
-                                   "Prints a JSON report.")
+                                   "timestamps (within half a tick of the input's time base, or 0.5 ms where "
+                                   "OUTPUT's container keeps 1 ms ticks), size, aspect and orientation, and "
+                                   "bit-identical audio. Prints a JSON report. It does not compare pixels, so it "
+                                   "cannot see which input frame an output frame was made from: frames swapped "
+                                   "or duplicated in place, keeping their timestamps, pass (the report's "
+                                   "not_checked says so).")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("output", metavar="OUTPUT")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",

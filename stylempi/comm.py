@@ -114,6 +114,7 @@ class MPIComm(Comm):
         self._pending: list = []
         self._done_ranks = 0
         _stop_when_orphaned(self.rank)
+        _stop_when_terminated()
 
     def on_root(self, fn: Callable[[], T]) -> T:
         outcome: tuple[str, Any]
@@ -202,6 +203,39 @@ def _stop_when_orphaned(rank: int, every_s: float = 0.2) -> None:
         os._exit(RankFailure.exit_code)
 
     threading.Thread(target=watch, name="stylempi-launcher-watch", daemon=True).start()
+
+
+def _stop_when_terminated() -> None:
+    """On SIGTERM, exit 130 (interrupted) at once, however busy the rank is.
+
+    SIGTERM reaches the ranks from Slurm's ``scancel``, a preempting scheduler,
+    and from ``mpirun`` itself, both on Ctrl-C and when another rank failed
+    (``MPI_Abort``): it says nothing, since the same signal also ends the
+    peers of a failing rank, whose error is the one line to read. The exit code
+    is the documented 130 rather than death by a signal. A Python handler runs
+    only when the main thread gets back to Python, which a rank blocked in an
+    MPI call may not do before the SIGKILL that follows, so the handler does
+    nothing itself: CPython writes the signal to a wakeup pipe from C, and a
+    thread reading that pipe acts at once.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # pragma: no cover - an embedding that owns signals
+        return
+
+    def watch() -> None:
+        while signal.SIGTERM not in os.read(read_end, 64):
+            pass
+        os._exit(130)
+
+    threading.Thread(target=watch, name="stylempi-terminate-watch", daemon=True).start()
 
 
 def get_comm() -> Comm:

@@ -38,11 +38,13 @@ from .comm import Comm, get_comm
 from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
                      VideoOpenFailure)
 from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoStreamInfo, assemble,
-                    choose_encoding, describe_video, encoding_notes, file_sha256, index_frames, open_input,
+                    check_encoder, choose_encoding, describe_video, encoding_notes, file_sha256, index_frames,
+                    open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
                       resolve_device, resolve_precision, threads_per_rank)
+from .worklock import LOCK_NAME, WorkLock
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
 WORK_FORMAT = 2
@@ -181,6 +183,14 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
     ``progress(done, total)`` is called on rank 0 as frames complete.
     """
     comm = comm or get_comm()
+    try:
+        return _run(options, stylizer_factory, comm, progress)
+    finally:
+        release_work_lock()  # a no-op after success; keeps the work dir's lock file for a resume
+
+
+def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Comm,
+         progress: Callable[[int, int], None] | None) -> Summary:
     started = time.monotonic()
     prepared = comm.on_root(lambda: prepare(options))
     if options.staging is not None:
@@ -195,6 +205,8 @@ def run_job(options: RunOptions, stylizer_factory: StylizerFactory | None = None
         stats = _work(prepared, mine, stylizer, comm, bar)
     except BaseException as error:  # noqa: BLE001 - every failure must end the whole job
         hint = (f" (finished chunks are kept in {prepared.job_dir}: rerun the same command to resume)")
+        if isinstance(error, (VideoOpenFailure, VideoDecodeFailure)):
+            _discard_work(prepared)  # the input itself must change: its chunks will never be reused
         if comm.size == 1:
             bar.close()
             if isinstance(error, (StylempiError, KeyboardInterrupt, OSError)):
@@ -271,6 +283,7 @@ def prepare(options: RunOptions) -> Prepared:
         raise OutputFailure(f"OUTPUT {output_path} is a directory; give a file name such as "
                             f"{output_path / (input_path.stem + '.styled.mp4')}")
     settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
+    check_encoder(settings)  # bad --preset/--crf: here, not on every rank after work started
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
     notices = encoding_notes(video, settings) + list(copy.dropped)
@@ -282,11 +295,13 @@ def prepare(options: RunOptions) -> Prepared:
 
     precision = resolve_precision(options.precision, resolve_device(options.device), network_width(network))
     index = index_frames(input_path, video.index)
+    _check_one_size(input_path, index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
+        options.staging.lock_work(job_dir, str(options.output))  # one job per OUTPUT in Blob storage too
         options.staging.pull_chunks(job_dir)  # chunks an earlier run left in Blob storage
     pending, reused_frames = _find_reusable(job_dir, chunks)
     _write_json(job_dir / "plan.json", {
@@ -300,6 +315,19 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started)
+
+
+def _check_one_size(input_path: Path, index: FrameIndex) -> None:
+    """Refuse a video whose frame size changes: one encoder, opened once, takes one size."""
+    change = index.size_change()
+    if change is not None:
+        pts, (w0, h0), (w1, h1) = change
+        raise VideoOpenFailure(size_change_message(str(input_path), float(index.seconds(pts)), (w0, h0), (w1, h1)))
+
+
+def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:
+    return (f"{name}: the video changes size from {old[0]}x{old[1]} to {new[0]}x{new[1]} at {seconds:.3f}s; "
+            "stylempi needs one frame size throughout: cut the input there and stylize each piece")
 
 
 def read_model(spec: str) -> tuple[bytes, str]:
@@ -332,22 +360,40 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+#: The work-root lock rank 0 holds from planning to the end of the job (see stylempi.worklock).
+_held_lock: WorkLock | None = None
+
+
 def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
+    """Lock OUTPUT's work root, clear work of other settings from it, and make this job's dir."""
+    global _held_lock
     base = Path(options.work_dir) if options.work_dir else output_path.parent
     root = base / f".{output_path.name}.stylempi"
     job_dir = root / key[:20]
     try:
-        if options.restart and root.exists():
-            shutil.rmtree(root)
-        if root.exists():  # earlier jobs for this OUTPUT with other inputs/settings are obsolete
-            for stale in root.iterdir():
-                if stale.name != job_dir.name:
-                    shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-        job_dir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        release_work_lock()  # a library caller planning again in the same process
+        _held_lock = WorkLock.acquire(root, str(options.output))  # before anything in root is touched
+        for stale in root.iterdir():  # earlier jobs for this OUTPUT with other inputs/settings
+            if stale.name == LOCK_NAME or (stale.name == job_dir.name and not options.restart):
+                continue
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        job_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputFailure(f"cannot use work dir {root}: {exc.strerror or exc}") from None
     _check_writable_dir(job_dir, "the work dir")
     return job_dir
+
+
+def release_work_lock(remove: bool = False) -> None:
+    """Free the work-dir lock :func:`prepare` took (``run_job`` does this at its end).
+
+    Only for callers that plan without running, e.g. to inspect the plan.
+    """
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock.release(remove=remove)
+        _held_lock = None
 
 
 def _find_reusable(job_dir: Path, chunks: Sequence[Chunk]) -> tuple[list[int], int]:
@@ -367,6 +413,8 @@ def _find_reusable(job_dir: Path, chunks: Sequence[Chunk]) -> tuple[list[int], i
 
 
 def _check_writable_dir(directory: Path, what: str) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise OutputFailure(f"{what} {directory} is a file, not a directory")
     if not directory.is_dir():
         raise OutputFailure(f"{what} {directory} does not exist")
     probe = directory / f".stylempi-probe-{os.getpid()}"
@@ -504,6 +552,10 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
         t = time.monotonic()
         for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
                                     chunk.seek_from, prepared.video.colour):
+            if rgb.shape[:2] != (prepared.video.height, prepared.video.width):  # between sampled keyframes
+                raise VideoDecodeFailure(size_change_message(
+                    prepared.input, float(p * prepared.video.time_base),
+                    (prepared.video.width, prepared.video.height), (rgb.shape[1], rgb.shape[0])))
             pts.append(p)
             frames.append(rgb)
             if len(frames) == batch_size:
@@ -650,6 +702,18 @@ class _EncoderThread:
             self._writer.write(p, rgb)
 
 
+def _discard_work(prepared: Prepared) -> None:
+    """Remove the job's work dir, its lock file and the work root when empty (any rank may call)."""
+    job_dir = Path(prepared.job_dir)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    release_work_lock(remove=True)  # rank 0; another rank removes the file below (the job is ending)
+    (job_dir.parent / LOCK_NAME).unlink(missing_ok=True)
+    try:
+        job_dir.parent.rmdir()
+    except OSError:
+        pass
+
+
 # ---------------------------------------------------------------------------
 # Rank 0: assembling
 # ---------------------------------------------------------------------------
@@ -667,6 +731,7 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats]) -> None:
     if prepared.staging is not None:
         prepared.output = prepared.staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
+    release_work_lock(remove=True)
     try:
         job_dir.parent.rmdir()  # the per-OUTPUT work root, when nothing else is in it
     except OSError:

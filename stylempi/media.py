@@ -19,11 +19,15 @@ The data path of a job:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
+import io
 import os
 import re
 import struct
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -231,6 +235,15 @@ class FrameIndex:
     time_base: Fraction
     pts: list[int]
     keyframes: list[int] = field(default_factory=list)
+    #: (pts, width, height) of the keyframes decoded to see the frame size (see :class:`_SizeProbe`).
+    sizes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def size_change(self) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+        """The first place the frame size changes: (pts, old size, new size), or None."""
+        for (_, w0, h0), (pts, w1, h1) in zip(self.sizes, self.sizes[1:]):
+            if (w0, h0) != (w1, h1):
+                return pts, (w0, h0), (w1, h1)
+        return None
 
     def seconds(self, pts: int) -> Fraction:
         return pts * self.time_base
@@ -258,6 +271,7 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
         keys: list[int] = []
         complete = True
         clean = _clean_start_test(stream)
+        sizes = _SizeProbe(stream)
         try:
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -266,14 +280,54 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
                     complete = False
                     break
                 pts.append(packet.pts)
-                if packet.is_keyframe and clean(packet):
-                    keys.append(packet.pts)
+                if packet.is_keyframe:
+                    sizes.feed(packet)
+                    if clean(packet):
+                        keys.append(packet.pts)
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
+        seen = sizes.finish()
     pts.sort()
     if complete and len(set(pts)) == len(pts) and pts:
-        return FrameIndex(time_base, pts, sorted(keys))
+        return FrameIndex(time_base, pts, sorted(keys), seen)
     return _index_by_decoding(path, stream_index)
+
+
+class _SizeProbe:
+    """Decode keyframes during the packet scan, to find a frame size that changes mid-stream.
+
+    A stream's size can change only at a keyframe (two MPEG-TS pieces of different
+    sizes joined, say), and the whole job needs one size: the encoder is opened
+    once. Decoding the keyframes alone costs one frame per GOP; keyframes closer
+    than :attr:`MIN_GAP_S` (intra-only codecs) are sampled at that spacing
+    instead, and a change between samples is still caught by the rank that
+    decodes it.
+    """
+
+    MIN_GAP_S = Fraction(1, 4)
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gap = int(self.MIN_GAP_S / Fraction(stream.time_base)) if stream.time_base else 0
+        self._last: int | None = None
+        self.sizes: list[tuple[int, int, int]] = []
+
+    def feed(self, packet: av.Packet) -> None:
+        if self._last is not None and packet.pts - self._last < self._gap:
+            return
+        self._last = packet.pts
+        self._take(packet)
+
+    def finish(self) -> list[tuple[int, int, int]]:
+        self._take(None)
+        return sorted(set(self.sizes))
+
+    def _take(self, packet: av.Packet | None) -> None:
+        try:
+            frames = self._stream.codec_context.decode(packet)
+        except av.error.FFmpegError:
+            return  # a damaged keyframe: decoding the chunk will tell
+        self.sizes.extend((f.pts, f.width, f.height) for f in frames if f.pts is not None)
 
 
 #: NAL unit types that start a clean decode: H.264 IDR; HEVC BLA, IDR and CRA (frames
@@ -338,6 +392,7 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
         stream.thread_type = "AUTO"
         pts: list[int] = []
         keys: list[int] = []
+        sizes: list[tuple[int, int, int]] = []
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -346,13 +401,15 @@ def _index_by_decoding(path, stream_index: int) -> FrameIndex:
                 pts.append(frame.pts)
                 if frame.key_frame:
                     keys.append(frame.pts)
+                if not sizes or sizes[-1][1:] != (frame.width, frame.height):
+                    sizes.append((frame.pts, frame.width, frame.height))
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {_ffmpeg_reason(exc)}") from None
     if not pts:
         raise VideoOpenFailure(f"{path} holds a video stream with no decodable frames")
     if any(b <= a for a, b in zip(pts, pts[1:])):
         raise VideoOpenFailure(f"{path}: video timestamps are not strictly increasing; remux it first")
-    return FrameIndex(Fraction(container.streams[stream_index].time_base), pts, keys)
+    return FrameIndex(Fraction(container.streams[stream_index].time_base), pts, keys, sizes)
 
 
 # ---------------------------------------------------------------------------
@@ -494,6 +551,23 @@ def output_format(path: str | os.PathLike) -> Container:
 ENCODER_LOOKAHEAD = 10
 
 
+#: The CRF scale of each encoder that has one (FFmpeg's option ranges; lower is better).
+CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (0, 63),
+              "libsvtav1": (0, 63)}
+
+
+def check_crf(codec: str, crf: int | None) -> None:
+    """Refuse a --crf outside the encoder's scale: x264 silently clamps 99 to 51."""
+    if crf is None:
+        return
+    if codec not in CRF_RANGES:
+        raise UsageError(f"--crf does not apply to {codec}; leave it out or choose "
+                         f"--codec {', '.join(sorted(CRF_RANGES))}")
+    low, high = CRF_RANGES[codec]
+    if not low <= crf <= high:
+        raise UsageError(f"--crf {crf} is out of range for {codec} ({low} to {high}, lower is better)")
+
+
 def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, codec: str | None,
                     crf: int | None, preset: str | None) -> EncodeSettings:
     """Pick codec, pixel format, colour and encoder options for OUTPUT's container.
@@ -518,6 +592,7 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
         raise OutputFailure(f"a .{container.extension} file cannot hold {codec} video; choose another "
                             "--codec or name OUTPUT .mkv")
     colour = _encodable_colour(enc, video)
+    check_crf(enc.name, crf)
     options: dict[str, str] = {}
     hdr = ":".join(f"{k}={v}" for k, v in colours.encoder_params(enc.name, colour).items())
     if enc.name in ("libx264", "libx265"):
@@ -546,8 +621,6 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
                         "deadline": "good", "cpu-used": "4"})
     elif enc.name == "libsvtav1":
         options.update({"crf": str(35 if crf is None else crf), "preset": preset or "8"})
-    elif crf is not None:
-        options["crf"] = str(crf)
     return EncodeSettings(enc.name, colour.pix_fmt(), tuple(sorted(options.items())), video.width,
                           video.height, video.time_base, video.sample_aspect_ratio, colour)
 
@@ -590,8 +663,14 @@ def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str
     return notes
 
 
-def open_video_stream(container: av.container.OutputContainer, settings: EncodeSettings):
-    """Add the encoder's stream to ``container`` exactly as every segment is written."""
+def add_video_stream(container: av.container.OutputContainer,
+                     settings: EncodeSettings) -> av.video.stream.VideoStream:
+    """Add the encoder's stream to ``container``, set up from ``settings``.
+
+    The one place the encoder is configured: :class:`SegmentWriter` and
+    :func:`check_encoder` both call it, so the up-front check on rank 0 opens
+    exactly the encoder every rank will open.
+    """
     stream = container.add_stream(settings.codec, options=dict(settings.options))
     stream.width = settings.width
     stream.height = settings.height
@@ -614,6 +693,56 @@ def tag_colour(ctx, colour: Colour) -> None:
     ctx.color_trc = colour.transfer
 
 
+def check_encoder(settings: EncodeSettings) -> None:
+    """Open the encoder with the final settings and encode one blank frame, in memory.
+
+    Encoders read most options only when they open (x264's preset, a CRF out of
+    range), which would otherwise happen on every rank after work started.
+    """
+    container = av.open(io.BytesIO(), "w", format="nut")
+    try:
+        with _stderr_captured() as said:  # x264 prints its complaint straight to fd 2
+            stream = add_video_stream(container, settings)
+            deep = settings.colour is not None and settings.colour.depth > 8
+            frame = to_yuv(np.zeros((settings.height, settings.width, 3), np.uint16 if deep else np.uint8),
+                           settings)
+            frame.pts = 0
+            frame.time_base = settings.time_base
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
+        options = " ".join(f"{k}={v}" for k, v in settings.options)
+        reason = next((line.strip() for line in said if line.strip()), "") or _ffmpeg_reason(exc)
+        raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
+                         f"{reason}; check --crf and --preset") from None
+    finally:
+        try:
+            container.close()
+        except Exception:  # noqa: BLE001 - closing a container that failed to start
+            pass
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Hold what C libraries write to file descriptor 2 meanwhile; yields its lines afterwards.
+
+    Only for short single-threaded steps on rank 0 (the encoder check): the error
+    must stay one line, and the library's own words make that line useful.
+    """
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines.extend(held.read(64 * 1024).decode("utf-8", "replace").splitlines())
+
+
 class SegmentWriter:
     """Encode one chunk of stylized frames into a NUT file with the input's timestamps."""
 
@@ -624,7 +753,7 @@ class SegmentWriter:
             self._container = av.open(self.path, "w", format="nut")
         except av.error.FFmpegError as exc:
             raise OutputFailure(f"cannot write {self.path}: {_ffmpeg_reason(exc)}") from None
-        self._stream = open_video_stream(self._container, settings)
+        self._stream = add_video_stream(self._container, settings)
         self.frames = 0
 
     def write(self, pts: int, rgb: np.ndarray) -> None:

@@ -135,6 +135,29 @@ def infer_width(state: Mapping[str, object]) -> int:
     return int(weight.shape[0])
 
 
+def tensor_problem(value: torch.Tensor) -> str | None:
+    """Why a weight tensor cannot be used as-is, or None.
+
+    A sparse or complex tensor would be densified or lose its imaginary part on
+    load; one NaN or Inf weight turns every output pixel into the same value
+    (NaN becomes 0, Inf 255), a blank video that nothing downstream would flag.
+    """
+    dtype = str(value.dtype).replace("torch.", "")
+    if value.layout != torch.strided:
+        return f"is stored as a {str(value.layout).replace('torch.', '')} tensor, not a dense one"
+    if value.is_complex():
+        return f"holds complex numbers ({dtype})"
+    if not value.is_floating_point():
+        return f"holds {dtype} values, not floating-point weights"
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = value[~finite]
+        kinds = "/".join(k for k, hit in (("NaN", bool(torch.isnan(bad).any())),
+                                          ("Inf", bool(torch.isinf(bad).any()))) if hit)
+        return f"holds {bad.numel()} non-finite value{'s' if bad.numel() != 1 else ''} ({kinds})"
+    return None
+
+
 def network_from_state_dict(state: Mapping[str, object]) -> TransformerNet:
     """Build a :class:`TransformerNet` of the right width and load ``state`` strictly."""
     state = clean_state_dict(state)
@@ -155,6 +178,10 @@ def network_from_state_dict(state: Mapping[str, object]) -> TransformerNet:
             raise ModelLoadFailure(
                 f"checkpoint tensor {key} has shape {shape}, a width-{width} TransformerNet needs "
                 f"{tuple(tensor.shape)}")
+        problem = tensor_problem(value)
+        if problem:
+            raise ModelLoadFailure(f"checkpoint tensor {key} {problem}; the checkpoint is damaged or "
+                                   "not a style network's weights")
     net.load_state_dict({k: state[k].float() for k in expected})  # type: ignore[union-attr]
     return net.eval()
 

@@ -658,13 +658,15 @@ def _read_full(f, n: int) -> bytes:
 
 
 def upload_bytes(data: bytes, loc: BlobLocation | str, *, metadata: dict | None = None,
-                 content_type: str = "application/octet-stream", overwrite: bool = True) -> None:
-    """Write a small blob in one request (atomic). ``overwrite=False``: create only."""
+                 content_type: str = "application/octet-stream", overwrite: bool = True,
+                 lease: str | None = None) -> None:
+    """Write a small blob in one request (atomic). ``overwrite=False``: create only.
+    ``lease``: the id of the lease this process holds on the blob."""
     from azure.storage.blob import ContentSettings
     loc = _as_location(loc)
     with _Guard(loc, "upload to"):
         _blob_client(loc).upload_blob(
-            data, overwrite=overwrite, metadata=metadata, validate_content=True,
+            data, overwrite=overwrite, metadata=metadata, validate_content=True, lease=lease,
             content_settings=ContentSettings(content_type=content_type,
                                              content_md5=bytearray(hashlib.md5(data).digest())))
 
@@ -747,6 +749,14 @@ class BlobLease:
     def renew(self) -> None:
         with _Guard(self.loc, "renew the lease on"):
             self._client.renew()
+
+    @staticmethod
+    def break_now(loc: BlobLocation | str) -> None:
+        """End whatever lease is on LOC at once (its holder is known to be dead)."""
+        from azure.storage.blob import BlobLeaseClient
+        loc = _as_location(loc)
+        with _Guard(loc, "break the lease on"):
+            BlobLeaseClient(_blob_client(loc)).break_lease(lease_break_period=0)
 
     def release(self) -> None:
         """Release the lease; never raises (a lost lease simply runs out)."""
@@ -1051,6 +1061,7 @@ class JobStaging:
         self.root = Path(tempfile.mkdtemp(prefix=f"stylempi-r{rank}-"))
         self.local_input: str | None = None
         self._job_prefix: BlobLocation | None = None
+        self._lease: Any = None  # rank 0's BlobWorkLease on the work root
 
     @property
     def active(self) -> bool:
@@ -1079,6 +1090,15 @@ class JobStaging:
         job_dir = Path(job_dir)
         assert self.remote_work is not None
         return self.remote_work.child(f"{job_dir.parent.name}/{job_dir.name}/")
+
+    def lock_work(self, job_dir: Path | str, output: str) -> None:
+        """Rank 0, while planning: lease the Blob work root for the job's life (one job per OUTPUT)."""
+        if self.remote_work is None:
+            return
+        from .worklock import LOCK_NAME, BlobWorkLease
+        shown = str(self.remote_output) if self.remote_output is not None else output
+        self._lease = BlobWorkLease.acquire(self.remote_work.child(f"{Path(job_dir).parent.name}/{LOCK_NAME}"),
+                                            shown)
 
     def pull_chunks(self, job_dir: Path | str) -> None:
         """Rank 0, while planning: copy finished chunks of an earlier run into JOB_DIR."""
@@ -1129,17 +1149,28 @@ class JobStaging:
 
     def publish(self, local_output: str) -> str:
         """Rank 0, after joining: upload OUTPUT; then drop the remote chunks. Returns OUTPUT for display."""
+        if self._lease is not None and self._lease.lost:
+            raise StorageFailure(f"lost the lease on the work dir ({self._lease.loc}): another job may "
+                                 "have taken it over; rerun the same command")
         if self.remote_output is None:
             shown = local_output
         else:
             upload(local_output, self.remote_output)
             shown = str(self.remote_output)
         if self._job_prefix is not None:
+            lock = self._lease.loc.blob if self._lease is not None else None
             for b in list_blobs(self._job_prefix.with_blob(self._job_prefix.blob.rsplit("/", 2)[0] + "/")):
-                delete(self._job_prefix.with_blob(b.name))
+                if b.name != lock:  # leased: deleted last, with the lease
+                    delete(self._job_prefix.with_blob(b.name))
+        if self._lease is not None:
+            self._lease.release(delete=True)
+            self._lease = None
         return shown
 
     def cleanup(self) -> None:
+        if self._lease is not None:  # a failed job: the work stays, the lease goes
+            self._lease.release()
+            self._lease = None
         shutil.rmtree(self.root, ignore_errors=True)
 
 

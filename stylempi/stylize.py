@@ -8,6 +8,7 @@ through :func:`stylempi.job.run_job` with the same interface.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ctypes
 import hashlib
 import os
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UsageError
+from .errors import ModelLoadFailure, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -251,7 +252,7 @@ class _Step(nn.Module):
         self._stylizer = stylizer
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._stylizer._forward(batch)
+        return self._stylizer._forward(batch, check_finite=False)
 
 
 class NetworkStylizer:
@@ -332,11 +333,16 @@ class NetworkStylizer:
         result = runner(batch) if runner is not None else self._forward(batch)
         return list(result.cpu().numpy()[:count])
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, batch: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
         """uint8 (or 16-bit) NHWC in, the same type NHWC out, the same size.
 
         16-bit frames (inputs deeper than 8 bits) are scaled to the network's usual
         0..255 range and back, so the output keeps its depth without banding.
+        ``check_finite`` fails the batch when the network computed NaN or Inf
+        (weights that overflow, a trusted TorchScript file): the clamp below
+        would silently turn them into black or white frames. Compiled graphs
+        leave it out (a data-dependent branch cannot be exported); their
+        weights were checked finite when loaded.
         """
         height, width = batch.shape[1], batch.shape[2]
         deep = batch.dtype != torch.uint8
@@ -355,7 +361,11 @@ class NetworkStylizer:
                 result = self.network(batch)
         else:
             result = self.network(batch)
-        result = result[:, :, :height, :width].float().clamp(0, 255)
+        result = result[:, :, :height, :width].float()
+        if check_finite and not bool(torch.isfinite(result).all()):
+            raise ModelLoadFailure("the model computed non-finite values (NaN or Inf) for a batch of "
+                                   "frames; its weights overflow or are damaged: check or retrain it")
+        result = result.clamp(0, 255)
         if deep:
             return (result * (65535 / 255)).round().to(torch.uint16).permute(0, 2, 3, 1).contiguous()
         return result.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -400,7 +410,7 @@ class NetworkStylizer:
             # caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                step = torch.compile(self._forward, dynamic=False)
+                step = torch.compile(functools.partial(self._forward, check_finite=False), dynamic=False)
                 step(_example(shape, self.device))  # the compile itself
             return step
         package = cache / f"{self._package_key(shape)}.pt2"

@@ -140,9 +140,10 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
     # The job dir (named by the job's key) as the command below will find it, made by the
     # library's own planning step: a first run stopped with SIGKILL would race the test (its
     # ranks go on for up to a moment and can finish chunks after they are cleared).
-    from stylempi.job import RunOptions, prepare
+    from stylempi.job import RunOptions, prepare, release_work_lock
     job_dir = Path(prepare(RunOptions(input=str(clip), output=str(out), model=str(model), precision="fp32",
                                       chunk_frames=6, batch_size=1)).job_dir)
+    release_work_lock()  # planning took OUTPUT's lock, as the job's rank 0 would: the job below needs it
     plan = json.loads((job_dir / "plan.json").read_text())
     last = plan["chunks"][-1]["index"]  # the last chunk is rank 1's (contiguous assignment)
     for stale in job_dir.glob("chunk-*"):

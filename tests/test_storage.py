@@ -612,3 +612,62 @@ def test_https_with_self_signed_certificate(azurite_https_server, tmp_path, tiny
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     storage.download(f"{base}/out/clip.mp4?{sas}", tmp_path / "out.mp4")
     _verify(clip, tmp_path / "out.mp4")
+
+
+def test_second_job_on_a_blob_work_dir_is_refused_by_its_lease(blob_env, tmp_path, tiny_model):
+    """Job A (its rank 1 frozen with SIGSTOP, so that A lasts while rank 0 keeps renewing the
+    lease) and job B writing the same OUTPUT with a Blob work dir: B stops with exit 5 naming A's
+    rank 0; A then finishes and leaves nothing behind."""
+    import signal as _signal
+    import subprocess as _subprocess
+    import time as _time
+    import clips
+    from conftest import BIN
+    server, container = blob_env
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=48, gop=4, size=(96, 64))
+    storage.upload(clip, f"az://{container}/in/lease.mp4")
+    args = ["run", f"az://{container}/in/lease.mp4", f"az://{container}/out/lease.mp4", "--model",
+            str(tiny_model), "--work-dir", f"az://{container}/leasework/", "--chunk-frames", "4",
+            "--batch-size", "1", "--quiet"]
+    env = dict(os.environ, **_env(server))
+    first = _subprocess.Popen([str(BIN / "mpirun"), "-n", "2", str(BIN / "stylempi"), *args],
+                              stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = _time.monotonic() + 120
+        words: list[str] = []
+        while len(words) != 2:
+            assert first.poll() is None and _time.monotonic() < deadline, "job A never took its lease"
+            locks = [b.name for b in storage.list_blobs(f"az://{container}/leasework/") if b.name.endswith("/lock")]
+            try:
+                words = storage.read_bytes(f"az://{container}/{locks[0]}").decode().split() if locks else []
+            except StorageFailure:
+                words = []
+            _time.sleep(0.02)
+        holder = int(words[1])
+        def cmdline(pid: int) -> bytes:
+            try:
+                return Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return b""
+        others = [p for p in _descendants(first.pid)
+                  if p != holder and b"stylempi" in cmdline(p) and b"prte" not in cmdline(p)]
+        assert others, "rank 1 not found"
+        for p in others:
+            os.kill(p, _signal.SIGSTOP)
+        try:
+            second = stylempi(*args, ranks=2, env=_env(server), timeout=300)
+        finally:
+            for p in others:
+                os.kill(p, _signal.SIGCONT)
+        lines = [l for l in second.stderr.splitlines() if l.startswith("stylempi:")]
+        assert second.returncode == 5, second.stderr[-2000:]
+        assert len(lines) == 1 and "another stylempi job" in lines[0] and f"pid {holder}" in lines[0], lines
+        assert "lease.mp4" in lines[0]
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    storage.download(f"az://{container}/out/lease.mp4", tmp_path / "out.mp4")
+    _verify(clip, tmp_path / "out.mp4")
+    assert [b.name for b in storage.list_blobs(f"az://{container}/leasework/")] == []
