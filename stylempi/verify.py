@@ -124,6 +124,15 @@ def _colour_check(source: dict, result: dict) -> dict:
             **({"differ": differ} if differ else {})}
 
 
+def _forced_shift(output_path: str, streams_times: list[list]) -> Fraction:
+    """The shift MPEG-TS forces on an input that starts before zero (it cannot store negative
+    times; the muxer moves every stream by the same amount, keeping all spacing exactly)."""
+    if output_format(output_path).muxer != "mpegts":
+        return Fraction(0)
+    earliest = min((t for times in streams_times for t in times[:1] if t is not None), default=Fraction(0))
+    return -earliest if earliest < 0 else Fraction(0)
+
+
 def _times_match(a: list, b: list, tolerance: Fraction) -> tuple[bool, str]:
     if len(a) != len(b):
         return False, f"{len(a)} in input, {len(b)} in output"
@@ -143,11 +152,18 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
     result = _video_facts(output_path, None)
     checks: dict[str, dict] = {}
     half_tick = timestamp_tolerance(source["time_base"], result["time_base"])
+    in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
+    shift = _forced_shift(output_path, [source["times"], *(a["times"] for a in in_audio)])
+    if shift:
+        source["times"] = [t + shift for t in source["times"]]
+        for a in in_audio:
+            a["times"] = [None if t is None else t + shift for t in a["times"]]
 
     checks["frame_count"] = {"ok": len(source["times"]) == len(result["times"]),
                              "input": len(source["times"]), "output": len(result["times"])}
     ok, detail = _times_match(source["times"], result["times"], half_tick)
-    checks["timestamps"] = {"ok": ok, "detail": detail, "tolerance_s": float(half_tick)}
+    checks["timestamps"] = {"ok": ok, "detail": detail, "tolerance_s": float(half_tick),
+                            **({"whole_video_shifted_s": float(shift)} if shift else {})}
     checks["size"] = {"ok": source["sizes"] == result["sizes"] and len(result["sizes"]) == 1,
                       "input": sorted(source["sizes"]), "output": sorted(result["sizes"])}
     checks["sample_aspect_ratio"] = {"ok": source["sar"] == result["sar"],
@@ -159,7 +175,6 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
         out_videos = len(container.streams.video)
     checks["video_streams"] = {"ok": out_videos == 1, "output": out_videos}
 
-    in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
     audio_ok = len(in_audio) == len(out_audio)
     details = []
     for a, b in zip(in_audio, out_audio):
