@@ -900,13 +900,29 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
                     dropped.append(f"subtitle stream {s.index} ({name}): a {ext} file cannot hold it")
             else:
                 dropped.append(f"{s.type} stream {s.index} ({name})")
-        earliest = min((float(t * st.time_base) for st in inp.streams
-                        if (st.index in copy or st.index == video_index) and (t := st.start_time) is not None
-                        and st.time_base), default=0.0)
-    if earliest < 0 and container.muxer == "mpegts":
+        earliest = _earliest_time(inp, [video_index, *copy]) if container.muxer == "mpegts" else 0.0
+    if earliest < 0:
         dropped.append(f"MPEG-TS cannot store negative times: every frame and packet is shifted by "
                        f"+{-earliest:.6f} s (their spacing is kept exactly)")
     return CopyPlan(copy, dropped, reencode, audio_codec)
+
+
+def _earliest_time(container, indexes: list[int], at_least: int = 100, at_most: int = 2000) -> float:
+    """The earliest timestamp (s) among the first packets of streams ``indexes``.
+
+    Read from packets, not ``stream.start_time``: Matroska reports 0 for audio whose
+    first packets (encoder priming) are before zero. A few packets past the first
+    of each stream are read too, since B-frames come before earlier pictures.
+    """
+    earliest: dict[int, float] = {}
+    for count, packet in enumerate(container.demux(*[container.streams[i] for i in indexes]), 1):
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None and packet.size:
+            seconds = float(ts * packet.time_base)
+            earliest[packet.stream_index] = min(earliest.get(packet.stream_index, seconds), seconds)
+        if count >= at_most or count >= at_least and len(earliest) == len(indexes):
+            break
+    return min(earliest.values(), default=0.0)
 
 
 def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Sequence[str | os.PathLike],
