@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import StylempiError
+from .errors import StylempiError, UsageError
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
@@ -137,12 +137,29 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUTPUT")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="the input stream that was stylized (default: the one FFmpeg picks)")
+    p.add_argument("--stability", action="store_true",
+                   help="also report temporal stability: the warping error E_warp of OUTPUT and of INPUT "
+                        "(Lai et al. 2018; flow on INPUT, lower is steadier) and their ratio; informative, "
+                        "it does not change the exit code; needs OpenCV (the [stability] extra)")
+    p.add_argument("--stability-frames", type=int, default=None, metavar="N",
+                   help="frames the stability figure uses, from the start (default: 90)")
+    p.add_argument("--stability-height", type=int, default=None, metavar="H",
+                   help="frames are scaled down to H rows for the figure (default: 360; 0 = full size)")
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
+    if args.stability:
+        from . import stability
+        frames = stability.DEFAULT_FRAMES if args.stability_frames is None else args.stability_frames
+        height = stability.DEFAULT_HEIGHT if args.stability_height is None else args.stability_height
+        if frames < 2 or height < 0:
+            raise UsageError("--stability-frames must be at least 2 and --stability-height at least 0")
     report = verify(args.input, args.output, args.video_stream)
+    if args.stability:
+        report["stability"] = stability.video_stability(args.input, args.output, frames, height or None,
+                                                        args.video_stream).as_dict()
     print(json.dumps(report, indent=2, default=str))
     if not report["ok"]:
         failed = ", ".join(k for k, v in report["checks"].items() if not v["ok"])
