@@ -26,6 +26,19 @@ EPILOG = """examples:
 """
 
 
+def add_look_arguments(p: argparse.ArgumentParser) -> None:
+    """--style-scale and --preserve-colors, shared by run and preview."""
+    p.add_argument("--style-scale", type=float, default=1.0, metavar="S",
+                   help="the network sees each frame resized by S (0.1 to 4) and its output is resized back "
+                        "to the exact frame size: strokes come out 1/S times as big, so a style looks alike "
+                        "on 480p and 4K; below 1 it is faster too (S*S of the pixels: a quarter at 0.5) "
+                        "(default: 1, the frame as it is)")
+    p.add_argument("--preserve-colors", action="store_true",
+                   help="keep the input's colours (chroma) and take only the stylized brightness (luma), "
+                        "computed with the BT.709 matrix; the luma change is cut short where a channel "
+                        "would leave 0..255, so the colours stay exact")
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="stylize every frame of a video (launch under mpirun for many ranks)",
@@ -59,6 +72,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "frame size compiles for about a minute, later ones load it at once); auto = on CPUs "
                         "with a C++ compiler, for videos of 300 frames or more, off on GPUs; on a GPU, on = "
                         "torch.compile (default: auto)")
+    add_look_arguments(p)
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
@@ -93,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
         audio_codec=args.audio_codec, work_dir=args.work_dir, restart=args.restart,
-        chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile)
+        chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile,
+        style_scale=args.style_scale, preserve_colors=args.preserve_colors)
     from .comm import get_comm
     from .storage import staged_run
     comm = get_comm()
