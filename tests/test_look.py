@@ -142,3 +142,21 @@ def test_preserve_colors_keeps_the_inputs_chroma(hd_clip, tmp_path):
     # the luma is the stylized one, not the input's
     y = lambda f: f[..., 0] if f.shape[-1] == 3 else f[0]  # noqa: E731
     assert np.mean([np.abs(y(k).astype(int) - y(s)).mean() for k, s in zip(kept, source)]) > 5
+
+
+def test_preview_shows_scales_and_colours_side_by_side(tmp_path):
+    from PIL import Image
+    from stylempi.preview import GAP
+    clip = clips.make_clip(tmp_path / "c.mp4", frames=10, size=(64, 48))
+    model = clips.save_test_model(tmp_path / "m.pth")
+    sheet = tmp_path / "s.png"
+    res = stylempi("preview", clip, "--model", model, "--out", sheet, "--frames", "2", "--height", "48",
+                   "--style-scale", "0.5,1", "--compare-colors")
+    assert res.returncode == 0, res.stderr
+    assert "scale 0.5, colours kept" in res.stdout
+    img = np.asarray(Image.open(sheet))
+    assert img.shape[:2] == (5 * 48 + 6 * GAP, 2 * 64 + 3 * GAP)  # input + 2 scales x 2 colour choices
+    rows = [img[GAP + j * (48 + GAP) + 16:GAP + j * (48 + GAP) + 48, GAP:GAP + 64].astype(int) for j in range(5)]
+    assert all(np.abs(rows[a] - rows[b]).mean() > 1 for a in range(5) for b in range(a + 1, 5))
+    bad = stylempi("preview", clip, "--model", model, "--out", sheet, "--style-scale", "0.5,x")
+    assert bad.returncode == 2 and bad.stderr.startswith("stylempi: error: --style-scale")
