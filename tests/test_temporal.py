@@ -58,3 +58,12 @@ def test_training_with_the_term_makes_outputs_follow_motion(tmp_path):
         with torch.no_grad():
             scores[weight] = float(compound_loss(net, probe, net(probe), torch.Generator().manual_seed(3)))
     assert scores[300.0] < 0.7 * scores[0.0], scores
+
+
+def test_cli_documents_the_option_and_refuses_a_negative_weight(tmp_path):
+    from conftest import stylempi
+    assert "--temporal-weight W" in stylempi("train", "--help").stdout
+    _content_dir(tmp_path)
+    bad = stylempi("train", "--style", str(tmp_path / "content" / "c0.png"), "--content", str(tmp_path / "content"),
+                   "--out", str(tmp_path / "m.pth"), "--loss-net", "random", "--temporal-weight", "-1")
+    assert bad.returncode == 2 and bad.stderr.startswith("stylempi: error: --temporal-weight")
