@@ -34,9 +34,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import MEDIA, ROOT, SHARED, load_note, machine  # also puts ROOT on sys.path
+
+import stylempi  # noqa: E402,F401 - before torch, as in a job (it turns on torch's huge pages)
+import torch  # noqa: E402
 
 from stylempi.lossnet import build_lossnet, gram, style_distance  # noqa: E402
 from stylempi.look import Look  # noqa: E402
