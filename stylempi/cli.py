@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .containers import ACCEPTED
-from .errors import StylempiError
+from .errors import StylempiError, UsageError
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
@@ -26,6 +26,19 @@ EPILOG = """examples:
   stylempi verify in.mp4 out.mp4
   stylempi probe in.mp4
 """
+
+
+def add_look_arguments(p: argparse.ArgumentParser) -> None:
+    """--style-scale and --preserve-colors, shared by run and preview."""
+    p.add_argument("--style-scale", type=float, default=1.0, metavar="S",
+                   help="the network sees each frame resized by S (0.1 to 4) and its output is resized back "
+                        "to the exact frame size: strokes come out 1/S times as big, so a style looks alike "
+                        "on 480p and 4K; below 1 it is faster too (S*S of the pixels: a quarter at 0.5) "
+                        "(default: 1, the frame as it is)")
+    p.add_argument("--preserve-colors", action="store_true",
+                   help="keep the input's colours (chroma) and take only the stylized brightness (luma), "
+                        "computed with the input's colour matrix; the luma change is cut short where a channel "
+                        "would leave 0..255, so the colours stay exact")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +75,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "frame size compiles for about a minute, later ones load it at once); auto = on CPUs "
                         "with a C++ compiler, for videos of 300 frames or more, off on GPUs; on a GPU, on = "
                         "torch.compile (default: auto)")
+    add_look_arguments(p)
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
@@ -103,8 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
         audio_codec=args.audio_codec, reencode_audio=args.reencode_audio, work_dir=args.work_dir,
-        restart=args.restart,
-        chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile)
+        restart=args.restart, chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile,
+        style_scale=args.style_scale, preserve_colors=args.preserve_colors)
     from .comm import get_comm
     from .storage import staged_run
     comm = get_comm()
@@ -152,12 +166,29 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUTPUT")
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="the input stream that was stylized (default: the one FFmpeg picks)")
+    p.add_argument("--stability", action="store_true",
+                   help="also report temporal stability: the warping error E_warp of OUTPUT and of INPUT "
+                        "(Lai et al. 2018; flow on INPUT, lower is steadier) and their ratio; informative, "
+                        "it does not change the exit code; needs OpenCV (the [stability] extra)")
+    p.add_argument("--stability-frames", type=int, default=None, metavar="N",
+                   help="frames the stability figure uses, from the start (default: 90)")
+    p.add_argument("--stability-height", type=int, default=None, metavar="H",
+                   help="frames are scaled down to H rows for the figure (default: 360; 0 = full size)")
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
+    if args.stability:
+        from . import stability
+        frames = stability.DEFAULT_FRAMES if args.stability_frames is None else args.stability_frames
+        height = stability.DEFAULT_HEIGHT if args.stability_height is None else args.stability_height
+        if frames < 2 or height < 0:
+            raise UsageError("--stability-frames must be at least 2 and --stability-height at least 0")
     report = verify(args.input, args.output, args.video_stream)
+    if args.stability:
+        report["stability"] = stability.video_stability(args.input, args.output, frames, height or None,
+                                                        args.video_stream).as_dict()
     print(json.dumps(report, indent=2, default=str))
     if not report["ok"]:
         failed = ", ".join(k for k, v in report["checks"].items() if not v["ok"])

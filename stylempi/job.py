@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
+from .colour import MATRIX_NAMES
 from .comm import Comm, get_comm
 from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
                      VideoOpenFailure)
@@ -41,6 +42,7 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, SegmentWriter, VideoSt
                     check_encoder, choose_encoding, describe_video, encoding_notes, file_sha256, index_frames,
                     open_input,
                     pick_video_stream, plan_stream_copy, decode_frames)
+from .look import Look, LookStylizer, check_scale
 from .plan import Chunk, assign_chunks, auto_chunk_frames, plan_chunks
 from .stylize import (NetworkStylizer, Stylizer, default_batch_size, network_width, resolve_compile,
                       resolve_device, resolve_precision, threads_per_rank)
@@ -74,6 +76,13 @@ class RunOptions:
     quiet: bool = False
     #: torch.compile the network: auto (CPU, long enough videos), on, off (stylize.resolve_compile).
     compile: str = "auto"
+    #: The network sees each frame resized by this factor (stroke size); 1 = as it is.
+    style_scale: float = 1.0
+    #: Keep the input's chroma, take only the stylized luma (stylempi.look).
+    preserve_colors: bool = False
+    #: The colour matrix for ``preserve_colors`` (a stylempi.look.LUMA_COEFFICIENTS name);
+    #: None = the input's own (the one its conversions use).
+    color_matrix: str | None = None
     #: Blob storage staging (stylempi.storage.JobStaging) when a path is a Blob URL.
     staging: object | None = None
 
@@ -102,6 +111,7 @@ class Prepared:
     plan_seconds: float = 0.0
     staging: object | None = None  # set on each rank after the broadcast, never sent
     compile: str = "auto"
+    look: Look = field(default_factory=Look)
 
 
 @dataclass
@@ -202,6 +212,8 @@ def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Co
     bar = _ProgressBar(prepared, options.quiet or not comm.is_root, progress)
     try:
         stylizer = (stylizer_factory or build_stylizer)(prepared, comm)
+        if not prepared.look.plain:
+            stylizer = LookStylizer(stylizer, prepared.look)
         stats = _work(prepared, mine, stylizer, comm, bar)
     except BaseException as error:  # noqa: BLE001 - every failure must end the whole job
         hint = (f" (finished chunks are kept in {prepared.job_dir}: rerun the same command to resume)")
@@ -273,9 +285,13 @@ def prepare(options: RunOptions) -> Prepared:
         raise UsageError("--chunk-frames must be at least 1")
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    scale = check_scale(options.style_scale)
     with open_input(input_path) as container:  # existence, emptiness, format
         video_stream = pick_video_stream(container, options.video_stream)
         video = describe_video(container, video_stream)
+    look = Look(scale=scale, preserve_colors=options.preserve_colors,
+                matrix=options.color_matrix or MATRIX_NAMES[video.colour.matrix])
+    look.as_dict()  # an unknown colour matrix fails here
     if output_path.exists() and input_path.exists() and os.path.samefile(output_path, input_path) \
             or output_path.resolve() == input_path.resolve():
         raise UsageError("OUTPUT is the same file as INPUT; write the result to a new file")
@@ -298,7 +314,7 @@ def prepare(options: RunOptions) -> Prepared:
     _check_one_size(input_path, index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
-    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile)
+    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(job_dir, str(options.output))  # one job per OUTPUT in Blob storage too
@@ -306,7 +322,7 @@ def prepare(options: RunOptions) -> Prepared:
     pending, reused_frames = _find_reusable(job_dir, chunks)
     _write_json(job_dir / "plan.json", {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
-        "model": model_name, "precision": precision, "encoding": settings.as_dict(),
+        "model": model_name, "precision": precision, "encoding": settings.as_dict(), "look": look.as_dict(),
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
@@ -314,7 +330,7 @@ def prepare(options: RunOptions) -> Prepared:
         pending=pending, settings=settings, copy=copy, job_dir=str(job_dir), model_bytes=model_bytes,
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
-        reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started)
+        reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look)
 
 
 def _check_one_size(input_path: Path, index: FrameIndex) -> None:
@@ -348,7 +364,8 @@ def read_model(spec: str) -> tuple[bytes, str]:
 
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
-            settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto") -> str:
+            settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto",
+            look: Look | None = None) -> str:
     """A digest of everything that decides the output's pixels and chunk boundaries."""
     identity = {
         "format": WORK_FORMAT, "stylempi": __version__,
@@ -357,6 +374,8 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
         "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
         "compile": compile_mode,  # compiled kernels round differently: never mix their chunks
     }
+    if look is not None and not look.plain:  # plain jobs keep the keys they always had
+        identity["look"] = look.as_dict()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -479,7 +498,9 @@ def describe_stylizer(stylizer: Stylizer) -> str:
     if device is None:
         return ""
     text = f"{device.type} {getattr(stylizer, 'precision', '?')} batch {getattr(stylizer, 'batch_size', '?')}"
-    return text + (" compiled" if getattr(stylizer, "compiled", False) else "")
+    text += " compiled" if getattr(stylizer, "compiled", False) else ""
+    look = getattr(stylizer, "look", None)
+    return text + (f" {look.describe()}" if isinstance(look, Look) and not look.plain else "")
 
 
 def _keep_heap_flat() -> None:

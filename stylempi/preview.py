@@ -2,8 +2,10 @@
 
 ``preview`` decodes only K frames spread over the video (one seek each),
 stylizes them at full size (``--fast``: scaled down first) and writes a before/after contact sheet: the input frames on the
-top row, the stylized frames below, K columns. It takes seconds, so a style
-can be judged before paying for the whole video.
+top row, the stylized frames below, K columns. With several ``--style-scale``
+values (and ``--compare-colors``) there is one stylized row per choice, each
+labelled, so a stroke size and colour option can be picked side by side. It
+takes seconds, so a style can be judged before paying for the whole video.
 
 ``models`` lists the built-in styles (:mod:`stylempi.styles`).
 """
@@ -16,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from .look import Look, check_scale
 from .model import load_network
 
 #: Pixels between and around the tiles of a contact sheet.
@@ -144,15 +147,27 @@ def _frame_at(container, stream, target: float, tb: Fraction):
 
 def contact_sheet(before: list[np.ndarray], after: list[np.ndarray], *, gap: int = GAP) -> Image.Image:
     """Two rows (before on top, after below) of K equal tiles, ``gap`` pixels apart and around."""
-    if not before or len(before) != len(after):
+    return contact_grid([before, after], gap=gap)
+
+
+def contact_grid(rows: list[list[np.ndarray]], labels: list[str] | None = None, *,
+                 gap: int = GAP) -> Image.Image:
+    """Rows of K equal tiles (the first row's size), ``gap`` pixels apart and around; each
+    label is written over the first tile of its row."""
+    if not rows or not rows[0] or any(len(r) != len(rows[0]) for r in rows):
         raise ValueError("need as many stylized frames as input frames")
-    h, w = before[0].shape[:2]
-    k = len(before)
-    sheet = Image.new("RGB", (k * w + (k + 1) * gap, 2 * h + 3 * gap), BACKGROUND)
-    for i, (a, b) in enumerate(zip(before, after)):
-        x = gap + i * (w + gap)
-        sheet.paste(Image.fromarray(a).resize((w, h)), (x, gap))
-        sheet.paste(Image.fromarray(b).resize((w, h)), (x, 2 * gap + h))
+    h, w = rows[0][0].shape[:2]
+    k = len(rows[0])
+    sheet = Image.new("RGB", (k * w + (k + 1) * gap, len(rows) * h + (len(rows) + 1) * gap), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for j, row in enumerate(rows):
+        y = gap + j * (h + gap)
+        for i, tile in enumerate(row):
+            sheet.paste(Image.fromarray(tile).resize((w, h)), (gap + i * (w + gap), y))
+        if labels and labels[j]:
+            box = draw.textbbox((gap + 3, y + 3), labels[j])
+            draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=BACKGROUND)
+            draw.text((gap + 3, y + 3), labels[j], fill=(255, 255, 255))
     return sheet
 
 
@@ -165,9 +180,23 @@ def _fit(rgb: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def preview_looks(scales: list[float], preserve_colors: bool, compare_colors: bool) -> list[Look]:
+    """One stylized row per scale, and per colour choice when comparing them."""
+    choices = (False, True) if compare_colors else (preserve_colors,)
+    return [Look(scale=check_scale(s), preserve_colors=c) for s in scales for c in choices]
+
+
+def look_label(look: Look) -> str:
+    return f"scale {look.scale:g}" + (", colours kept" if look.preserve_colors else "")
+
+
 def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = 4,
-            height: int = 270, trust: bool = False, full_size: bool = True) -> dict:
-    """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``."""
+            height: int = 270, trust: bool = False, full_size: bool = True,
+            looks: list[Look] | None = None) -> dict:
+    """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``.
+
+    ``looks``: one stylized row each (default: the plain network, unlabelled)."""
+    looks = looks or [Look()]
     out = Path(out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise UsageError(f"--out {out}: give a .png (or .jpg/.webp) file name")
@@ -177,8 +206,14 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
     # Stylize at the video's own size (strokes as `stylempi run` will draw them), then shrink.
     shots = sample_frames(input_path, frames, max_height=None if full_size else height)
     originals = [img for _, img in shots]
-    stylized = [stylize_image(net, img) for img in originals]
-    sheet = contact_sheet([_fit(img, height) for img in originals], [_fit(img, height) for img in stylized])
+    def network(batch: list[np.ndarray]) -> list[np.ndarray]:
+        return [stylize_image(net, img) for img in batch]
+
+    rows = [[_fit(img, height) for img in originals]]
+    for look in looks:
+        rows.append([_fit(img, height) for img in look.apply(network, originals)])
+    labels = None if looks == [Look()] else ["input"] + [look_label(look) for look in looks]
+    sheet = contact_grid(rows, labels)
     try:
         sheet.save(out)
     except OSError as exc:
@@ -198,16 +233,29 @@ def add_preview_arguments(p: argparse.ArgumentParser) -> None:
                         "but the strokes come out larger than `stylempi run` draws them)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a TorchScript --model (it can run code when loaded)")
+    p.add_argument("--style-scale", default="1", metavar="S[,S...]",
+                   help="as `stylempi run --style-scale`; several values, comma-separated (e.g. 0.5,1,2), "
+                        "give one labelled row each, to pick a stroke size side by side (default: 1)")
+    p.add_argument("--preserve-colors", action="store_true",
+                   help="as `stylempi run --preserve-colors`: keep the input's colours, take the stylized luma")
+    p.add_argument("--compare-colors", action="store_true",
+                   help="show each scale twice: with the style's colours and with the input's colours kept")
 
 
 def preview_main(args: argparse.Namespace) -> int:
     if args.height < 8:
         raise UsageError("--height must be at least 8")
+    try:
+        scales = [float(v) for v in str(args.style_scale).split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--style-scale {args.style_scale}: give numbers such as 0.5,1,2") from None
+    looks = preview_looks(scales or [1.0], args.preserve_colors, args.compare_colors)
     info = preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
-                   trust=args.trust_model, full_size=not args.fast)
+                   trust=args.trust_model, full_size=not args.fast, looks=looks)
     times = ", ".join(f"{t:.2f}" for t in info["frames"])
+    rows = "; ".join(look_label(look) for look in looks)
     print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): input on top, "
-          f"{args.model} below; frames at {times} s", flush=True)
+          f"{args.model} below ({rows}); frames at {times} s", flush=True)
     return 0
 
 

@@ -6,7 +6,11 @@ the style of one painting by minimising, on a frozen loss network
 
 * a perceptual **content** loss: feature distance to the content image,
 * a **style** loss: Gram-matrix distance to the painting on several layers,
-* an optional **total variation** loss (smoothness).
+* an optional **total variation** loss (smoothness),
+* a **temporal** regularization (:mod:`stylempi.temporal`, ReReVST's compound
+  regularization): the output of a randomly warped and noised input must be
+  the warped output of the clean input, so strokes follow motion instead of
+  shimmering on video. It needs no video and no optical-flow data.
 
 Both the content and the style term are *relative* (divided by the size of
 the target), so their weights mean the same thing for every painting and
@@ -39,10 +43,13 @@ from PIL import Image
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
 from .lossnet import LOSS_NETS, LossNet, build_lossnet, gram, style_distance
 from .model import TransformerNet, network_from_state_dict
+from .temporal import DEFAULT_MOTION, DEFAULT_NOISE, DEFAULT_SHIFT, compound_loss
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v", ".ts", ".flv"}
 STATE_SUFFIX = ".train-state.pth"
+#: Default --temporal-weight (docs/styles.md, "Temporal stability": measured trade-off).
+DEFAULT_TEMPORAL_WEIGHT = 100.0
 
 
 # --------------------------------------------------------------------------
@@ -242,6 +249,10 @@ def train(args: argparse.Namespace) -> dict:
         raise UsageError("--image-size must be a multiple of 4, at least 32")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if args.temporal_weight < 0 or args.temporal_shift < 0 or args.temporal_motion < 0 \
+            or args.temporal_noise < 0:
+        raise UsageError("--temporal-weight, --temporal-shift, --temporal-motion and --temporal-noise "
+                         "must not be negative")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
@@ -264,7 +275,8 @@ def train(args: argparse.Namespace) -> dict:
     config = {"width": args.width, "image_size": args.image_size, "style": str(Path(args.style).name),
               "loss_net": args.loss_net, "seed": args.seed, "batch_size": args.batch_size,
               "content_weight": args.content_weight, "style_weight": args.style_weight,
-              "tv_weight": args.tv_weight, "lr": args.lr, "steps": steps}
+              "tv_weight": args.tv_weight, "lr": args.lr, "steps": steps,
+              "temporal": [args.temporal_weight, args.temporal_shift, args.temporal_motion, args.temporal_noise]}
     if args.init:
         try:
             init_state = torch.load(args.init, map_location="cpu", weights_only=True)
@@ -307,6 +319,12 @@ def train(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         y = net(x)
         loss, parts = loss_fn(y, x)
+        if args.temporal_weight:
+            temporal = compound_loss(net, x, y, gen, args.temporal_shift, args.temporal_motion,
+                                     args.temporal_noise)
+            loss = loss + args.temporal_weight * temporal
+            parts["temporal"] = float(temporal.detach())
+            parts["total"] = float(loss.detach())
         loss.backward()
         opt.step()
         window.append(parts)
@@ -370,6 +388,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--content-weight", type=float, default=1.0)
     p.add_argument("--style-weight", type=float, default=5.0)
     p.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default off)")
+    p.add_argument("--temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
+                   help="weight of the temporal regularization: the output of a randomly moved and noised "
+                        "crop must be the moved output of the crop (ReReVST, Wang et al. 2020), so strokes "
+                        "follow motion rather than shimmer on video; needs no video or flow data; costs "
+                        "about one more forward/backward of the style network per step; 0 turns it off "
+                        f"(default {DEFAULT_TEMPORAL_WEIGHT:g}; docs/styles.md has the trade-off measured)")
+    p.add_argument("--temporal-shift", type=float, default=DEFAULT_SHIFT, metavar="PX",
+                   help=f"largest random pan of the temporal term, pixels each way (default {DEFAULT_SHIFT:g})")
+    p.add_argument("--temporal-motion", type=float, default=DEFAULT_MOTION, metavar="PX",
+                   help=f"largest smooth local motion of the temporal term, pixels (default {DEFAULT_MOTION:g})")
+    p.add_argument("--temporal-noise", type=float, default=DEFAULT_NOISE, metavar="S",
+                   help=f"standard deviation of the temporal term's noise on 0..1 (default {DEFAULT_NOISE:g})")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames-per-video", type=int, default=60, help="frames sampled from each video")

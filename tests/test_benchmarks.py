@@ -73,3 +73,16 @@ def test_all_py_judges_each_target_from_the_scripts_results():
     assert "37.9" in rows["bf16 vs fp32 mean PSNR >= 38 dB on every real clip"][0]
     assert "+11.4%" in rows["peak memory per rank flat within 10 % (10 s -> 60 s clip)"][0]
     assert len(rows) == 7
+
+
+def test_stability_tiny(tmp_path):
+    need_shared("media", "flower.mp4")
+    pytest.importorskip("cv2", reason="the stability benchmark needs opencv-python-headless")
+    bench("stability.py", "--clips", "flower.mp4", "--frames", "3", "--height", "90", "--styles", "scream",
+          "--style-frames", "1", "--style-scale", "0.5", "--json", tmp_path / "s.json")
+    row = json.loads((tmp_path / "s.json").read_text())[0]
+    assert row["frames"] == 3 and row["size"] == "160x90" and row["e_warp"] > 0 and row["mean_abs_diff"] > 0
+    bench("stability.py", "--speed", "--speed-frames", "1", "--repeats", "1", "--speed-scales", "1,0.25",
+          "--json", tmp_path / "v.json")
+    rows = json.loads((tmp_path / "v.json").read_text())
+    assert [r["scale"] for r in rows] == [1.0, 0.25] and rows[1]["speedup_vs_scale_1"] > 0

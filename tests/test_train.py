@@ -52,7 +52,8 @@ def _args(tmp: Path, out: Path, **over) -> argparse.Namespace:
     argv = ["--style", str(_style_image(tmp) if not (tmp / "style.png").exists() else tmp / "style.png"),
             "--content", str(tmp / "content"), "--out", str(out), "--loss-net", "random",
             "--width", "8", "--image-size", "48", "--batch-size", "2", "--steps", "40",
-            "--style-weight", "10", "--lr", "5e-3", "--quiet", "--threads", "1"]
+            "--style-weight", "10", "--lr", "5e-3", "--quiet", "--threads", "1",
+            "--temporal-weight", "0"]  # tests/test_temporal.py trains with it
     args = parser.parse_args(argv)
     for k, v in over.items():
         setattr(args, k, v)
