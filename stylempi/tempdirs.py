@@ -10,6 +10,7 @@ any signal, and the helper then removes the dir. No polling, no pid reuse race.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ _reapers: dict[str, subprocess.Popen] = {}
 
 def reaped_temp_dir(prefix: str) -> Path:
     """A new dir under ``$TMPDIR`` that is removed when this process ends (or on :func:`remove`)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = Path(os.path.realpath(tempfile.mkdtemp(prefix=prefix)))
     try:
         _reapers[str(path)] = subprocess.Popen(
             [sys.executable, "-c", _REAPER, str(path)], stdin=subprocess.PIPE,
@@ -38,7 +39,7 @@ def reaped_temp_dir(prefix: str) -> Path:
 def remove(path: str | Path) -> None:
     """Remove PATH now and let its helper exit."""
     shutil.rmtree(path, ignore_errors=True)
-    helper = _reapers.pop(str(path), None)
+    helper = _reapers.pop(os.path.realpath(path), None)
     if helper is not None:
         try:
             helper.stdin.close()  # EOF: the helper removes nothing more and exits
