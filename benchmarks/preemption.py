@@ -179,6 +179,7 @@ def storm(work: Path, *, ranks: int = 3, frames: int = 960, chunk_frames: int = 
     return {
         "ranks": ranks, "frames": total_frames, "chunks": chunks, "chunk_frames": chunk_frames,
         "runs": len(runs), "kills": len(killed), "reused_in_last_run": reused,
+        "kills_at_start_up": sum(1 for r in killed if r.get("moment") == "start-up"),
         "redone_frames_per_kill": redone, "max_redone_frames_per_kill": max(redone, default=0),
         "mean_redone_frames_per_kill": sum(redone) / len(redone) if redone else 0.0,
         # Two chunks per rank can be in flight: one in the encoder, the next through the network.
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="stylempi-storm-") as tmp:
         result = storm(Path(tmp), ranks=args.ranks, frames=args.frames, chunk_frames=args.chunk_frames,
                        kills=args.kills, seed=args.seed, size=tuple(map(int, args.size.split("x"))))
-    print(f"{result['kills']} kills survived in {result['runs']} runs of a {result['chunks']}-chunk job on "
-          f"{result['ranks']} ranks; frames redone per kill: max {result['max_redone_frames_per_kill']}, mean "
+    print(f"{result['kills']} kills ({result['kills_at_start_up']} during start-up) survived in {result['runs']} "
+          f"runs of a {result['chunks']}-chunk job on {result['ranks']} ranks; frames redone per kill: max {result['max_redone_frames_per_kill']}, mean "
           f"{result['mean_redone_frames_per_kill']:.1f} (in flight at most {result['in_flight_bound_frames']}: "
           f"two chunks of {result['chunk_frames']} frames per rank); last run reused "
           f"{result['reused_in_last_run']} chunks; verify {'ok' if result['verify_ok'] else 'FAILED'}; frames "

@@ -86,6 +86,7 @@ def test_bf16_outputs_for_one_and_two_ranks_decode_identically(tmp_path):
             if r.returncode != 0 and LAUNCH_FAILED in r.stderr:
                 # mpirun itself did not start (no rank ran): seen once in 40 loops on a machine
                 # running other developers' mpirun jobs. That says nothing about the frames.
+                print(f"loop {loop + 1}: mpirun did not start; started it again", flush=True)
                 r = stylempi(*args, ranks=ranks, timeout=RUN_TIMEOUT)
             assert r.returncode == 0, r.stderr[-2000:]
             outputs.append(decoded(out))
