@@ -7,6 +7,9 @@ made here is watched by a tiny helper process in its own session (so a kill of
 the rank's process group misses it) that blocks reading a pipe whose only write
 end this process holds. The kernel closes that end when this process dies, by
 any signal, and the helper then removes the dir. No polling, no pid reuse race.
+The helper detaches (forks, and its parent exits at once), so it is not a
+descendant of the rank either: tools that kill a job's whole process tree
+(mpirun's teardown, a test's kill of every descendant) leave it running.
 """
 from __future__ import annotations
 
@@ -17,21 +20,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: Blocks until the owner's end of stdin closes (its exit, by any means), then removes the dir.
-_REAPER = "import shutil, sys\nsys.stdin.buffer.read()\nshutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+#: Detaches, blocks until the owner's end of stdin closes (its exit, by any means), removes the dir.
+_REAPER = ("import os, shutil, sys\n"
+           "if os.fork():\n    os._exit(0)\n"
+           "sys.stdin.buffer.read()\n"
+           "shutil.rmtree(sys.argv[1], ignore_errors=True)\n")
 
-#: Helpers by dir; holding them keeps the pipes' write ends open for this process's life.
-_reapers: dict[str, subprocess.Popen] = {}
+#: The write ends of the helpers' pipes, by dir: open for as long as this process lives.
+_reapers: dict[str, object] = {}
 
 
 def reaped_temp_dir(prefix: str) -> Path:
     """A new dir under ``$TMPDIR`` that is removed when this process ends (or on :func:`remove`)."""
     path = Path(os.path.realpath(tempfile.mkdtemp(prefix=prefix)))
     try:
-        _reapers[str(path)] = subprocess.Popen(
+        helper = subprocess.Popen(
             [sys.executable, "-c", _REAPER, str(path)], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    except OSError:
+        helper.wait(timeout=30)  # the detaching parent exits at once; its child holds the pipe
+        _reapers[str(path)] = helper.stdin
+    except (OSError, subprocess.TimeoutExpired):
         pass  # no helper: the dir is still removed on every orderly exit (remove())
     return path
 
@@ -39,10 +47,9 @@ def reaped_temp_dir(prefix: str) -> Path:
 def remove(path: str | Path) -> None:
     """Remove PATH now and let its helper exit."""
     shutil.rmtree(path, ignore_errors=True)
-    helper = _reapers.pop(os.path.realpath(path), None)
-    if helper is not None:
+    pipe = _reapers.pop(os.path.realpath(path), None)
+    if pipe is not None:
         try:
-            helper.stdin.close()  # EOF: the helper removes nothing more and exits
-            helper.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
+            pipe.close()  # EOF: the helper finds nothing left to remove and exits
+        except OSError:
             pass
