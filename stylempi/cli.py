@@ -72,7 +72,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="compile the network ahead of time with torch's Inductor (kept in "
                         "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
-                        "frame size compiles for about a minute, later ones load it at once); auto = on CPUs "
+                        "frame size compiles for about a minute, later ones load it at once; capped at "
+                        "$STYLEMPI_COMPILE_CACHE_MB (2048) MB and $STYLEMPI_COMPILE_CACHE_DAYS (30) days unused, "
+                        "old formats removed); auto = on CPUs "
                         "with a C++ compiler, for videos of 300 frames or more, off on GPUs; on a GPU, on = "
                         "torch.compile (default: auto)")
     add_look_arguments(p)

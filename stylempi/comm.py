@@ -15,11 +15,17 @@ started it. The failure rules follow mpi4py's ``python -m mpi4py``:
   every rank in its own process group, so killing mpirun's group leaves them
   running) stops by itself within a second or two instead of finishing an
   orphaned job and racing the rerun for the same chunk files.
+
+Ranks that share a disk form a *storage group* (:meth:`Comm.share_on_node`):
+by default the ranks of one shared-memory node (``MPI_COMM_TYPE_SHARED``);
+``STYLEMPI_NODE=NAME`` splits a node further (ranks with different names never
+share a file), which also lets one machine stand in for several nodes.
 """
 from __future__ import annotations
 
 import os
 import socket
+import zlib
 import sys
 import threading
 import time
@@ -33,6 +39,8 @@ T = TypeVar("T")
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS",
                   "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE")
 _PROGRESS_TAG = 77
+#: Ranks with different values never share node-local files (see :meth:`Comm.share_on_node`).
+ENV_NODE = "STYLEMPI_NODE"
 
 
 def launched_by_mpi() -> bool:
@@ -89,6 +97,19 @@ class Comm:
     def finish_progress(self) -> None:
         """On other ranks: say this rank is done, so rank 0 stops waiting."""
 
+    @property
+    def node_leader(self) -> bool:
+        """Whether this rank does its storage group's node-local work (downloads)."""
+        return True
+
+    def share_on_node(self, value: T) -> T:
+        """The node leader's ``value`` on every rank of its storage group (others pass None).
+
+        Blocks the group's other ranks until the leader arrives, so a file the
+        leader made before calling this is complete when they get its path.
+        """
+        return value
+
     def abort(self, error: BaseException) -> None:
         """End the whole job now, after one line naming this rank and the cause."""
         raise error
@@ -110,6 +131,9 @@ class MPIComm(Comm):
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = node.Get_rank()
         self.local_size = node.Get_size()
+        name = os.environ.get(ENV_NODE, "")
+        self._storage_group = node.Split(zlib.crc32(name.encode()) & 0x7FFFFFFF, key=self.rank) if name \
+            else node.Dup()
         node.Free()
         self._pending: list = []
         self._done_ranks = 0
@@ -145,6 +169,13 @@ class MPIComm(Comm):
 
     def gather(self, value: T) -> list[T] | None:
         return self.world.gather(value, root=0)
+
+    @property
+    def node_leader(self) -> bool:
+        return self._storage_group.Get_rank() == 0
+
+    def share_on_node(self, value: T) -> T:
+        return self._storage_group.bcast(value, root=0)
 
     def report_progress(self, frames: int) -> None:
         if not self.is_root and frames:

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import StorageFailure, UsageError
+from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
 
 __all__ = [
     "BlobLocation", "BlobInfo", "WorkDir", "LocalWorkDir", "BlobWorkDir",
@@ -1028,8 +1029,15 @@ class JobStaging:
 
     Created on every rank by :func:`staged_run` before the job starts:
 
-    * INPUT (remote): every rank downloads it into its own rank-local temp dir
-      and decodes from there (:meth:`adopt` points ``prepared.input`` at it).
+    * INPUT (remote): downloaded **once per node**: the first rank of each
+      storage group (the ranks of one node, :meth:`Comm.share_on_node`)
+      downloads it into its temp dir, the node's other ranks wait for it and
+      decode from that file (:meth:`adopt` points ``prepared.input`` at it).
+      Per node rather than ranged reads by chunk: rank 0 reads the whole file
+      anyway (the frame index is a packet scan, the join copies every audio
+      packet), and a seek in MP4/MKV reads the container index at either end
+      of the file, so ranged reads would save little and cost a request per
+      read.
     * ``--model`` (remote): rank 0 alone downloads it (only rank 0 reads it; the
       bytes travel to the others inside the plan).
     * OUTPUT (remote): rank 0 assembles into its temp dir, then :meth:`publish`
@@ -1058,7 +1066,7 @@ class JobStaging:
             self.remote_work = self.remote_output.with_blob(parent)
         else:
             self.remote_work = None
-        self.root = Path(tempfile.mkdtemp(prefix=f"stylempi-r{rank}-"))
+        self.root = reaped_temp_dir(f"stylempi-r{rank}-")  # removed even if the rank is killed
         self.local_input: str | None = None
         self._job_prefix: BlobLocation | None = None
         self._lease: Any = None  # rank 0's BlobWorkLease on the work root
@@ -1067,15 +1075,16 @@ class JobStaging:
     def active(self) -> bool:
         return any((self.remote_input, self.remote_output, self.remote_model, self.remote_work))
 
-    def localize(self, options: Any, is_root: bool) -> None:
-        """Download what this rank needs and rewrite OPTIONS to local paths."""
+    def localize(self, options: Any, comm: Any) -> None:
+        """Download what this rank needs and rewrite OPTIONS to local paths.
+
+        Every rank must call it (the node's ranks wait for their leader's download).
+        """
         if self.remote_input is not None:
-            dest = self.root / "input" / safe_local_name(self.remote_input.blob)
-            download(self.remote_input, dest)
-            options.input = self.local_input = str(dest)
+            options.input = self.local_input = self._node_copy(self.remote_input, comm)
         if self.remote_model is not None:
             dest = self.root / "model" / safe_local_name(self.remote_model.blob)
-            if is_root:
+            if comm.is_root:
                 download(self.remote_model, dest)
             options.model = str(dest)
         if self.remote_output is not None:
@@ -1084,6 +1093,20 @@ class JobStaging:
         if self.remote_work is not None:
             options.work_dir = str(self.root / "work")
             (self.root / "work").mkdir()
+
+    def _node_copy(self, loc: BlobLocation, comm: Any) -> str:
+        """Path of LOC on this node's disk: the node leader downloads, the others wait for it."""
+        shared: str | None = None
+        try:
+            if comm.node_leader:
+                dest = self.root / "input" / safe_local_name(loc.blob)
+                download(loc, dest)
+                shared = str(dest)
+        finally:  # a failed download still releases the node's waiting ranks
+            shared = comm.share_on_node(shared)
+        if shared is None:
+            raise StorageFailure(f"cannot download {loc}: it failed on this node's downloading rank")
+        return shared
 
     # Called by stylempi.job -------------------------------------------------
     def _prefix_for(self, job_dir: Path | str) -> BlobLocation:
@@ -1168,10 +1191,12 @@ class JobStaging:
         return shown
 
     def cleanup(self) -> None:
+        """Remove this rank's temp dir. Called after the job's last collective, so no rank
+        of the node still reads the input copy the node leader keeps there."""
         if self._lease is not None:  # a failed job: the work stays, the lease goes
             self._lease.release()
             self._lease = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_temp_dir(self.root)
 
 
 def _sha256_file(path: Path) -> str:
@@ -1202,7 +1227,7 @@ class staged_run:
             staging = JobStaging(self.options, self.account_url, self.comm.rank)
             if staging.active:
                 self.staging = staging
-                staging.localize(self.options, self.comm.is_root)
+                staging.localize(self.options, self.comm)
                 self.options.staging = staging
             else:
                 staging.cleanup()

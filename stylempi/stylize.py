@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compile_cache import package_stem, prune as prune_compile_cache, touch as touch_package
 from .errors import ModelLoadFailure, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -412,28 +413,44 @@ class NetworkStylizer:
                 warnings.simplefilter("ignore", FutureWarning)
                 step = torch.compile(functools.partial(self._forward, check_finite=False), dynamic=False)
                 step(_example(shape, self.device))  # the compile itself
+            _prune_cache_once(cache)
             return step
-        package = cache / f"{self._package_key(shape)}.pt2"
-        if not package.is_file():
-            cache.mkdir(parents=True, exist_ok=True)
-            example = _example(shape, self.device)
-            module = _Step(self).eval()
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
-            os.close(fd)
+        package = cache / f"{package_stem(self._package_key(shape), _PACKAGE_FORMAT)}.pt2"
+        for attempt in (1, 2):
+            if not touch_package(package):  # touched: no other process's cleanup removes it now
+                self._compile_package(shape, cache, package)
             try:
-                from torch._inductor import aoti_compile_and_package
-                # torch 2.13's own deprecation notices (LeafSpec, printed by every rank)
-                # are not the user's business.
-                with warnings.catch_warnings(), _reductions_split_by_outer_loops_only():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    exported = torch.export.export(module, (example,))
-                    # freezing off: faster here (class docstring)
-                    aoti_compile_and_package(exported, package_path=tmp,
-                                             inductor_configs={"freezing": False, "fx_graph_cache": False})
-                os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                runner = self._load_package(package)
+            except (OSError, RuntimeError, zipfile.BadZipFile):
+                if attempt == 1 and not package.is_file():
+                    continue  # removed by another process between our touch and our load
+                raise
+            _prune_cache_once(cache)
+            return runner
+        raise AssertionError("unreachable")
+
+    def _compile_package(self, shape: tuple[int, ...], cache: Path, package: Path) -> None:
+        cache.mkdir(parents=True, exist_ok=True)
+        example = _example(shape, self.device)
+        module = _Step(self).eval()
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
+        os.close(fd)
+        try:
+            from torch._inductor import aoti_compile_and_package
+            # torch 2.13's own deprecation notices (LeafSpec, printed by every rank)
+            # are not the user's business.
+            with warnings.catch_warnings(), _reductions_split_by_outer_loops_only():
+                warnings.simplefilter("ignore", FutureWarning)
+                exported = torch.export.export(module, (example,))
+                # freezing off: faster here (class docstring)
+                aoti_compile_and_package(exported, package_path=tmp,
+                                         inductor_configs={"freezing": False, "fx_graph_cache": False})
+            os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _load_package(self, package: Path):
         if self.device.type == "cpu":
             try:
                 return _GilFreeRunner(package)
@@ -502,8 +519,22 @@ class _GilFreeRunner:
         return self._aoti.alloc_tensors_by_stealing_from_void_ptrs([self._wrap(outputs[0], None, None)])[0]
 
 
-#: Bumped when the compiled step changes, so stale packages are never loaded.
+#: Bumped when the compiled step changes, so stale packages are never loaded (and are
+#: removed from the cache: the format is part of each package's file name).
 _PACKAGE_FORMAT = 5
+_pruned: set[str] = set()
+
+
+def _prune_cache_once(cache: Path) -> None:
+    """Keep the compile cache bounded (stylempi.compile_cache), once per process and cache.
+    A failure here never fails a job: the cache is only an optimisation."""
+    if str(cache) in _pruned:
+        return
+    _pruned.add(str(cache))
+    try:
+        prune_compile_cache(cache, _PACKAGE_FORMAT)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

@@ -28,7 +28,11 @@ Exactly once, with any number of watchers:
    with ``--in-process`` it calls :func:`stylempi.job.run_job` directly.
 4. **publish**: upload the output (blocks committed last) to DEST and a JSON
    report beside it (``OUTPUT.report.json``), then write the done marker, then
-   release the lease.
+   release the lease. The output blob's metadata names the input and its ETag,
+   so the output itself is the record that the work is done: a watcher that
+   dies after the output's commit but before the marker leaves nothing to
+   redo; the next claim of the input (step 2) finds the output, writes the
+   missing report and marker, and never runs or writes the output twice.
 5. **fail**: a failed run increments ``SOURCE/.stylempi/attempts/NAME``; after
    ``--attempts`` failures (default 3) the input moves to ``SOURCE/failed/NAME``
    with ``NAME.error.json`` beside it, instead of being retried forever.
@@ -50,7 +54,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -59,6 +62,7 @@ from pathlib import Path
 
 from . import storage
 from .errors import StorageFailure, StylempiError, UsageError
+from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
                               ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".nut", ".3gp"})
@@ -67,6 +71,8 @@ OUTPUT_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm"})
 CONTROL = ".stylempi/"
 FAILED = "failed/"
 ROLE_KEY = "stylempi_role"  # metadata on everything the watcher writes
+#: Output metadata naming the input (a digest of its name) and the ETag it was made from.
+INPUT_KEY, INPUT_ETAG_KEY = "stylempi_input", "stylempi_input_etag"
 LEASE_SECONDS = 60
 LOG_TAIL = 4000
 
@@ -167,7 +173,8 @@ class Watcher:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self._own_work_dir = config.work_dir is None
-        self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="stylempi-watch-")).resolve()
+        # A watcher killed mid-job leaves no downloaded input behind in its own temp dir.
+        self.work_dir = Path(config.work_dir or reaped_temp_dir("stylempi-watch-")).resolve()
         self.failures = 0
         self._model_path: str | None = None
         self._warned: set[str] = set()
@@ -260,7 +267,7 @@ class Watcher:
                     self.stop_event.wait(self.cfg.poll)
         finally:
             if self._own_work_dir:
-                shutil.rmtree(self.work_dir, ignore_errors=True)
+                remove_temp_dir(self.work_dir)
         if self.stop_event.is_set():
             _say("stopped; claims released")
             return 0
@@ -284,9 +291,46 @@ class Watcher:
             except StorageFailure as e:
                 if storage.failure_reason(e) != "blob-not-found":
                     raise
+            if self._already_published(loc, rel, props):
+                return True
             return self._process(loc, rel, props, claim)
         finally:
             claim.release()
+
+    def _output_metadata(self, rel: str, props: storage.BlobInfo) -> dict:
+        return {ROLE_KEY: "output", INPUT_KEY: _name_digest(rel), INPUT_ETAG_KEY: _etag_key(props.etag)}
+
+    def _already_published(self, loc: storage.BlobLocation, rel: str, props: storage.BlobInfo) -> bool:
+        """Finish the bookkeeping of an earlier claim that uploaded this very output but died
+        before its done marker; True when it did (nothing is run or uploaded again)."""
+        out_loc = self.output_location(rel)
+        try:
+            output = storage.properties(out_loc)
+        except StorageFailure as e:
+            if storage.failure_reason(e) == "blob-not-found":
+                return False
+            raise
+        wanted = self._output_metadata(rel, props)
+        if any(output.metadata.get(k) != wanted[k] for k in (INPUT_KEY, INPUT_ETAG_KEY)):
+            return False  # an output of another input, or of an older upload of this one
+        report_loc = out_loc.with_blob(out_loc.blob + ".report.json")
+        if not storage.exists(report_loc):
+            storage.upload_bytes(_dump({"input": str(loc), "input_etag": props.etag, "output": str(out_loc),
+                                        "watcher": self.id, "status": "ok", "finished": _now(),
+                                        "note": "published by an earlier claim that stopped before "
+                                                "recording it; not run again"}),
+                                 report_loc, metadata={ROLE_KEY: "report"}, content_type="application/json")
+        self._mark_done(loc, rel, out_loc, props, _now())
+        _say(f"done {rel} -> {out_loc} (already published by an earlier claim; not run again)")
+        return True
+
+    def _mark_done(self, loc: storage.BlobLocation, rel: str, out_loc: storage.BlobLocation,
+                   props: storage.BlobInfo, finished: str) -> None:
+        storage.upload_bytes(_dump({"input": str(loc), "output": str(out_loc), "finished": finished}),
+                             self.control("done", rel),
+                             metadata={ROLE_KEY: "marker", "etag": _etag_key(props.etag)},
+                             content_type="application/json")
+        storage.delete(self.control("attempts", rel))
 
     def _job_dir(self, rel: str) -> Path:
         digest = hashlib.sha256(rel.encode("utf-8", "surrogatepass")).hexdigest()[:12]
@@ -336,16 +380,13 @@ class Watcher:
                 return True
             if rc == 0 and local_out.is_file() and local_out.stat().st_size > 0:
                 report["status"] = "ok"
-                storage.upload(local_out, out_loc, metadata={ROLE_KEY: "output"})
+                # The output's commit is the point of no return: its metadata records what it
+                # was made from, so a crash after it never leads to a second run (_already_published).
+                storage.upload(local_out, out_loc, metadata=self._output_metadata(rel, props))
                 report_loc = out_loc.with_blob(out_loc.blob + ".report.json")
                 storage.upload_bytes(_dump(report), report_loc, metadata={ROLE_KEY: "report"},
                                      content_type="application/json")
-                storage.upload_bytes(_dump({"input": str(loc), "output": str(out_loc),
-                                            "finished": report["finished"]}),
-                                     self.control("done", rel),
-                                     metadata={ROLE_KEY: "marker", "etag": _etag_key(props.etag)},
-                                     content_type="application/json")
-                storage.delete(attempts_loc)
+                self._mark_done(loc, rel, out_loc, props, report["finished"])
                 _say(f"done {rel} -> {out_loc} ({report['seconds']:.1f} s)")
                 return True
             if rc == 0:
@@ -445,6 +486,11 @@ def _tail(path: Path) -> str:
             return storage.scrub(f.read().decode("utf-8", "replace"))
     except OSError:
         return ""
+
+
+def _name_digest(rel: str) -> str:
+    """A metadata-safe (ASCII) identity for a blob name of any characters."""
+    return hashlib.sha256(rel.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _etag_key(etag: str | None) -> str:

@@ -183,3 +183,90 @@ def blob_env(azurite_server, monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server.connection_string())
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
     return azurite_server, azurite_server.new_container()
+
+
+class CountingProxy:
+    """An HTTP proxy in front of Azurite that counts the body bytes it serves, per blob path.
+
+    Point a connection string's ``BlobEndpoint`` at :attr:`account_url` and every
+    request goes through it; :meth:`served` then says how many bytes GET requests
+    on a blob returned: what a job really moved from storage. Shared Key
+    signatures cover the account/container/blob path, not the host, so Azurite
+    accepts the forwarded requests unchanged.
+    """
+
+    def __init__(self, server: Azurite):
+        import http.client
+        import http.server
+        import threading
+        self.server = server
+        self.bytes_by_path: dict[str, int] = {}
+        self.gets_by_path: dict[str, int] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    self.send_response(response.status, response.reason)
+                    for k, v in response.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    upstream.close()
+                if self.command == "GET":
+                    path = self.path.split("?", 1)[0]
+                    with proxy._lock:
+                        proxy.bytes_by_path[path] = proxy.bytes_by_path.get(path, 0) + len(data)
+                        proxy.gets_by_path[path] = proxy.gets_by_path.get(path, 0) + 1
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _forward
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def account_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+                f"BlobEndpoint={self.account_url};")
+
+    def served(self, container: str, blob: str) -> int:
+        """Body bytes GET requests on CONTAINER/BLOB have returned so far."""
+        import urllib.parse
+        with self._lock:
+            return self.bytes_by_path.get(f"/{ACCOUNT}/{container}/{urllib.parse.quote(blob)}", 0)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def counting_proxy(azurite_server):
+    proxy = CountingProxy(azurite_server)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

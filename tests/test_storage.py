@@ -494,7 +494,9 @@ def test_killed_run_resumes_from_chunks_in_blob_work_dir(blob_env, tmp_path, tin
     args = ["run", f"az://{container}/in/clip.mp4", f"az://{container}/out/clip.mp4", "--model",
             str(tiny_model), "--work-dir", f"az://{container}/work/", "--chunk-frames", "4",
             "--batch-size", "1"]
-    env = dict(_os.environ, **_env(server))
+    scratch = tmp_path / "scratch"  # the ranks' $TMPDIR: nothing may stay in it
+    scratch.mkdir()
+    env = dict(_os.environ, **_env(server), TMPDIR=str(scratch))
     proc = _subprocess.Popen([str(BIN / "mpirun"), "-n", "2", str(BIN / "stylempi"), *args],
                              stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, text=True, env=env,
                              start_new_session=True)
@@ -513,6 +515,12 @@ def test_killed_run_resumes_from_chunks_in_blob_work_dir(blob_env, tmp_path, tin
             _kill_tree(proc.pid)
         proc.communicate(timeout=60)
     assert not storage.exists(f"az://{container}/out/clip.mp4")
+    # Every rank's temp dir (its input copy) goes with it, though the whole tree was SIGKILLed
+    # (Open MPI's own session dir, ompi.PID, is left by a killed mpirun: not ours).
+    deadline = _time.monotonic() + 15
+    while list(scratch.glob("stylempi-*")) and _time.monotonic() < deadline:
+        _time.sleep(0.2)
+    assert list(scratch.glob("stylempi-*")) == []
     r = stylempi(*args, ranks=2, env=_env(server), timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     frames, chunks, reused = map(int, SUMMARY.search(r.stdout).groups())

@@ -225,6 +225,63 @@ def test_sigterm_stops_cleanly_and_releases_the_claim(blob_env, job, tmp_path):
     assert not [n for n in names(container) if "/attempts/" in n or n.startswith("out/")]
 
 
+#: A watcher process that dies (as kill -9 would: no cleanup, lease kept) at one exact point:
+#: right before it writes the blob named by argv[1] (a substring), after everything before it.
+CRASHING_WATCHER = r'''
+import os, sys
+from stylempi import storage, watch
+crash_at = sys.argv.pop(1)
+real = storage.upload_bytes
+def upload_bytes(data, loc, **kw):
+    if crash_at in str(loc):
+        sys.stderr.write("crashing before " + crash_at + "\n"); sys.stderr.flush()
+        os._exit(137)
+    return real(data, loc, **kw)
+storage.upload_bytes = upload_bytes
+sys.exit(watch.main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.parametrize("crash_before", ["/.stylempi/done/", ".report.json"])
+def test_crash_after_output_upload_is_not_processed_again(blob_env, job, tmp_path, crash_before):
+    """The watcher dies after committing the output but before its done marker (or report):
+    the next watcher finishes the bookkeeping; the job is not run again, the output not rewritten."""
+    server, container = blob_env
+    launcher, runs = job
+    put(container, "in/clip.mp4", b"video-1")
+    source, dest = f"az://{container}/in/", f"az://{container}/out/"
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WATCHER, crash_before, *watch_cmd(
+        source, dest, launcher, "--once")[3:]], capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    assert len(runs()) == 1
+    output = storage.properties(f"az://{container}/out/clip.mp4")
+    assert not storage.exists(f"az://{container}/in/.stylempi/done/clip.mp4")
+    # The dead watcher's lease would run out within a minute; break it now instead of waiting.
+    from azure.storage.blob import BlobClient, BlobLeaseClient
+    blob = BlobClient.from_connection_string(server.connection_string(), container, "in/clip.mp4")
+    BlobLeaseClient(blob).break_lease(lease_break_period=0)
+    again = subprocess.run(watch_cmd(source, dest, launcher, "--once"), capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(runs()) == 1, "the input was processed a second time"
+    assert storage.properties(f"az://{container}/out/clip.mp4").etag == output.etag, "output rewritten"
+    assert storage.read_bytes(f"az://{container}/out/clip.mp4") == b"styled:video-1"
+    assert storage.exists(f"az://{container}/in/.stylempi/done/clip.mp4")
+    report = json.loads(storage.read_bytes(f"az://{container}/out/clip.mp4.report.json"))
+    assert report["status"] == "ok"
+    # A third pass finds nothing to do.
+    third = subprocess.run(watch_cmd(source, dest, launcher, "--once"), capture_output=True, text=True,
+                           timeout=120)
+    assert third.returncode == 0 and len(runs()) == 1, third.stderr[-2000:]
+    # A new upload under the same name is new work, and is done.
+    put(container, "in/clip.mp4", b"video-2")
+    fourth = subprocess.run(watch_cmd(source, dest, launcher, "--once"), capture_output=True, text=True,
+                            timeout=120)
+    assert fourth.returncode == 0, fourth.stderr[-2000:]
+    assert [r["content"] for r in runs()] == ["video-1", "video-2"]
+    assert storage.read_bytes(f"az://{container}/out/clip.mp4") == b"styled:video-2"
+
+
 @pytest.mark.slow
 def test_watch_end_to_end_with_real_stylempi_run(blob_env, tmp_path):
     """The default job (`stylempi run` in a child process) on a real clip, under mpirun -n 2."""
