@@ -489,7 +489,7 @@ def test_killed_run_resumes_from_chunks_in_blob_work_dir(blob_env, tmp_path, tin
     import clips
     from conftest import BIN
     server, container = blob_env
-    clip = clips.make_clip(tmp_path / "clip.mp4", frames=48, gop=4, size=(96, 64))
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=120, gop=4, size=(96, 64))
     storage.upload(clip, f"az://{container}/in/clip.mp4")
     args = ["run", f"az://{container}/in/clip.mp4", f"az://{container}/out/clip.mp4", "--model",
             str(tiny_model), "--work-dir", f"az://{container}/work/", "--chunk-frames", "4",
