@@ -524,7 +524,7 @@ def test_killed_run_resumes_from_chunks_in_blob_work_dir(blob_env, tmp_path, tin
     r = stylempi(*args, ranks=2, env=_env(server), timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     frames, chunks, reused = map(int, SUMMARY.search(r.stdout).groups())
-    assert (frames, chunks) == (48, 12) and reused >= len(done) >= 1, r.stdout
+    assert (frames, chunks) == (120, 30) and reused >= len(done) >= 1, r.stdout
     storage.download(f"az://{container}/out/clip.mp4", tmp_path / "out.mp4")
     _verify(clip, tmp_path / "out.mp4")
     assert [b.name for b in storage.list_blobs(f"az://{container}/work/")] == []
