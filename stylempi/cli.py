@@ -201,7 +201,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 #: Subcommands contributed by other modules: (module, adder function name).
 _PLUGINS: list[tuple[str, str]] = [("stylempi.watch", "add_watch_parser"),
-                                   ("stylempi.train", "register"),    # train (issue 7)
+                                   ("stylempi.train", "register"),    # train
                                    ("stylempi.preview", "register"),  # preview, models
                                    ("stylempi.export", "register")]   # export
 

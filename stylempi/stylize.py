@@ -276,9 +276,8 @@ class NetworkStylizer:
 
     Weights are not frozen: with ``freezing`` Inductor swaps the convolutions
     for oneDNN kernels with prepacked weights, which on this bf16 Zen 4 CPU
-    were 32 % *slower* than ATen's channels-last convolutions (width 32,
-    640x360, batch 2, 2 threads, idle: 359 vs 271 ms/frame;
-    docs/benchmarks.md, "Session 3").
+    were markedly *slower* than ATen's channels-last convolutions (figures:
+    docs/benchmarks.md, section 2, the levers).
     """
 
     def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
