@@ -276,8 +276,8 @@ class NetworkStylizer:
 
     Weights are not frozen: with ``freezing`` Inductor swaps the convolutions
     for oneDNN kernels with prepacked weights, which on this bf16 Zen 4 CPU
-    were markedly *slower* than ATen's channels-last convolutions (figures:
-    docs/benchmarks.md, section 2, the levers).
+    were markedly *slower* than ATen's channels-last convolutions (figures: the
+    levers tables at the top of docs/benchmarks.md).
     """
 
     def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
