@@ -41,7 +41,7 @@ RANGE_NAMES = {RANGE_LIMITED: "tv", RANGE_FULL: "pc"}
 
 #: The matrices swscale converts with, by the name PyAV's reformatter takes. BT.2020 constant
 #: luminance is not a matrix swscale can apply; it is refused (see :func:`decide`).
-_SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
+SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
 
 #: Luma coefficients (Kr, Kb) of the matrices swscale converts with (ITU-R BT.601, BT.709,
 #: BT.2020, FCC, SMPTE 240M).
@@ -80,7 +80,7 @@ class Colour:
 
     @property
     def sws_matrix(self) -> str:
-        return _SWS_MATRIX[self.matrix]
+        return SWS_MATRIX[self.matrix]
 
     @property
     def sws_range(self) -> str:
@@ -117,7 +117,7 @@ def decide(width: int, height: int, pix_fmt: str, *, matrix: int, range_: int, p
     with the guessed matrix, tagged.
     """
     guessed = False
-    if is_rgb or matrix in (0, UNSPECIFIED) or matrix not in _SWS_MATRIX and matrix != BT2020_CL:
+    if is_rgb or matrix in (0, UNSPECIFIED) or matrix not in SWS_MATRIX and matrix != BT2020_CL:
         matrix, guessed = guess_matrix(width, height), True
         chroma = "444" if is_rgb else chroma
     if matrix == BT2020_CL:

@@ -157,7 +157,7 @@ def _frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str
                 notes.append(f"the input's {what} metadata cannot survive re-encoding and is dropped; "
                              "the static HDR tags and metadata are kept")
     matrix = int(frame.colorspace)
-    if matrix not in (0, colours.UNSPECIFIED) and matrix not in colours._SWS_MATRIX \
+    if matrix not in (0, colours.UNSPECIFIED) and matrix not in colours.SWS_MATRIX \
             and matrix != colours.BT2020_CL:
         notes.append(f"the input's colour matrix {colours.MATRIX_NAMES.get(matrix, matrix)} cannot be "
                      "converted; it is read and tagged as the usual guess for its size")
