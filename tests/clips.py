@@ -104,6 +104,15 @@ def _add_real_audio(out: av.container.OutputContainer, tracks: int, seconds: flo
     return result
 
 
+def _mux_packets(out: av.container.OutputContainer,
+                 streams: list[tuple[av.stream.Stream, list[av.Packet]]]) -> None:
+    """Write prepared packets, each into its output stream."""
+    for stream, packets in streams:
+        for packet in packets:
+            packet.stream = stream
+            out.mux(packet)
+
+
 def _add_synth_audio(out: av.container.OutputContainer, tracks: int, seconds: float,
                      start: Fraction) -> list[tuple[av.stream.Stream, list[av.Packet]]]:
     """AAC streams of a chirp plus noise (real, varied sound), encoded here."""
@@ -221,10 +230,7 @@ def make_clip(path: str | os.PathLike, *, frames: int = 7, size: tuple[int, int]
             for packet in st.encode(None):
                 out.mux(packet)
 
-        for st, packets in audio:
-            for packet in packets:
-                packet.stream = st
-                out.mux(packet)
+        _mux_packets(out, audio)
 
         for k, st in enumerate(subs):
             ms0 = int(start * 1000)
@@ -521,10 +527,7 @@ def colour_clip(path, *, frames: int = 6, size: tuple[int, int] = (64, 48), code
                 out.mux(packet)
         for packet in st.encode(None):
             out.mux(packet)
-        for ast, packets in audio:
-            for packet in packets:
-                packet.stream = ast
-                out.mux(packet)
+        _mux_packets(out, audio)
     finally:
         out.close()
     return path

@@ -82,6 +82,18 @@ def one_torch_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A width-8 TransformerNet with fixed random weights, saved as a plain state_dict."""
+    import torch
+
+    from stylempi.model import TransformerNet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny8.pth"
+    torch.save(TransformerNet(8).state_dict(), path)
+    return path
+
+
 def need_shared(*parts: str) -> Path:
     """Path inside ../shared, or skip the test when the reference data is absent."""
     path = SHARED.joinpath(*parts)

@@ -23,16 +23,6 @@ from azurite import azurite_server, blob_env, counting_proxy  # noqa: F401 (fixt
 from conftest import mpirun_path, stylempi, stylempi_cli
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-    from stylempi.model import TransformerNet
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("node-model") / "tiny8.pth"
-    torch.save(TransformerNet(8).state_dict(), path)
-    return path
-
-
 def two_node_command(args: list[str], tmp_path: Path, ranks_per_node: int = 2) -> list[str]:
     """``mpirun -n 2 env STYLEMPI_NODE=a TMPDIR=.../a stylempi ARGS : -n 2 env ... b ...``."""
     cmd = [mpirun_path()]

@@ -80,17 +80,6 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 24, g
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from stylempi.model import TransformerNet
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("slurm-model") / "tiny8.pth"
-    torch.save(TransformerNet(8).state_dict(), path)
-    return path
-
-
 def job_env(extra: dict | None = None) -> dict:
     """What the sbatch script needs: the venv to activate, MPI allowed as root."""
     env = {

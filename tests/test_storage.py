@@ -420,16 +420,6 @@ def test_blob_work_dir_ignores_nested_blobs(blob_env, tmp_path):
 SUMMARY = re.compile(r"stylempi: (\d+) frames .*?; (\d+) chunks, (\d+) reused")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-    from stylempi.model import TransformerNet
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("blob-model") / "tiny8.pth"
-    torch.save(TransformerNet(8).state_dict(), path)
-    return path
-
-
 def _env(server, **extra) -> dict:
     env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string(), "OMP_NUM_THREADS": "1"}
     env.update(extra)
