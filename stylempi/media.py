@@ -123,7 +123,7 @@ def describe_video(container: av.container.InputContainer, stream) -> VideoStrea
             break
     except av.error.FFmpegError as exc:
         raise VideoOpenFailure(f"cannot decode video of {container.name}: {_ffmpeg_reason(exc)}") from None
-    colour, notes = _frame_colour(first, width, height, ctx.pix_fmt, container.name)
+    colour, notes = frame_colour(first, width, height, ctx.pix_fmt, container.name)
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     return VideoStreamInfo(
         index=stream.index, codec=ctx.name, width=width, height=height,
@@ -133,8 +133,11 @@ def describe_video(container: av.container.InputContainer, stream) -> VideoStrea
         colour=colour, colour_notes=notes)
 
 
-def _frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str) -> tuple[Colour, list[str]]:
-    """The job's :class:`~stylempi.colour.Colour` from a decoded frame, and what cannot be kept."""
+def frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str) -> tuple[Colour, list[str]]:
+    """The job's :class:`~stylempi.colour.Colour` from a decoded frame, and what cannot be kept.
+
+    ``frame`` None (a stream that decodes nothing) gives the guess for ``width`` x ``height``.
+    """
     notes: list[str] = []
     if frame is None:
         return colours.decide(width, height, pix_fmt or "yuv420p", matrix=colours.UNSPECIFIED,

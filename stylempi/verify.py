@@ -24,7 +24,7 @@ import av
 
 from .colour import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES
 from .errors import VideoOpenFailure
-from .media import describe_video, open_input, output_format, pick_video_stream
+from .media import frame_colour, open_input, output_format, pick_video_stream
 
 
 #: What a passing report does not vouch for; printed in the report itself.
@@ -96,13 +96,13 @@ def _without_adts(data: bytes) -> bytes:
 
 
 def _colour_facts(path: str, stream_index: int | None) -> dict:
-    """What a file's picture means (untagged fields read as players guess them), and its raw tags."""
-    with open_input(path) as container:
-        stream = pick_video_stream(container, stream_index)
-        meaning = describe_video(container, stream).colour.describe()
+    """What a file's picture means (untagged fields read as players guess them), and its raw tags,
+    both from its first frame."""
     with open_input(path) as container:
         stream = pick_video_stream(container, stream_index)
         for frame in container.decode(stream):
+            colour, _ = frame_colour(frame, frame.width, frame.height, frame.format.name, path)
+            meaning = colour.describe()
             tags = {"matrix": MATRIX_NAMES.get(int(frame.colorspace), "unknown"),
                     "range": RANGE_NAMES.get(int(frame.color_range), "unknown"),
                     "primaries": PRIMARIES_NAMES.get(int(frame.color_primaries), "unknown"),
