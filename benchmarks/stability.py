@@ -12,7 +12,8 @@ eager: the same pixels on every run) and prints
   spread over the clip.
 
 ``--baseline-rev REV`` also measures the built-in styles as they were at git revision REV
-(``git show REV:stylempi/styles/NAME.pth``) and prints new/old ratios: the issue's acceptance
+(``git show REV:stylempi/styles/NAME.pth``) and prints new/old ratios (also for a
+``--pair NAME+TAG=...`` candidate whose NAME is a built-in): the issue's acceptance
 (E_warp <= 0.5x on average, <= 0.7x on every clip; difference >= 0.9x; style distance <= 1.1x).
 
 ``--speed`` instead times the network on --speed-frames frames of a 1280x720 clip at each
@@ -20,7 +21,7 @@ eager: the same pixels on every run) and prints
 and prints ms/frame and the speed-up against scale 1, all in one run.
 
     python benchmarks/stability.py [--clips flower.mp4,...] [--frames 90] [--height 360]
-        [--styles scream,wave] [--pair NAME=CHECKPOINT:PAINTING] [--baseline-rev REV]
+        [--styles scream,wave] [--pair NAME[+TAG]=CHECKPOINT:PAINTING] [--baseline-rev REV]
         [--style-scale S] [--preserve-colors] [--json out.json]
     python benchmarks/stability.py --speed [--speed-scales 1,0.5] [--speed-frames 6]
 """
@@ -103,7 +104,9 @@ def models(args) -> list[tuple[str, bytes, Path | None, bytes | None]]:
     for pair in args.pair:
         name, rest = pair.split("=", 1)
         ckpt, _, painting = rest.partition(":")
-        out.append((name, Path(ckpt).read_bytes(), Path(painting) if painting else None, None))
+        base = name.split("+")[0]  # "wave+w100" is a candidate for the built-in "wave"
+        old = git_bytes(args.baseline_rev, f"stylempi/styles/{base}.pth") if args.baseline_rev and base in BUILTIN else None
+        out.append((name, Path(ckpt).read_bytes(), Path(painting) if painting else None, old))
     if not args.pair or args.styles:
         for name in (args.styles.split(",") if args.styles else sorted(BUILTIN)):
             old = git_bytes(args.baseline_rev, f"stylempi/styles/{name}.pth") if args.baseline_rev else None
@@ -115,6 +118,7 @@ def stability_main(args) -> list[dict]:
     look = Look(scale=args.style_scale, preserve_colors=args.preserve_colors)
     rows = []
     judges: dict[Path, StyleJudge] = {}
+    baselines: dict[tuple[str, bytes], dict] = {}
     for clip in args.clips.split(","):
         path = Path(clip) if Path(clip).exists() else MEDIA / clip
         inputs = read_frames(str(path), args.frames, args.height)
@@ -130,7 +134,11 @@ def stability_main(args) -> list[dict]:
             if row["style_distance"] is not None:
                 line += f"  style {row['style_distance']:.3f}"
             if old is not None:
-                row["old"] = measure(inputs, old, name + "@" + args.baseline_rev, look, judge, args.style_frames)
+                key = (path.name, old)  # candidates for one built-in share its baseline measurement
+                if key not in baselines:
+                    baselines[key] = measure(inputs, old, name + "@" + args.baseline_rev, look, judge,
+                                             args.style_frames)
+                row["old"] = baselines[key]
                 o = row["old"]
                 row["vs_old"] = {"e_warp": row["e_warp"] / o["e_warp"],
                                  "mean_abs_diff": row["mean_abs_diff"] / o["mean_abs_diff"],
