@@ -187,8 +187,8 @@ print(f"cpus rank={{rank}} n={{len(os.sched_getaffinity(0))}} "
 @pytest.mark.parametrize("launcher", ["srun", "mpirun"])
 def test_each_rank_gets_the_cpus_per_task(slurm: SlurmCluster, tmp_path: Path, launcher: str):
     """With task/affinity (as production clusters run), a rank is pinned to the CPUs its
-    step was given: --cpus-per-task=2 must reach each of 2 ranks, also on Slurm 22.05-23.10,
-    whose srun does not inherit it from sbatch (and then pins each rank to one CPU).
+    step was given: --cpus-per-task=2 must reach each of 2 ranks, also on Slurm 22.05 and
+    23.02, whose srun does not inherit it from sbatch (and then pins each rank to one CPU).
 
     --overcommit makes this show on a 2-CPU machine: the job gets cpus-per-task CPUs per
     node instead of per task (sbatch(1), --overcommit), and srun, which reads
@@ -196,7 +196,7 @@ def test_each_rank_gets_the_cpus_per_task(slurm: SlurmCluster, tmp_path: Path, l
     as many CPUs as its step's --cpus-per-task (both to the same two), so a script that
     does not pass it on gets 1 CPU per rank here too. Without --overcommit two such ranks
     would need 4 CPUs, and a job with only one rank shows nothing: a one-task step is
-    bound to all the job's CPUs whatever srun was told.
+    bound to all the job's CPUs even when srun is not given --cpus-per-task.
     """
     if slurm.cpus < 2:
         pytest.skip("needs a machine with at least 2 CPUs")
