@@ -172,45 +172,57 @@ def test_sbatch_script_srun_launcher(slurm: SlurmCluster, tmp_path: Path):
                      "fake rank=1 gpu=6 threads=1 args=run in.mp4 out.mp4 --model m.pth"], text
 
 
-COUNT_CPUS = """#!/bin/bash
-echo "cpus rank=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-?}} n=$(nproc) threads=${OMP_NUM_THREADS:-unset}"
+#: Each rank reports the CPUs it may run on, counted as stylize.threads_per_rank counts
+#: them (os.sched_getaffinity), and the thread count it was given. Not nproc: GNU nproc
+#: prints OMP_NUM_THREADS when that is set, and the script sets it, so it would say 2 for
+#: a rank pinned to one CPU.
+COUNT_CPUS = f"""#!{sys.executable}
+import os
+rank = os.environ.get("OMPI_COMM_WORLD_RANK") or os.environ.get("SLURM_PROCID") or "?"
+print(f"cpus rank={{rank}} n={{len(os.sched_getaffinity(0))}} "
+      f"threads={{os.environ.get('OMP_NUM_THREADS', 'unset')}}", flush=True)
 """
 
 
 @pytest.mark.parametrize("launcher", ["srun", "mpirun"])
 def test_each_rank_gets_the_cpus_per_task(slurm: SlurmCluster, tmp_path: Path, launcher: str):
     """With task/affinity (as production clusters run), a rank is pinned to the CPUs its
-    step was given: --cpus-per-task=2 must reach every rank (nproc counts the CPUs the
-    process may run on), also on Slurm 22.05-23.10, whose srun does not inherit it.
+    step was given: --cpus-per-task=2 must reach each of 2 ranks, also on Slurm 22.05 and
+    23.02, whose srun does not inherit it from sbatch (and then pins each rank to one CPU).
 
-    Two ranks need 4 CPUs; on a 2-CPU machine one rank runs, and a single-task step
-    gets all of the job's CPUs anyway, so there only the launch itself is checked.
+    --overcommit makes this show on a 2-CPU machine: the job gets cpus-per-task CPUs per
+    node instead of per task (sbatch(1), --overcommit), and srun, which reads
+    SLURM_OVERCOMMIT, may then start both tasks on those CPUs. Each task is still bound to
+    as many CPUs as its step's --cpus-per-task (both to the same two), so a script that
+    does not pass it on gets 1 CPU per rank here too. Without --overcommit two such ranks
+    would need 4 CPUs, and a job with only one rank shows nothing: a one-task step is
+    bound to all the job's CPUs even when srun is not given --cpus-per-task.
     """
     if slurm.cpus < 2:
         pytest.skip("needs a machine with at least 2 CPUs")
-    ranks = 2 if slurm.cpus >= 4 else 1
+    ranks, cpus_per_task = 2, 2
     counter = tmp_path / "count-cpus"
     counter.write_text(COUNT_CPUS)
     counter.chmod(0o755)
     log = tmp_path / f"{launcher}.log"
     env = job_env({"STYLEMPI": str(counter), "STYLEMPI_LAUNCHER": launcher,
                    "STYLEMPI_SRUN_MPI": "none"})
-    proc = slurm.run("sbatch", "--wait", f"--ntasks={ranks}", "--cpus-per-task=2", f"--output={log}",
+    proc = slurm.run("sbatch", "--wait", "--nodes=1", f"--ntasks={ranks}",
+                     f"--cpus-per-task={cpus_per_task}", "--overcommit", f"--output={log}",
                      f"--chdir={tmp_path}", SBATCH_SCRIPT, "in.mp4", "out.mp4", "m.pth",
                      env=env, timeout=JOB_DEADLINE_S, check=False)
     text = read(log)
     assert proc.returncode == 0, f"{proc.stderr}\n{text}"
     seen = sorted(re.findall(r"^cpus rank=(\d+) n=(\d+) threads=(\S+)$", text, re.M))
-    assert [(int(r), t) for r, _, t in seen] == [(r, "2") for r in range(ranks)], text
+    assert [(int(r), t) for r, _, t in seen] == [(r, str(cpus_per_task)) for r in range(ranks)], text
     cpus = [int(n) for _, n, _ in seen]
     if launcher == "srun":
-        # Slurm pins each task to exactly the CPUs it asked for.
-        assert cpus == [2] * ranks, text
+        # Slurm pins each task to exactly the CPUs its step asked for per task.
+        assert cpus == [cpus_per_task] * ranks, f"CPUs per rank: {cpus}\n{text}"
+        assert f"--cpus-per-task={cpus_per_task}" in text, text  # the launch line it echoes
     else:
-        # mpirun leaves ranks unpinned (--bind-to none): at least their share, never one.
-        assert all(n >= 2 for n in cpus), text
-    if launcher == "srun":
-        assert "--cpus-per-task=2" in text, text  # the launch line the script echoes
+        # mpirun leaves ranks unpinned (--bind-to none): all the job's CPUs, never one.
+        assert all(n >= cpus_per_task for n in cpus), f"CPUs per rank: {cpus}\n{text}"
 
 
 # --- real jobs on the test cluster ---------------------------------------------------
