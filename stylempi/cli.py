@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StylempiError as exc:
         if not getattr(exc, "reported", False):
             print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return _leave(exc.exit_code, shared=bool(getattr(exc, "reported", False)))
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)
         return 130
@@ -244,8 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STYLEMPI_DEBUG"):
             raise
         print(f"stylempi: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
-              "STYLEMPI_DEBUG=1 for a traceback and report it)", file=sys.stderr)
-        return 70
+              "STYLEMPI_DEBUG=1 for a traceback and report it)", file=sys.stderr, flush=True)
+        return _leave(70, shared=False)
+
+
+def _leave(code: int, shared: bool) -> int:
+    """Under mpirun, rank 0 ends last so that its error stays the last line (stylempi.launcher)."""
+    from .launcher import shared_error_exit
+    return shared_error_exit(code, shared)
 
 
 if __name__ == "__main__":
