@@ -2,7 +2,7 @@
 
 Each rank takes the chunks `stylempi run` would give it (same plan, same
 assignment), decodes them into memory *before* timing, builds the stylizer with
-:func:`stylempi.job.build_stylizer` (same device, precision, batch size, threads
+:func:`stylempi.worker.build_stylizer` (same device, precision, batch size, threads
 per rank, compile decision), runs one untimed warm-up batch (the compile, when
 compiling), then, after a barrier, times only the network over its frames,
 batched chunk by chunk exactly as the job batches them. The bare time is the
@@ -23,11 +23,12 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stylempi.comm import get_comm  # noqa: E402
-from stylempi.job import build_stylizer, read_model, resolve_precision  # noqa: E402
+from stylempi.prepare import read_model  # noqa: E402
+from stylempi.worker import build_stylizer  # noqa: E402
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402
 from stylempi.plan import assign_chunks, auto_chunk_frames, plan_chunks  # noqa: E402
 from stylempi.model import load_network  # noqa: E402
-from stylempi.stylize import network_width, resolve_device  # noqa: E402
+from stylempi.stylize import network_width, resolve_device, resolve_precision  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ every rank decodes, "stylizes", encodes its segments; rank 0 gathers and joins),
 only the network is replaced through ``run_job(..., stylizer_factory=...)`` by a
 stand-in that sleeps ``--sleep`` seconds per frame and returns the frames
 unchanged: GPU-like, it leaves the CPU free. ``--network`` uses the real network
-instead (``stylempi.job.build_stylizer``).
+instead (``stylempi.worker.build_stylizer``).
 
 Rank 0 prints one JSON line: the launch-to-ready start-up, the window from the
 scatter (the moment the first rank builds its stylizer, right after the scatter)

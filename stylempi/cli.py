@@ -134,13 +134,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_root() -> bool:
-    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
-        if var in os.environ:
-            return os.environ[var] == "0"
-    return True
-
-
 def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="describe a video's streams as JSON",
                        description="Print a JSON description of INPUT: streams, codecs, frame count, "

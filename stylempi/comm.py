@@ -87,6 +87,15 @@ class Comm:
     def gather(self, value: T) -> list[T] | None:
         return [value]
 
+    def first_error(self, error: T | None) -> T | None:
+        """The error of the lowest rank that had one, on every rank; None when none had.
+
+        For a step every rank takes on its own (staging its Blob inputs) whose
+        failure anywhere must stop every rank with the same message.
+        """
+        errors = self.gather(error)
+        return self.bcast(next((e for e in errors if e), None) if self.is_root else None)
+
     def report_progress(self, frames: int) -> None:
         """Tell rank 0 that ``frames`` more frames are done (non-blocking)."""
 

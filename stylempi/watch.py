@@ -570,8 +570,8 @@ def watch_main(args: argparse.Namespace) -> int:
             raise UsageError(f"{storage.redact(loc_arg)}: SOURCE and --output must be Blob URLs "
                              "(az://CONTAINER/PREFIX or https://...)")
     config = WatchConfig(
-        source=storage.parse_blob_url(args.source, args.account_url),
-        dest=storage.parse_blob_url(args.output, args.account_url),
+        source=storage.locate(args.source, args.account_url),
+        dest=storage.locate(args.output, args.account_url),
         model=args.model, launcher=args.launcher, run_args=shlex.split(args.run_args or ""),
         poll=args.poll, attempts=args.attempts, once=args.once, in_process=args.in_process,
         work_dir=Path(args.work_dir) if args.work_dir else None, job_timeout=args.job_timeout)

@@ -16,7 +16,7 @@ import clips
 from conftest import ROOT, stylempi
 from stylempi.cli import build_parser
 from stylempi.errors import ModelLoadFailure
-from stylempi.job import read_model
+from stylempi.prepare import read_model
 from stylempi.preview import resolve_model
 from stylempi.styles import BUILTIN, builtin_checkpoint, closest_style
 

@@ -18,7 +18,7 @@ import pytest
 
 import clips
 from conftest import mpirun_path, stylempi_cli
-from stylempi.job import progress_style
+from stylempi.progress import progress_style
 from stylempi.styles import BUILTIN
 
 FRAMES = 90

@@ -54,7 +54,7 @@ def test_is_remote():
 
 
 def test_parse_az_with_account_url_argument(no_env):
-    loc = storage.parse_blob_url("az://incoming/dir/clip one.mp4", account_url="https://acct.blob.core.windows.net/")
+    loc = storage.locate("az://incoming/dir/clip one.mp4", account_url="https://acct.blob.core.windows.net/")
     assert loc.account_url == "https://acct.blob.core.windows.net"
     assert (loc.account_name, loc.container, loc.blob, loc.sas) == ("acct", "incoming", "dir/clip one.mp4", None)
     assert str(loc) == "https://acct.blob.core.windows.net/incoming/dir/clip%20one.mp4"
@@ -62,24 +62,27 @@ def test_parse_az_with_account_url_argument(no_env):
 
 def test_parse_az_account_from_env_and_connection_string(no_env, monkeypatch):
     monkeypatch.setenv(storage.ENV_ACCOUNT_URL, DEV_URL)
-    loc = storage.parse_blob_url("az://styled/out.mp4?sv=2024&sig=SECRET")
+    loc = storage.locate("az://styled/out.mp4?sv=2024&sig=SECRET")
     assert (loc.account_url, loc.account_name, loc.container, loc.blob) == (DEV_URL, ACCOUNT, "styled", "out.mp4")
     assert loc.sas == "sv=2024&sig=SECRET"
     assert "SECRET" not in str(loc)
     monkeypatch.delenv(storage.ENV_ACCOUNT_URL)
     monkeypatch.setenv(storage.ENV_CONNECTION_STRING,
                        f"DefaultEndpointsProtocol=https;AccountName=prod1;AccountKey={KEY};EndpointSuffix=core.windows.net")
-    loc = storage.parse_blob_url("az://styled/a/b.mp4")
+    loc = storage.locate("az://styled/a/b.mp4")
     assert (loc.account_url, loc.account_name) == ("https://prod1.blob.core.windows.net", "prod1")
     monkeypatch.setenv(storage.ENV_CONNECTION_STRING, f"AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={DEV_URL};")
-    assert storage.parse_blob_url("az://styled/b.mp4").account_url == DEV_URL
+    assert storage.locate("az://styled/b.mp4").account_url == DEV_URL
 
 
-def test_parse_az_without_account_is_a_clear_usage_error(no_env):
+def test_parse_az_without_account_is_a_clear_usage_error(no_env, monkeypatch):
     with pytest.raises(UsageError) as e:
-        storage.parse_blob_url("az://incoming/clip.mp4?sig=SECRET")
+        storage.locate("az://incoming/clip.mp4?sig=SECRET")
     assert "--account-url" in str(e.value) and "AZURE_STORAGE_ACCOUNT_URL" in str(e.value)
     assert_clean(str(e.value), "SECRET")
+    monkeypatch.setenv(storage.ENV_ACCOUNT_URL, DEV_URL)  # parse_blob_url itself never reads it
+    with pytest.raises(UsageError, match="--account-url"):
+        storage.parse_blob_url("az://incoming/clip.mp4")
 
 
 def test_parse_host_style_and_sovereign_cloud(no_env):
@@ -108,7 +111,7 @@ def test_parse_path_style(no_env):
 ])
 def test_parse_rejects_malformed(no_env, bad):
     with pytest.raises(UsageError) as e:
-        storage.parse_blob_url(bad + "?sig=SECRET", account_url=DEV_URL)
+        storage.parse_blob_url(bad + "?sig=SECRET", storage.parse_account_url(DEV_URL))
     assert_clean(str(e.value), "SECRET")
 
 
@@ -143,7 +146,7 @@ def test_round_trip_multi_block_with_checksum(blob_env, tmp_path, monkeypatch):
     server, container = blob_env
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(250_000))
-    monkeypatch.setattr(storage, "BLOCK_SIZE", 64 * 1024)  # download chunks too: several GETs
+    monkeypatch.setattr(storage.blobs, "BLOCK_SIZE", 64 * 1024)  # download chunks too: several GETs
     url = f"{server.account_url}/{container}/dir/in.bin"
     digest = storage.upload(src, url, block_size=64 * 1024)
     assert digest == hashlib.md5(src.read_bytes()).hexdigest()
@@ -362,7 +365,7 @@ def test_no_credential_found_is_one_clear_line(monkeypatch, tmp_path):
             monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")  # skip the managed-identity network probe
-    monkeypatch.setattr(storage, "_default_credential", None)
+    monkeypatch.setattr(storage.auth, "_default_credential", None)
     with pytest.raises(StorageFailure) as e:
         storage.read_bytes("https://nosuchacct0.blob.core.windows.net/c01/x.mp4")
     msg = str(e.value)
@@ -374,44 +377,35 @@ def test_no_credential_found_is_one_clear_line(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- work dirs
 
-@pytest.fixture(params=["local", "blob"])
-def work_dir(request, tmp_path):
-    if request.param == "local":
-        return storage.open_work_dir(tmp_path / "wd")
-    server, container = request.getfixturevalue("blob_env")
-    return storage.open_work_dir(f"az://{container}/jobs/job1")
-
-
-def test_work_dir_interface(work_dir, tmp_path):
-    assert work_dir.list() == [] and work_dir.get_json("plan.json") is None
+def test_blob_work_dir(blob_env, tmp_path):
+    """The Blob work dir a job's staging keeps chunks in: flat entries, complete or absent."""
+    server, container = blob_env
+    work_dir = storage.BlobWorkDir(storage.locate(f"az://{container}/jobs/job1"))
+    assert work_dir.list() == [] and work_dir.get_json("chunk-00012.json") is None
     seg = tmp_path / "seg.nut"
     seg.write_bytes(os.urandom(3000))
+    record = tmp_path / "record.json"
+    record.write_text('{"frames": 30, "sha256": "ab"}')
     work_dir.put_file(seg, "chunk-00012.nut")
-    work_dir.put_json("chunk-00012.json", {"frames": 30, "sha256": "ab"})
-    work_dir.put_json("plan.json", {"chunks": [1, 2]})
-    assert work_dir.list() == ["chunk-00012.json", "chunk-00012.nut", "plan.json"]
+    work_dir.put_file(record, "chunk-00012.json")
+    assert work_dir.list() == ["chunk-00012.json", "chunk-00012.nut"]
     assert work_dir.get_json("chunk-00012.json") == {"frames": 30, "sha256": "ab"}
-    assert work_dir.exists("plan.json") and not work_dir.exists("chunk-00013.nut")
     assert work_dir.get_file("chunk-00012.nut", tmp_path / "back" / "seg.nut")
     assert (tmp_path / "back" / "seg.nut").read_bytes() == seg.read_bytes()
     assert not work_dir.get_file("chunk-00013.nut", tmp_path / "nope")
-    work_dir.put_json("plan.json", {"chunks": [3]})
-    assert work_dir.get_json("plan.json") == {"chunks": [3]}
+    work_dir.put_file(seg, "chunk-00012.json")  # not JSON: read as absent
+    assert work_dir.get_json("chunk-00012.json") is None
     for bad in ("../x", "a/b", ".hidden", "..", ""):
         with pytest.raises(ValueError):
-            work_dir.put_json(bad, {})
-    work_dir.remove("chunk-00012.nut")
-    assert "chunk-00012.nut" not in work_dir.list()
-    work_dir.remove_all()
-    assert work_dir.list() == []
+            work_dir.put_file(record, bad)
 
 
 def test_blob_work_dir_ignores_nested_blobs(blob_env, tmp_path):
     server, container = blob_env
-    wd = storage.open_work_dir(f"{server.account_url}/{container}/w")
+    wd = storage.BlobWorkDir(storage.locate(f"{server.account_url}/{container}/w"))
     storage.upload_bytes(b"{}", f"az://{container}/w/sub/plan.json")
     storage.upload_bytes(b"{}", f"az://{container}/wx.json")
-    wd.put_json("plan.json", {})
+    storage.upload_bytes(b"{}", f"az://{container}/w/plan.json")
     assert wd.list() == ["plan.json"] and str(wd).endswith(f"/{container}/w/")
 
 

@@ -96,10 +96,10 @@ def test_safe_relative_name():
     assert watch.safe_relative_name("..") == ""
 
 
-def test_candidates_exclude_own_things(monkeypatch):
-    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "http://127.0.0.1:1/devstoreaccount1")
-    w = watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in"),
-                                        storage.parse_blob_url("az://box/in/styled/"), "m"))
+def test_candidates_exclude_own_things():
+    account = storage.parse_account_url("http://127.0.0.1:1/devstoreaccount1")
+    w = watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in", account),
+                                        storage.parse_blob_url("az://box/in/styled/", account), "m"))
     info = lambda name, **md: storage.BlobInfo(name=name, size=1, etag="e", metadata=md)  # noqa: E731
     assert w.is_candidate(info("in/a.mp4")) and w.is_candidate(info("in/sub/b.MKV"))
     for name in ("in/styled/a.mp4", "in/failed/a.mp4", "in/.stylempi/done/a.mp4", "in/a.txt",
@@ -108,8 +108,8 @@ def test_candidates_exclude_own_things(monkeypatch):
     assert not w.is_candidate(info("in/x.mp4", stylempi_role="output"))
     assert w.output_location("sub/a.mpg").blob == "in/styled/sub/a.mp4"
     with pytest.raises(Exception, match="contains SOURCE"):
-        watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in/x/"),
-                                        storage.parse_blob_url("az://box/in/"), "m"))
+        watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in/x/", account),
+                                        storage.parse_blob_url("az://box/in/", account), "m"))
 
 
 # --------------------------------------------------------------------------- on Azurite
