@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .containers import ACCEPTED
+from .comm import SharedError
 from .errors import StylempiError, UsageError
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
 
@@ -227,9 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except StylempiError as exc:
-        if not getattr(exc, "reported", False):
+        shared = isinstance(exc, SharedError)
+        if not (shared and exc.reported):
             print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
-        return _leave(exc.exit_code, shared=bool(getattr(exc, "reported", False)))
+        return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)
         return 130

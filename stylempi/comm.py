@@ -6,8 +6,10 @@ needed at all), and :class:`MPIComm` over mpi4py when ``mpirun``/``srun``
 started it. The failure rules follow mpi4py's ``python -m mpi4py``:
 
 * Errors found by rank 0 while preparing or assembling are *shared*:
-  :meth:`Comm.on_root` broadcasts the outcome, every rank raises the same
-  error and exits with the same code; nobody is left waiting.
+  :meth:`Comm.on_root` broadcasts the outcome and every rank raises the same
+  :class:`SharedError`; nobody is left waiting. Rank 0 prints it and ends
+  last with its code, the others end quietly with 0, so ``mpirun`` shows the
+  error as the last line and returns its code (:mod:`stylempi.launcher`).
 * An error on any rank while the ranks work independently calls
   :meth:`Comm.abort`, which prints one line naming the rank and ends the
   whole job (``MPI_Abort``) at once.
@@ -52,7 +54,12 @@ def launched_by_mpi() -> bool:
 
 
 class SharedError(StylempiError):
-    """An error rank 0 found and already reported; other ranks exit quietly with its code."""
+    """An error every rank of the job stopped on, at the same point.
+
+    Rank 0 prints it (``reported`` False there); on the other ranks it is
+    already ``reported``: they stay silent. Because every rank stops, rank 0 can
+    end last so that its line stays the last one a user sees (:mod:`stylempi.launcher`).
+    """
 
     def __init__(self, message: str, exit_code: int, reported: bool):
         super().__init__(message)
@@ -157,7 +164,7 @@ class MPIComm(Comm):
             except StylempiError as exc:
                 outcome = ("error", (str(exc), exc.exit_code))
                 self.world.bcast(outcome, root=0)
-                raise
+                raise SharedError(str(exc), exc.exit_code, reported=False) from exc
             except BaseException as exc:  # a bug: still never leave the others waiting
                 outcome = ("error", (f"internal error on rank 0: {type(exc).__name__}: {exc}", 70))
                 self.world.bcast(outcome, root=0)

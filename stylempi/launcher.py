@@ -36,15 +36,17 @@ REMOTE_GRACE_S = 1.0
 def shared_error_exit(code: int, shared: bool) -> int:
     """The exit code this rank should end with after an error every rank stopped on.
 
-    ``shared`` is true on the ranks that got the error from rank 0 (which
-    reported it and ends with ``code``). Outside an MPI job, or before MPI is
-    up, ``code`` unchanged.
+    ``shared`` is true when every rank stopped on this error
+    (:class:`stylempi.comm.SharedError`: rank 0 reported it and ends with
+    ``code``). An error of one rank alone, outside an MPI job, or before MPI is
+    up: ``code`` unchanged, since waiting for the other ranks could then wait
+    for ever.
     """
     mpi = _running_mpi()
-    if mpi is None:
+    if mpi is None or not shared:
         return code
     if mpi.COMM_WORLD.Get_rank() != 0:
-        return 0 if shared else code
+        return 0
     ranks = mpi.COMM_WORLD.Get_size()
     mpi.Finalize()  # returns once every rank has reached MPI_Finalize (a fence): they are ending too
     if ranks > 1:

@@ -294,11 +294,7 @@ class staged_run:
         if first is not None:
             if self.staging is not None:
                 self.staging.cleanup()
-            if self.comm.is_root:
-                failure = StorageFailure(first[0])
-                failure.exit_code = first[1]
-                raise failure
-            raise SharedError(first[0], first[1], reported=True)
+            raise SharedError(first[0], first[1], reported=not self.comm.is_root)
         return options
 
     def __exit__(self, *exc):
