@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .containers import VIDEO_EXTENSIONS
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
 from .lossnet import LOSS_NETS, LossNet, build_lossnet, gram, style_distance
 from .model import TransformerNet, network_from_state_dict
 from .temporal import DEFAULT_MOTION, DEFAULT_NOISE, DEFAULT_SHIFT, compound_loss
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v", ".ts", ".flv"}
 STATE_SUFFIX = ".train-state.pth"
 #: Default --temporal-weight (docs/styles.md, "Temporal stability": measured trade-off).
 DEFAULT_TEMPORAL_WEIGHT = 100.0
@@ -120,7 +120,7 @@ def collect_content(paths: list[str], image_size: int, frames_per_video: int) ->
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(f for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_EXTENSIONS)
         elif p.is_file():
             files.append(p)
         else:
