@@ -82,13 +82,9 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
 
 def sample_video_frames(path: str | Path, count: int) -> list[Image.Image]:
     """About ``count`` frames spread evenly over the (largest) video stream of ``path``."""
-    import av
+    from .media import open_input
 
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - av raises many types
-        raise VideoOpenFailure(f"cannot open video {path}: {exc}") from None
-    with container:
+    with open_input(path) as container:
         if not container.streams.video:
             raise VideoOpenFailure(f"{path} has no video stream")
         stream = max(container.streams.video, key=lambda s: (s.codec_context.width or 0))
