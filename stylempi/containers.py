@@ -11,6 +11,9 @@ the encoders used here.
 FFmpeg answers "can this muxer hold this codec" from the muxer's codec tag
 table; MPEG-TS has none, so what it carries is listed here from its muxer's
 stream types.
+
+The one list of file extensions taken for videos when a folder is searched,
+input side, is here too (:data:`VIDEO_EXTENSIONS`).
 """
 from __future__ import annotations
 
@@ -76,6 +79,11 @@ MPEGTS_CODECS = frozenset({
 })
 
 ACCEPTED = ", ".join(f".{e}" for e in CONTAINERS)
+
+#: File names taken for videos where a folder is searched for them (training content, a
+#: watched Blob container): wider than the output types, since any file FFmpeg reads will do.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
+                              ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".nut", ".3gp"})
 
 
 def container_for(path: str | os.PathLike) -> Container:

@@ -81,15 +81,11 @@ def sample_frames(path: str | Path, count: int, *, max_height: int | None = None
     decides, and a seek that lands after the target is answered by the
     first frame after it.
     """
-    import av
+    from .media import open_input
 
     if count < 1:
         raise UsageError("--frames must be at least 1")
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise VideoOpenFailure(f"cannot open {path}: {exc}") from None
-    with container:
+    with open_input(path) as container:
         if not container.streams.video:
             raise VideoOpenFailure(f"{path} has no video stream")
         stream = container.streams.video[0]

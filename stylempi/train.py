@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .containers import VIDEO_EXTENSIONS
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
 from .lossnet import LOSS_NETS, LossNet, build_lossnet, gram, style_distance
 from .model import TransformerNet, network_from_state_dict
 from .temporal import DEFAULT_MOTION, DEFAULT_NOISE, DEFAULT_SHIFT, compound_loss
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v", ".ts", ".flv"}
 STATE_SUFFIX = ".train-state.pth"
 #: Default --temporal-weight (docs/styles.md, "Temporal stability": measured trade-off).
 DEFAULT_TEMPORAL_WEIGHT = 100.0
@@ -82,13 +82,9 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
 
 def sample_video_frames(path: str | Path, count: int) -> list[Image.Image]:
     """About ``count`` frames spread evenly over the (largest) video stream of ``path``."""
-    import av
+    from .media import open_input
 
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - av raises many types
-        raise VideoOpenFailure(f"cannot open video {path}: {exc}") from None
-    with container:
+    with open_input(path) as container:
         if not container.streams.video:
             raise VideoOpenFailure(f"{path} has no video stream")
         stream = max(container.streams.video, key=lambda s: (s.codec_context.width or 0))
@@ -120,7 +116,7 @@ def collect_content(paths: list[str], image_size: int, frames_per_video: int) ->
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(f for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_EXTENSIONS)
         elif p.is_file():
             files.append(p)
         else:

@@ -20,8 +20,6 @@ import hashlib
 from fractions import Fraction
 from pathlib import Path
 
-import av
-
 from .colour import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES
 from .errors import VideoOpenFailure
 from .media import frame_colour, open_input, output_format, pick_video_stream
@@ -150,15 +148,33 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
         raise VideoOpenFailure(f"OUTPUT {output_path} does not exist")
     source = _video_facts(input_path, video_stream)
     result = _video_facts(output_path, None)
-    checks: dict[str, dict] = {}
-    half_tick = timestamp_tolerance(source["time_base"], result["time_base"])
     in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
+    shift = _undo_forced_shift(output_path, source, in_audio)
+    checks = _video_checks(source, result, shift)
+    checks["video_streams"] = _video_streams_check(output_path)
+    checks["audio"] = _audio_check(in_audio, out_audio)
+    checks["colour"] = _colour_check(_colour_facts(input_path, video_stream), _colour_facts(output_path, None))
+    checks["subtitles"] = _subtitles_check(input_path, output_path)
+    return {"ok": all(c["ok"] for c in checks.values()), "input": str(Path(input_path)),
+            "output": str(Path(output_path)), "video_stream": source["stream"],
+            "frames": len(result["times"]), "checks": checks, "not_checked": NOT_CHECKED}
+
+
+def _undo_forced_shift(output_path: str, source: dict, in_audio: list[dict]) -> Fraction:
+    """Move the input's video and audio times by the shift OUTPUT's container forced on them
+    (see :func:`_forced_shift`), so that they compare with the output's; returns the shift."""
     shift = _forced_shift(output_path, [source["times"], *(a["times"] for a in in_audio)])
     if shift:
         source["times"] = [t + shift for t in source["times"]]
         for a in in_audio:
             a["times"] = [None if t is None else t + shift for t in a["times"]]
+    return shift
 
+
+def _video_checks(source: dict, result: dict, shift: Fraction) -> dict[str, dict]:
+    """Frame count, every timestamp, size, sample aspect ratio and rotation."""
+    half_tick = timestamp_tolerance(source["time_base"], result["time_base"])
+    checks: dict[str, dict] = {}
     checks["frame_count"] = {"ok": len(source["times"]) == len(result["times"]),
                              "input": len(source["times"]), "output": len(result["times"])}
     ok, detail = _times_match(source["times"], result["times"], half_tick)
@@ -170,11 +186,18 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
                                      "input": str(source["sar"]), "output": str(result["sar"])}
     checks["rotation"] = {"ok": source["rotation"] == result["rotation"],
                           "input": source["rotation"], "output": result["rotation"]}
+    return checks
 
+
+def _video_streams_check(output_path: str) -> dict:
+    """OUTPUT holds exactly one video stream."""
     with open_input(output_path) as container:
         out_videos = len(container.streams.video)
-    checks["video_streams"] = {"ok": out_videos == 1, "output": out_videos}
+    return {"ok": out_videos == 1, "output": out_videos}
 
+
+def _audio_check(in_audio: list[dict], out_audio: list[dict]) -> dict:
+    """Every audio track, in order: same codec, same packet bytes, same timestamps."""
     audio_ok = len(in_audio) == len(out_audio)
     details = []
     for a, b in zip(in_audio, out_audio):
@@ -183,17 +206,13 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
         audio_ok = audio_ok and same_bytes and times_ok and a["codec"] == b["codec"]
         details.append({"input_stream": a["index"], "output_stream": b["index"], "codec": b["codec"],
                         "packets": len(b["hashes"]), "bit_identical": same_bytes, "timestamps": detail})
-    checks["audio"] = {"ok": audio_ok, "input_tracks": len(in_audio), "output_tracks": len(out_audio),
-                       "tracks": details}
+    return {"ok": audio_ok, "input_tracks": len(in_audio), "output_tracks": len(out_audio), "tracks": details}
 
-    checks["colour"] = _colour_check(_colour_facts(input_path, video_stream), _colour_facts(output_path, None))
 
+def _subtitles_check(input_path: str, output_path: str) -> dict:
+    """The input's subtitle tracks that OUTPUT's container can hold, packet for packet."""
     holder = output_format(output_path)
     in_subs = [s for s in _packet_streams(input_path, "subtitle") if holder.holds(s["codec"])]
     out_subs = _packet_streams(output_path, "subtitle")
     subs_ok = len(in_subs) == len(out_subs) and all(a["hashes"] == b["hashes"] for a, b in zip(in_subs, out_subs))
-    checks["subtitles"] = {"ok": subs_ok, "input_tracks": len(in_subs), "output_tracks": len(out_subs)}
-
-    return {"ok": all(c["ok"] for c in checks.values()), "input": str(Path(input_path)),
-            "output": str(Path(output_path)), "video_stream": source["stream"],
-            "frames": len(result["times"]), "checks": checks, "not_checked": NOT_CHECKED}
+    return {"ok": subs_ok, "input_tracks": len(in_subs), "output_tracks": len(out_subs)}

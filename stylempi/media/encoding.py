@@ -1,0 +1,287 @@
+"""Output settings and encoding: which encoder, with what options, and a rank's segment writer.
+
+:func:`choose_encoding` decides every setting once (:class:`EncodeSettings`,
+part of the resume key; the options themselves are in :func:`encoder_options`),
+:func:`check_encoder` tries them on rank 0 before any work, and
+:func:`add_video_stream` is the one place an encoder is opened with them.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .. import colour as colours
+from ..colour import Colour
+from ..containers import Container, container_for
+from ..errors import OutputFailure, UsageError
+from ._ffmpeg import ffmpeg_reason, stderr_captured
+from .describe import VideoStreamInfo
+from .pixels import to_yuv
+
+#: Encoder for inputs deeper than 8 bits when --codec is not given: HEVC Main 10 is what
+#: HDR players and TVs decode (x264's High 10 is barely supported in hardware).
+DEEP_CODEC = "libx265"
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything that decides the bytes of the encoded video (part of the resume key)."""
+
+    codec: str
+    pix_fmt: str
+    options: tuple[tuple[str, str], ...]
+    width: int
+    height: int
+    time_base: Fraction
+    sample_aspect_ratio: Fraction | None
+    #: The output's colour: conversion, tags, depth, HDR metadata (None: stand-in settings).
+    colour: Colour | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["time_base"] = str(self.time_base)
+        d["sample_aspect_ratio"] = str(self.sample_aspect_ratio) if self.sample_aspect_ratio else None
+        d["options"] = dict(self.options)
+        return d
+
+
+def output_format(path: str | os.PathLike) -> Container:
+    """OUTPUT's container (accepted types only; see :mod:`stylempi.containers`)."""
+    return container_for(path)
+
+
+#: Frames of rate-control look-ahead for x264/x265 (see :func:`encoder_options`).
+ENCODER_LOOKAHEAD = 10
+
+
+#: The CRF scale of each encoder that has one (FFmpeg's option ranges; lower is better).
+CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (0, 63),
+              "libsvtav1": (0, 63)}
+
+
+def check_crf(codec: str, crf: int | None) -> None:
+    """Refuse a --crf outside the encoder's scale: x264 silently clamps 99 to 51."""
+    if crf is None:
+        return
+    if codec not in CRF_RANGES:
+        raise UsageError(f"--crf does not apply to {codec}; leave it out or choose "
+                         f"--codec {', '.join(sorted(CRF_RANGES))}")
+    low, high = CRF_RANGES[codec]
+    if not low <= crf <= high:
+        raise UsageError(f"--crf {crf} is out of range for {codec} ({low} to {high}, lower is better)")
+
+
+def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, codec: str | None,
+                    crf: int | None, preset: str | None) -> EncodeSettings:
+    """Pick codec, pixel format, colour and encoder options for OUTPUT's container.
+
+    The output keeps the input's chroma subsampling and bit depth where the
+    encoder can (odd sizes need 4:4:4); an input deeper than 8 bits gets
+    :data:`DEEP_CODEC` unless --codec says otherwise.
+    """
+    enc = _video_encoder(output_format(output_path), video.colour, codec)
+    colour = _encodable_colour(enc, video)
+    check_crf(enc.name, crf)
+    options = encoder_options(enc.name, colour, crf, preset)
+    return EncodeSettings(enc.name, colour.pix_fmt(), tuple(sorted(options.items())), video.width,
+                          video.height, video.time_base, video.sample_aspect_ratio, colour)
+
+
+def _video_encoder(container: Container, wanted: Colour, codec: str | None) -> av.Codec:
+    """The encoder --codec names (default: the container's, or :data:`DEEP_CODEC` for deep
+    inputs), refused unless it is a video encoder the container can hold."""
+    if codec is None:
+        codec = container.default_codec
+        if wanted.depth > 8 and container.holds(DEEP_CODEC):
+            codec = DEEP_CODEC
+    try:
+        enc = av.Codec(codec, "w")
+    except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+        raise UsageError(f"unknown video encoder {codec!r}; try libx264, libx265 or libvpx-vp9") from None
+    if enc.type != "video":
+        raise UsageError(f"{codec} is not a video encoder")
+    if not container.holds(codec):
+        raise OutputFailure(f"a .{container.extension} file cannot hold {codec} video; choose another "
+                            "--codec or name OUTPUT .mkv")
+    return enc
+
+
+def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str | None) -> dict[str, str]:
+    """The options each encoder is opened with: quality, speed, and what keeps segments joinable.
+
+    This is the place to change encoder settings. They are part of a job's
+    resume key (:class:`EncodeSettings`): after a change, an interrupted job
+    starts afresh instead of joining segments encoded two ways.
+    """
+    options: dict[str, str] = {}
+    hdr = ":".join(f"{k}={v}" for k, v in colours.encoder_params(encoder, colour).items())
+    if encoder in ("libx264", "libx265"):
+        options["crf"] = str(18 if crf is None else crf)
+        options["preset"] = preset or "medium"
+        # No B-frames: every segment's decode order equals presentation order,
+        # so segments encoded apart join into one stream with monotonic DTS.
+        # A short rate-control look-ahead (x264's default is 40 frames, x265's 20):
+        # frames held inside the encoder are a rank's largest memory at 1080p, and a
+        # chunk's last look-ahead must be encoded after its last frame arrives, which
+        # is the job's tail (docs/benchmarks.md, "Memory" and "Scaling"). Measured on
+        # flower.mp4 at crf 18: 10 frames gives a file within 2 % of 40's size.
+        # x264's threaded look-ahead (on by default with frame threads) made the
+        # bytes of a segment's second frame depend on thread timing: the same
+        # pixels encoded to different packets in about 1 job in 5 when segments are
+        # shorter than the look-ahead (tests/test_run_matrix.py, same-N test;
+        # 0 failures in 26 runs with it off). Frame threads stay on.
+        if encoder == "libx264":
+            options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD),
+                            "x264-params": ":".join(filter(None, ["sync-lookahead=0", hdr]))})
+        else:
+            options["x265-params"] = ":".join(filter(None, [
+                f"bframes=0:rc-lookahead={ENCODER_LOOKAHEAD}:log-level=error", hdr]))
+    elif encoder in ("libvpx-vp9", "libvpx"):
+        options.update({"crf": str(31 if crf is None else crf), "b": "0", "row-mt": "1",
+                        "deadline": "good", "cpu-used": "4"})
+    elif encoder == "libsvtav1":
+        options.update({"crf": str(35 if crf is None else crf), "preset": preset or "8"})
+    return options
+
+
+def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:
+    """The input's colour with the subsampling and depth this encoder can write exactly.
+
+    Depth first (never more than the input's), then subsampling: the input's,
+    else 4:4:4 (which holds any picture), else 4:2:0 for even sizes.
+    """
+    colour = video.colour
+    formats = {f.name for f in (enc.video_formats or [])}
+    odd = video.width % 2 or video.height % 2
+    chromas = [c for c in dict.fromkeys(["444" if odd else colour.chroma, "444", "420"])
+               if not (odd and c != "444")]
+    for depth in dict.fromkeys([colour.depth, 12, 10, 8]):
+        if depth > colour.depth:
+            continue
+        for chroma in chromas:
+            if not formats or colour.pix_fmt(chroma, depth) in formats:
+                return replace(colour, depth=depth, chroma=chroma)
+    raise UsageError(f"{enc.name} cannot encode {video.width}x{video.height} frames exactly "
+                     "(odd sizes need 4:4:4); try --codec libx264")
+
+
+def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str]:
+    """What the chosen encoding does not keep of the input's picture, in the user's words."""
+    notes = list(video.colour_notes)
+    kept = settings.colour
+    if kept is not None and kept.depth < video.colour.depth:
+        notes.append(f"{settings.codec} writes {kept.depth}-bit video: the input's {video.colour.depth}-bit "
+                     f"depth is reduced (leave --codec out, or use libx265, to keep it)")
+    if kept is not None and kept.chroma != video.colour.chroma and video.colour.chroma != "other":
+        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} ({settings.codec} or the "
+                     "frame size needs it)")
+    if kept is not None and (video.colour.mastering or video.colour.light) \
+            and settings.codec not in ("libx264", "libx265"):
+        notes.append(f"{settings.codec} cannot carry the input's HDR mastering display / light level "
+                     "metadata; it is dropped (use libx265 to keep it)")
+    return notes
+
+
+def add_video_stream(container: av.container.OutputContainer,
+                     settings: EncodeSettings) -> av.video.stream.VideoStream:
+    """Add the encoder's stream to ``container``, set up from ``settings``.
+
+    The one place the encoder is configured: :class:`SegmentWriter` and
+    :func:`check_encoder` both call it, so the up-front check on rank 0 opens
+    exactly the encoder every rank will open.
+    """
+    stream = container.add_stream(settings.codec, options=dict(settings.options))
+    stream.width = settings.width
+    stream.height = settings.height
+    stream.pix_fmt = settings.pix_fmt
+    stream.time_base = settings.time_base
+    ctx = stream.codec_context
+    ctx.time_base = settings.time_base
+    if settings.sample_aspect_ratio:
+        ctx.sample_aspect_ratio = settings.sample_aspect_ratio
+    if settings.colour is not None:
+        tag_colour(ctx, settings.colour)
+    return stream
+
+
+def tag_colour(ctx, colour: Colour) -> None:
+    """Write the colour description into a codec context (encoders put it in their headers)."""
+    ctx.colorspace = colour.matrix
+    ctx.color_range = colour.range
+    ctx.color_primaries = colour.primaries
+    ctx.color_trc = colour.transfer
+
+
+def check_encoder(settings: EncodeSettings) -> None:
+    """Open the encoder with the final settings and encode one blank frame, in memory.
+
+    Encoders read most options only when they open (x264's preset, a CRF out of
+    range), which would otherwise happen on every rank after work started.
+    """
+    container = av.open(io.BytesIO(), "w", format="nut")
+    try:
+        with stderr_captured() as said:  # x264 prints its complaint straight to fd 2
+            stream = add_video_stream(container, settings)
+            deep = settings.colour is not None and settings.colour.depth > 8
+            frame = to_yuv(np.zeros((settings.height, settings.width, 3), np.uint16 if deep else np.uint8),
+                           settings)
+            frame.pts = 0
+            frame.time_base = settings.time_base
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
+        options = " ".join(f"{k}={v}" for k, v in settings.options)
+        reason = next((line.strip() for line in said if line.strip()), "") or ffmpeg_reason(exc)
+        raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
+                         f"{reason}; check --crf and --preset") from None
+    finally:
+        try:
+            container.close()
+        except Exception:  # noqa: BLE001 - closing a container that failed to start
+            pass
+
+
+class SegmentWriter:
+    """Encode one chunk of stylized frames into a NUT file with the input's timestamps."""
+
+    def __init__(self, path: str | os.PathLike, settings: EncodeSettings):
+        self.path = os.fspath(path)
+        self.settings = settings
+        try:
+            self._container = av.open(self.path, "w", format="nut")
+        except av.error.FFmpegError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
+        self._stream = add_video_stream(self._container, settings)
+        self.frames = 0
+
+    def write(self, pts: int, rgb: np.ndarray) -> None:
+        frame = to_yuv(rgb, self.settings)
+        frame.pts = pts
+        frame.time_base = self.settings.time_base
+        self._mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._mux(self._stream.encode(None))
+        self._container.close()
+
+    def abort(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - we are already failing
+            pass
+        Path(self.path).unlink(missing_ok=True)
+
+    def _mux(self, packets) -> None:
+        try:
+            self._container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
+        except OSError as exc:
+            raise OutputFailure(f"cannot write {self.path}: {exc.strerror or exc}") from None

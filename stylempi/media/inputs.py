@@ -1,0 +1,57 @@
+"""Opening an input file, choosing its video stream, and a file's fingerprint."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import av
+
+from ..errors import UsageError, VideoOpenFailure
+from ._ffmpeg import ffmpeg_reason
+
+
+def open_input(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open a media file, turning every failure into one clear :class:`VideoOpenFailure`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoOpenFailure(f"input {path} does not exist")
+    if os.path.isdir(path):
+        raise VideoOpenFailure(f"input {path} is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoOpenFailure(f"input {path} is empty")
+    try:
+        return av.open(path, metadata_errors="replace")
+    except av.error.FFmpegError as exc:
+        raise VideoOpenFailure(f"cannot read {path} as a video: {ffmpeg_reason(exc)}") from None
+
+
+def pick_video_stream(container: av.container.InputContainer, index: int | None = None) -> av.video.stream.VideoStream:
+    """The stream FFmpeg would pick (``streams.best``), or stream number ``index``."""
+    videos = [s for s in container.streams.video if not _is_attached_picture(s)]
+    if index is not None:
+        if index < 0 or index >= len(container.streams) or container.streams[index].type != "video":
+            choices = ", ".join(str(s.index) for s in videos) or "none"
+            raise UsageError(f"--video-stream {index} is not a video stream of {container.name} "
+                             f"(video streams: {choices})")
+        return container.streams[index]
+    if not videos:
+        raise VideoOpenFailure(f"{container.name} holds no video stream "
+                               "(an audio-only file or a document?); give a video file")
+    best = container.streams.best("video")
+    return best if best is not None and not _is_attached_picture(best) else videos[0]
+
+
+def _is_attached_picture(stream) -> bool:
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except Exception:  # noqa: BLE001 - older PyAV without dispositions
+        return False
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (how a resumed job recognizes its input and its segments)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
