@@ -22,6 +22,10 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import stylempi  # noqa: E402
+
+stylempi.prefer_huge_pages()  # as the stylempi command does, before torch allocates
+
 from stylempi.comm import get_comm  # noqa: E402
 from stylempi.job import build_stylizer, read_model, resolve_precision  # noqa: E402
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402

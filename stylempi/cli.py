@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import __version__
+from . import __version__, prefer_huge_pages
 from .containers import ACCEPTED
 from .errors import StylempiError, UsageError
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
@@ -228,6 +228,7 @@ def one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_huge_pages()  # before torch allocates anything (every subcommand, every rank)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
