@@ -12,9 +12,8 @@ The cache is kept bounded by :mod:`stylempi.compile_cache`.
 A runner takes a batch and returns the step's outputs as a list of tensors.
 
 Weights are not frozen: with ``freezing`` Inductor swaps the convolutions for
-oneDNN kernels with prepacked weights, which on this bf16 Zen 4 CPU were
-markedly *slower* than ATen's channels-last convolutions (figures: the levers
-tables at the top of docs/benchmarks.md).
+oneDNN kernels with prepacked weights, which were *slower* than ATen's
+channels-last convolutions (docs/benchmarks.md, the levers tables at the top).
 """
 from __future__ import annotations
 
@@ -99,10 +98,9 @@ def compiled_runner(step: nn.Module, shape: tuple, device: torch.device, setting
 
 
 def _jit_runner(step: nn.Module, shape: tuple, device: torch.device, cache: Path) -> Runner:
-    # torch.compile's JIT: what was measured on the H200 (3.4x the eager network). The
-    # AOTInductor package path below crashed there (a segfault in torch 2.11's package
-    # loader for a CUDA package, loaded with device index 0), so GPUs do not take it. Inductor's own on-disk
-    # caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
+    # torch.compile's JIT, not a package: the JIT is what was measured on a GPU, and torch's
+    # package loader crashed on a CUDA package (docs/benchmarks.md, section 9).
+    # Inductor's own on-disk caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         compiled = torch.compile(step, dynamic=False)
@@ -121,8 +119,8 @@ def _compile_package(step: nn.Module, example_batch: torch.Tensor, cache: Path, 
     os.close(fd)
     try:
         from torch._inductor import aoti_compile_and_package
-        # torch 2.13's own deprecation notices (LeafSpec, printed by every rank)
-        # are not the user's business.
+        # torch's own deprecation notices while exporting would be printed by every
+        # rank, and are not the user's business.
         with warnings.catch_warnings(), _reductions_split_by_outer_loops_only():
             warnings.simplefilter("ignore", FutureWarning)
             exported = torch.export.export(step.eval(), (example_batch,))
@@ -151,8 +149,8 @@ class GilFreeRunner:
     Why: torch's package loader holds Python's GIL for the whole forward pass,
     so while a rank's network ran, its decode and encode threads could not run
     Python at all and the three stages took turns instead of overlapping
-    (end-to-end 1.19-1.56x the bare network on 2 cores). ctypes releases the GIL
-    around a foreign call; the model's shared library exports a C ABI
+    (docs/benchmarks.md, section 9). ctypes releases the GIL around a foreign
+    call; the model's shared library exports a C ABI
     (``AOTInductorModelContainerRun``, torch/csrc/inductor/aoti_runtime/interface.h)
     that takes tensor handles, which torch's own AOTI helpers make and take back.
     The library is unpacked once beside the package.
@@ -225,16 +223,16 @@ def _reductions_split_by_outer_loops_only():
     """Keep Inductor's C++ kernels from splitting a reduction across threads.
 
     Why: when a reduction's own loop is much longer than the loops around it
-    (the instance norms: 2 x 8 channels around 57,600 pixels), Inductor gives
-    each thread a slice of the reduction and combines the partial results, so
-    the rounding depends on the thread count. A rank's thread count depends on
-    how many ranks share the node, so ``mpirun -n 1`` and ``-n 2`` computed
-    different pixels (x264 then amplified them). Parallelising over the outer
+    (an instance norm: a few (frame, channel) pairs around every pixel of a
+    frame), Inductor gives each thread a slice of the reduction and combines
+    the partial results, so the rounding depends on the thread count. A rank's
+    thread count depends on how many ranks share the node, so ``mpirun -n 1``
+    and ``-n 2`` would compute different pixels. Parallelising over the outer
     loops only (each mean and variance summed by one thread, in one order)
-    gives the same pixels for every thread count, and the loops are still run
-    in parallel: 2 x 8 = 16 outer iterations and more for wider networks.
-    Patches the private ``LoopNest.max_parallel_depth`` for the duration of the
-    compile only (if a torch release moves it, compile as it is).
+    gives the same pixels for every thread count, and the outer loops still
+    run in parallel (docs/benchmarks.md, section 9). Patches the private
+    ``LoopNest.max_parallel_depth`` for the duration of the compile only (if a
+    torch release moves it, compile as it is).
     """
     try:
         from torch._inductor.codegen import cpp

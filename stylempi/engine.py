@@ -17,15 +17,12 @@ from .errors import UsageError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("auto", "on", "off")
-#: ``--compile auto`` compiles on CPUs for videos of at least this many frames (10 s
-#: at 30 fps). docs/benchmarks.md: on 2 Zen 4 cores at 360p the compiled network takes
-#: about half the time per frame; a cold compile costs about as much as ~100-150 frames
-#: per rank, a warm cache (every later job of the same model and size) nothing.
+#: ``--compile auto`` compiles on CPUs for videos of at least this many frames (10 s at
+#: 30 fps): enough for the faster network to repay a cold compile (docs/benchmarks.md,
+#: section 9).
 COMPILE_MIN_FRAMES = 300
-#: ``--precision auto`` on a CPU keeps narrower networks in fp32: with width 8, bf16
-#: fell to 35.5 dB mean PSNR against fp32 on nasa_13013.mp4 (mosaic_nc8; 38 dB is the
-#: line) for 4 % of speed (compiled, 640x360, 2 threads: 76.7 vs 79.7 ms/frame). Width 16
-#: keeps >= 39.9 dB on every clip and runs 1.6x faster in bf16 (docs/benchmarks.md).
+#: ``--precision auto`` on a CPU keeps narrower networks in fp32: in bf16 they fall under
+#: the quality line for little speed (docs/benchmarks.md, section 9).
 BF16_MIN_WIDTH = 16
 
 
@@ -118,14 +115,11 @@ def resolve_compile(requested: str, device: torch.device, frames: int) -> bool:
 
     ``auto``: on CPUs with a C++ compiler, for videos of at least
     :data:`COMPILE_MIN_FRAMES` frames (it depends on the video alone, never on
-    the rank count, so every N computes the same pixels); off on GPUs for now.
-    On an H200 at 1080p the compiled network was 3.4x the eager one (207.6 vs
-    61.1 frames/s, width 32, fp16, batch 8), but that was the bare network:
-    the whole job compiled on a GPU has not been run yet, so ``--compile on``
-    is there to try it (docs/benchmarks.md, "GPU"). Narrow networks are
-    compiled too: the bare width-8 network is faster eagerly on the CPU, but
-    inside a job (decode and encode threads beside it) the compiled one is
-    faster. ``on`` without a C++ compiler is an error on CPUs.
+    the rank count, so every N computes the same pixels), narrow networks too
+    (inside a job they are faster compiled). Off on GPUs: only the bare network
+    was measured compiled there, so ``--compile on`` is there to try a whole
+    job (docs/benchmarks.md, section 9). ``on`` without a C++ compiler is an
+    error on CPUs.
     """
     if requested not in COMPILE_MODES:
         raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}")

@@ -47,14 +47,14 @@ class _Float32(nn.Module):
 class _SpaceToDepthConv2d(nn.Module):
     """A stride-1 convolution with few output channels, computed on 2x2 pixel blocks.
 
-    The network's last layer (9x9, 32 -> 3 channels) keeps oneDNN's CPU
-    kernels from vectorizing over output channels: at 640x360 it took 83 ms of
-    a frame's ~530 ms on one core (bf16), about 40 GFLOP/s. Rearranged with
-    ``pixel_unshuffle(2)`` it becomes a 5x5 convolution of 4x the channels
-    (128 -> 12) on a half-size image: 1.23x the multiply-adds (the folded
-    kernel has zeros) in 45 ms. The same products are summed in another
-    order, so it equals the plain convolution up to float rounding (4.5e-6 in
-    fp32 at 640x360). Odd sizes take the plain convolution.
+    Why: the network's last layer (9x9, 32 -> 3 channels) keeps oneDNN's CPU
+    kernels from vectorizing over output channels, so it runs far below the
+    CPU's speed. Rearranged with ``pixel_unshuffle(2)`` it becomes a 5x5
+    convolution of 4x the channels (128 -> 12) on a half-size image: a few
+    more multiply-adds (the folded kernel has zeros), in much less time
+    (docs/benchmarks.md, section 9). The same products are summed in another
+    order, so it equals the plain convolution up to float rounding. Odd sizes
+    take the plain convolution.
     """
 
     BLOCK = 2
@@ -106,8 +106,8 @@ def prepare_network(network: nn.Module, device: torch.device, precision: str,
         return network
     if precision in ("bf16", "fp16") and isinstance(getattr(network, "conv1", None), nn.Module) \
             and not isinstance(network.conv1, _Float32):
-        # The 9x9 first layer in fp32: in bf16 it alone costs ~2 dB of PSNR against fp32
-        # (37.3 -> 39.2 dB on cockatoo.mp4) for ~5 % of the network's arithmetic.
+        # The 9x9 first layer in fp32: in bf16 it alone loses much of the quality, for a
+        # small share of the arithmetic (docs/benchmarks.md, section 9).
         network.conv1 = _Float32(network.conv1)
     last = getattr(getattr(network, "deconv3", None), "conv2d", None)
     if device.type == "cpu" and isinstance(last, nn.Conv2d) and last.out_channels <= 4 \
@@ -192,8 +192,7 @@ class NetworkStylizer:
         self.batch_size = max(1, batch_size)
         if device.type == "cuda" and not compile:
             # Eager on a GPU, channels-last costs more than it gives: the instance norms copy
-            # every activation back to NCHW (41 % of the GPU time of a batch). H200, 1080p,
-            # width 32, fp16, batch 8: 83.3 frames/s contiguous vs 61.1 channels-last.
+            # every activation back to NCHW (docs/benchmarks.md, section 9).
             channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if device.type == "cuda" and precision == "fp32":
