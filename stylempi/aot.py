@@ -34,7 +34,7 @@ from .compile_cache import package_stem, prune as prune_compile_cache, touch as 
 
 #: Bumped when the compiled step changes, so stale packages are never loaded (and are
 #: removed from the cache: the format is part of each package's file name).
-PACKAGE_FORMAT = 5
+PACKAGE_FORMAT = 6
 
 Runner = Callable[[torch.Tensor], "list[torch.Tensor]"]
 _pruned: set[str] = set()

@@ -131,11 +131,12 @@ class FrameStep(nn.Module):
     otherwise change the size: 405 becomes 408) and cropped back. 16-bit
     frames (inputs deeper than 8 bits) are scaled to the network's usual
     0..255 range and back, so the output keeps its depth without banding.
-    ``check_finite`` fails the batch when the network computed NaN or Inf
-    (weights that overflow, a trusted TorchScript file): the clamp below would
-    silently turn them into black or white frames. Compiled graphs leave it
-    out (a data-dependent branch cannot be exported); their weights were
-    checked finite when loaded.
+
+    Returns the frames and a flag: whether every value the network computed
+    was finite. Finite weights can still overflow (a trusted TorchScript file
+    can compute anything), and the clamp would silently turn NaN and Inf into
+    black or white frames; the caller fails the batch instead. A flag, not a
+    raise, because a compiled graph cannot branch on its data.
     """
 
     def __init__(self, network: nn.Module, precision: str, memory_format: torch.memory_format):
@@ -144,7 +145,7 @@ class FrameStep(nn.Module):
         self.memory_format = memory_format
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-    def forward(self, batch: torch.Tensor, check_finite: bool = False) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = batch.shape[1], batch.shape[2]
         deep = batch.dtype != torch.uint8
         batch = batch.permute(0, 3, 1, 2).float()  # NHWC memory seen as NCHW: channels-last already
@@ -163,12 +164,13 @@ class FrameStep(nn.Module):
         else:
             result = self.network(batch)
         result = result[:, :, :height, :width].float()
-        if check_finite and not bool(torch.isfinite(result).all()):
-            raise ModelLoadFailure(NON_FINITE)
+        # Row by row, then over the rows: the outer loops of the first reduction keep it
+        # parallel under aot's reduction patch, and all() is exact in any order.
+        finite = torch.isfinite(result).all(dim=-1).all()
         result = result.clamp(0, 255)
         if deep:
-            return (result * (65535 / 255)).round().to(torch.uint16).permute(0, 2, 3, 1).contiguous()
-        return result.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            return (result * (65535 / 255)).round().to(torch.uint16).permute(0, 2, 3, 1).contiguous(), finite
+        return result.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous(), finite
 
 
 class NetworkStylizer:
@@ -176,6 +178,8 @@ class NetworkStylizer:
 
     The network given is copied (:func:`prepare_network`) and run through a
     :class:`FrameStep`, so the output has exactly the input's size.
+
+    A batch whose network output is not finite raises :class:`ModelLoadFailure`.
 
     ``compile=True`` runs the step compiled (:mod:`stylempi.aot`): on CUDA by
     ``torch.compile``, on CPUs by AOTInductor, cached between jobs. A last,
@@ -221,7 +225,9 @@ class NetworkStylizer:
             frames = list(frames) + [frames[-1]] * (self.batch_size - count)
         batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
         runner = self._runner((*batch.shape, str(batch.dtype))) if self.compiled else None
-        result = runner(batch)[0] if runner is not None else self.step(batch, check_finite=True)
+        result, finite = runner(batch) if runner is not None else self.step(batch)
+        if not bool(finite):
+            raise ModelLoadFailure(NON_FINITE)
         return list(result.cpu().numpy()[:count])
 
     def _runner(self, shape: tuple) -> aot.Runner | None:
