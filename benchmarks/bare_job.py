@@ -22,6 +22,10 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import stylempi  # noqa: E402
+
+stylempi.prefer_huge_pages()  # as the stylempi command does, before torch allocates
+
 from stylempi.comm import get_comm  # noqa: E402
 from stylempi.prepare import read_model  # noqa: E402
 from stylempi.worker import build_stylizer  # noqa: E402

@@ -32,6 +32,10 @@ BIN = Path(sys.executable).parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import stylempi  # noqa: E402
+
+stylempi.prefer_huge_pages()  # what the stylempi command runs with, for the networks timed here
+
 
 # ---------------------------------------------------------------------------
 # Environment for mpirun

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import __version__
+from . import __version__, prefer_huge_pages
 from .containers import ACCEPTED
 from .comm import SharedError
 from .errors import StylempiError, UsageError
@@ -222,6 +222,7 @@ def one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_huge_pages()  # before torch allocates anything (every subcommand, every rank)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

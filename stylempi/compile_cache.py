@@ -1,6 +1,6 @@
 """Keeping the compile cache bounded: by age, by size, and free of packages no job can load.
 
-The cache (:func:`stylempi.stylize.compile_cache_dir`) holds one compiled
+The cache (:func:`stylempi.aot.compile_cache_dir`) holds one compiled
 package per model, precision, frame size, batch, thread count, CPU and torch
 build (``vFORMAT-KEY.pt2``, with its library unpacked beside it as
 ``vFORMAT-KEY.so``), plus Inductor's own caches under ``inductor/``. Without

@@ -1,8 +1,11 @@
 """``stylempi preview`` and ``stylempi models``.
 
 ``preview`` decodes only K frames spread over the video (one seek each),
-stylizes them at full size (``--fast``: scaled down first) and writes a before/after contact sheet: the input frames on the
-top row, the stylized frames below, K columns. With several ``--style-scale``
+stylizes them at full size (``--fast``: scaled down first) with the stylizer
+``stylempi run`` uses at its defaults (device and precision ``auto``; never
+compiled: that would take longer than the preview), so the pixels are the
+run's, and writes a before/after contact sheet: the input frames on the top
+row, the stylized frames below, K columns. With several ``--style-scale``
 values (and ``--compare-colors``) there is one stylized row per choice, each
 labelled, so a stroke size and colour option can be picked side by side. It
 takes seconds, so a style can be judged before paying for the whole video.
@@ -17,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
 from .look import Look, check_scale
 from .model import load_network
+from .engine import default_batch_size, network_width, resolve_device, resolve_precision
+from .stylize import NetworkStylizer
 
 #: Pixels between and around the tiles of a contact sheet.
 GAP = 4
@@ -56,16 +60,18 @@ def open_model(spec: str, *, trust: bool = False) -> torch.nn.Module:
     return load_network(data, trust=trust, name=str(path))
 
 
-@torch.inference_mode()
+def preview_stylizer(net: torch.nn.Module, device: str = "auto", precision: str = "auto") -> NetworkStylizer:
+    """The stylizer ``stylempi run`` builds for NET with these ``--device``/``--precision``
+    values (eager), so a preview shows the pixels a run will give."""
+    where = resolve_device(device)
+    return NetworkStylizer(net, where, resolve_precision(precision, where, network_width(net)),
+                           default_batch_size(where))
+
+
 def stylize_image(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
-    """Stylize one ``H x W x 3`` uint8 RGB image; same size out (pads to a multiple of 4, crops)."""
-    h, w, _ = rgb.shape
-    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float()
-    ph, pw = (-h) % 4, (-w) % 4
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    y = net(x)[:, :, :h, :w].clamp(0, 255)
-    return y[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
+    """Stylize one ``H x W x 3`` uint8 RGB image on the CPU in fp32, as ``stylempi run --device
+    cpu --precision fp32`` would; same size out."""
+    return preview_stylizer(net, "cpu", "fp32")([np.ascontiguousarray(rgb, dtype=np.uint8)])[0]
 
 
 # --------------------------------------------------------------------------
@@ -188,23 +194,21 @@ def look_label(look: Look) -> str:
 
 def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = 4,
             height: int = 270, trust: bool = False, full_size: bool = True,
-            looks: list[Look] | None = None) -> dict:
+            looks: list[Look] | None = None, device: str = "auto", precision: str = "auto") -> dict:
     """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``.
 
-    ``looks``: one stylized row each (default: the plain network, unlabelled)."""
+    ``looks``: one stylized row each (default: the plain network, unlabelled);
+    ``device``, ``precision``: as ``stylempi run``'s flags."""
     looks = looks or [Look()]
     out = Path(out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise UsageError(f"--out {out}: give a .png (or .jpg/.webp) file name")
     if not out.parent.is_dir():
         raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
-    net = open_model(model, trust=trust)
+    network = preview_stylizer(open_model(model, trust=trust), device, precision)
     # Stylize at the video's own size (strokes as `stylempi run` will draw them), then shrink.
     shots = sample_frames(input_path, frames, max_height=None if full_size else height)
     originals = [img for _, img in shots]
-    def network(batch: list[np.ndarray]) -> list[np.ndarray]:
-        return [stylize_image(net, img) for img in batch]
-
     rows = [[_fit(img, height) for img in originals]]
     for look in looks:
         rows.append([_fit(img, height) for img in look.apply(network, originals)])

@@ -17,7 +17,7 @@ import pytest
 
 import clips
 from conftest import stylempi
-from stylempi.stylize import cpu_has_fast_bf16
+from stylempi.engine import cpu_has_fast_bf16
 
 RUN_TIMEOUT = 300
 #: Open MPI's message when its launcher could not start (before any rank runs).

@@ -17,8 +17,9 @@ import torch
 
 from stylempi.errors import UsageError
 from stylempi.model import TransformerNet
-from stylempi.stylize import (COMPILE_MIN_FRAMES, NetworkStylizer, _GilFreeRunner, have_c_compiler,
-                              resolve_compile)
+from stylempi.aot import GilFreeRunner
+from stylempi.engine import COMPILE_MIN_FRAMES, have_c_compiler, resolve_compile
+from stylempi.stylize import NetworkStylizer
 
 CPU = torch.device("cpu")
 needs_compiler = pytest.mark.skipif(not have_c_compiler(), reason="no C++ compiler for Inductor")
@@ -44,7 +45,7 @@ def _stylize_compiled(threads: int, cache, frames, precision: str) -> list[np.nd
             result = stylizer(frames)
         # torch's own deprecation notices during a compile would be printed by every rank.
         assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
-        assert stylizer._runners and all(isinstance(r, _GilFreeRunner) for r in stylizer._runners.values())
+        assert stylizer._runners and all(isinstance(r, GilFreeRunner) for r in stylizer._runners.values())
         assert ".pt2" in {p.suffix for p in cache.iterdir() if p.is_file()}
         return result
     finally:

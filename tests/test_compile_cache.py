@@ -123,23 +123,23 @@ def test_concurrent_cleaners_remove_each_file_once_and_never_fail(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("stylempi.stylize", fromlist=["x"]).have_c_compiler(),
+@pytest.mark.skipif(not __import__("stylempi.engine", fromlist=["x"]).have_c_compiler(),
                     reason="no C++ compiler for Inductor")
 def test_a_real_compile_names_its_package_by_format_and_cleans_old_ones(tmp_path, monkeypatch):
     import torch
-    from stylempi import stylize
+    from stylempi import aot, stylize
     from stylempi.model import TransformerNet
     now = time.time()
     _make(tmp_path, "v1-0123.pt2", 1000, 3 * DAY, now)     # an old format
     _make(tmp_path, "89abcdef0123.pt2", 1000, 3 * DAY, now)  # named before formats were in names
     _make(tmp_path, ".partial-dead.pt2", 1000, 2 * DAY, now)  # a killed compile's leftover
     monkeypatch.setenv("STYLEMPI_COMPILE_CACHE", str(tmp_path))
-    monkeypatch.setattr(stylize, "_pruned", set())
+    monkeypatch.setattr(aot, "_pruned", set())
     torch.manual_seed(0)
     stylizer = stylize.NetworkStylizer(TransformerNet(4), torch.device("cpu"), "fp32", 2, compile=True,
                                        require_compile=True)
     frames = [np.zeros((16, 16, 3), np.uint8)] * 2
     assert [f.shape for f in stylizer(frames)] == [(16, 16, 3)] * 2
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
-    assert all(n.startswith(f"v{stylize._PACKAGE_FORMAT}-") for n in names), names
+    assert all(n.startswith(f"v{aot.PACKAGE_FORMAT}-") for n in names), names
     assert any(n.endswith(".pt2") for n in names)

@@ -17,9 +17,8 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.model import network_from_state_dict
-from stylempi.stylize import (NetworkStylizer, default_batch_size, resolve_compile, resolve_device,
-                              resolve_precision)
+from stylempi.engine import default_batch_size, resolve_compile, resolve_device, resolve_precision
+from stylempi.stylize import NetworkStylizer
 
 RUN_TIMEOUT = 420  # liveness deadline, not a speed check
 
@@ -31,11 +30,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _frames(count: int, width: int, height: int) -> list[np.ndarray]:
     return [clips.picture(i, width, height) for i in range(count)]
-
-
-def _fresh(network: torch.nn.Module) -> torch.nn.Module:
-    """A copy: NetworkStylizer rewrites layers of the network it is given."""
-    return network_from_state_dict(network.state_dict())
 
 
 @pytest.mark.gpu
@@ -57,8 +51,8 @@ def test_cuda_fp32_gives_the_cpu_fp32_pixels(one_torch_thread):
     up to float rounding. TF32 convolutions (cuDNN's default) would be off by more."""
     network = clips.test_network()
     frames = _frames(3, 67, 45)
-    cpu = NetworkStylizer(_fresh(network), torch.device("cpu"), "fp32", 2)(frames)
-    gpu = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp32", 8)(frames)
+    cpu = NetworkStylizer(network, torch.device("cpu"), "fp32", 2)(frames)
+    gpu = NetworkStylizer(network, torch.device("cuda"), "fp32", 8)(frames)
     assert [f.shape for f in gpu] == [(45, 67, 3)] * 3
     diff = np.abs(np.stack(cpu).astype(int) - np.stack(gpu).astype(int))
     assert diff.max() <= 2, f"max difference {diff.max()}"
@@ -72,8 +66,8 @@ def test_cuda_fp16_stays_close_to_fp32():
     from stylempi.styles import HERE
     network = load_network((HERE / "wave.pth").read_bytes())
     frames = _frames(4, 320, 180)
-    reference = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp32", 8)(frames)
-    half = NetworkStylizer(_fresh(network), torch.device("cuda"), "fp16", 8)(frames)
+    reference = NetworkStylizer(network, torch.device("cuda"), "fp32", 8)(frames)
+    half = NetworkStylizer(network, torch.device("cuda"), "fp16", 8)(frames)
     values = [_psnr(a, b) for a, b in zip(half, reference)]
     assert min(values) >= 38, f"fp16 vs fp32 PSNR {values}"
 
@@ -117,13 +111,13 @@ def test_compiled_gpu_step_matches_eager(tmp_path, monkeypatch):
     network = clips.test_network()
     frames = _frames(5, 96, 54)  # batch 4: the second batch is padded to 4
     cuda = torch.device("cuda")
-    eager = NetworkStylizer(_fresh(network), cuda, "fp16", 4)(frames)
-    compiled = NetworkStylizer(_fresh(network), cuda, "fp16", 4, compile=True, require_compile=True)
+    eager = NetworkStylizer(network, cuda, "fp16", 4)(frames)
+    compiled = NetworkStylizer(network, cuda, "fp16", 4, compile=True, require_compile=True)
     out = compiled(frames)
     assert len(out) == 5 and compiled.compile_notes == []
     values = [_psnr(a, b) for a, b in zip(out, eager)]
     assert min(values) >= 40, values
-    again = NetworkStylizer(_fresh(network), cuda, "fp16", 4, compile=True, require_compile=True)
+    again = NetworkStylizer(network, cuda, "fp16", 4, compile=True, require_compile=True)
     assert [a.tobytes() for a in again(frames)] == [a.tobytes() for a in out]
 
 

@@ -125,6 +125,19 @@ def test_weights_that_overflow_fail_the_batch(work, clip, good_state):
     assert_refused(res, out, 4, "non-finite", one_line=False)
 
 
+def test_weights_that_overflow_fail_the_compiled_batch_too(work, good_state):
+    """The same on the compiled path, whose graph cannot branch: it returns a finite flag beside
+    the frames, and the batch fails as the eager one does. One rank, a tiny clip: one compile."""
+    state = {k: v.clone() for k, v in good_state.items()}
+    state["deconv3.conv2d.weight"].fill_(3e38)
+    model = save_checkpoint(work / "overflow-compiled.pth", state)
+    clip = clips.make_clip(work / "in-compiled.mp4", frames=4, size=(32, 24), gop=4)
+    out = work / "out-overflow-compiled.mp4"
+    res = stylempi("run", clip, out, "--model", model, "--device", "cpu", "--quiet", "--compile", "on",
+                   ranks=1, timeout=TIMEOUT, env={"STYLEMPI_COMPILE_CACHE": str(work / "compile-cache")})
+    assert_refused(res, out, 4, "non-finite")
+
+
 # ---------------------------------------------------------------------------
 # Encoder options: checked once on rank 0, before any work
 # ---------------------------------------------------------------------------

@@ -124,16 +124,34 @@ def test_stylizer_uses_the_rearranged_last_layer_on_cpu_with_the_same_pixels():
         x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
         plain = net(x).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     stylizer = NetworkStylizer(net, torch.device("cpu"), "fp32", 1)
-    assert type(net.deconv3.conv2d).__name__ == "_SpaceToDepthConv2d"
+    assert type(stylizer.network.deconv3.conv2d).__name__ == "_SpaceToDepthConv2d"
     got = stylizer([frame])[0]
     # Float rounding may move a value across .5 on a few pixels; never by more than 1.
     diff = np.abs(got.astype(int) - plain.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+def test_stylizer_leaves_the_callers_network_as_it_was():
+    """The layer rewrites go to the stylizer's own copy: the same network can be given to
+    stylizers of other precisions, or saved, afterwards."""
+    torch.manual_seed(6)
+    net = TransformerNet(8).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    frame = np.random.default_rng(6).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    bf16 = NetworkStylizer(net, torch.device("cpu"), "bf16", 1)
+    assert type(bf16.network.conv1).__name__ == "_Float32"
+    assert type(net.conv1).__name__ == "ConvLayer" and type(net.deconv3.conv2d) is torch.nn.Conv2d
+    assert net.state_dict().keys() == before.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    pristine = TransformerNet(8).eval()
+    pristine.load_state_dict(before)
+    after = NetworkStylizer(net, torch.device("cpu"), "fp32", 1)([frame])[0]
+    np.testing.assert_array_equal(after, NetworkStylizer(pristine, torch.device("cpu"), "fp32", 1)([frame])[0])
+
+
 def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
     """bf16 costs a width-8 network ~3 dB more than the 38 dB line (docs/benchmarks.md)."""
-    from stylempi.stylize import BF16_MIN_WIDTH, cpu_has_fast_bf16, network_width, resolve_precision
+    from stylempi.engine import BF16_MIN_WIDTH, cpu_has_fast_bf16, network_width, resolve_precision
     cpu = torch.device("cpu")
     wide = "bf16" if cpu_has_fast_bf16() else "fp32"
     assert resolve_precision("auto", cpu, 8) == "fp32"
@@ -144,15 +162,31 @@ def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
     assert network_width(TransformerNet(8)) == 8 and network_width(torch.nn.Conv2d(3, 3, 1)) is None
 
 
-def test_stylempi_turns_on_huge_pages_for_torch_unless_told_not_to():
-    """Set before torch is imported (c10 reads it once): the job's network runs ~13 % faster."""
+#: In a fresh process: import the package (which must leave the environment alone), run the
+#: command's entry point, then see whether torch's first big buffer took huge pages (c10
+#: aligns those to the page; its other buffers to 64 bytes).
+_HUGE_PAGES_PROBE = """
+import contextlib, io, os
+import stylempi.cli
+imported = os.environ.get("THP_MEM_ALLOC_ENABLE")
+with contextlib.redirect_stdout(io.StringIO()):
+    stylempi.cli.main(["models"])
+import torch
+huge = all(torch.empty(8 << 20, dtype=torch.uint8).data_ptr() % 4096 == 0 for _ in range(3))
+print(imported, os.environ.get("THP_MEM_ALLOC_ENABLE"), huge)
+"""
+
+
+def test_the_command_turns_on_huge_pages_for_torch_unless_told_not_to():
+    """The job's network runs faster with them (docs/benchmarks.md); c10 reads the variable at
+    torch's first allocation, so the entry point sets it before any; importing stylempi does not."""
     import os
     import subprocess
     import sys
-    code = "import stylempi, torch, os; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "1"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.split() == ["None", "1", "True"]
+    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], capture_output=True, text=True,
                          env=dict(env, THP_MEM_ALLOC_ENABLE="0"), check=True)
-    assert out.stdout.strip() == "0"
+    assert out.stdout.split()[:2] == ["0", "0"]  # the user's choice wins

@@ -56,7 +56,7 @@ def test_sample_frames_spreads_over_the_video(tmp_path):
 def test_preview_sheet_layout(tmp_path, checkpoint):
     clip = clips.basic_clip(tmp_path / "c.mp4", frames=20, size=(64, 48))
     out = tmp_path / "sheet.png"
-    info = preview(clip, str(checkpoint), out, frames=3, height=48)
+    info = preview(clip, str(checkpoint), out, frames=3, height=48, device="cpu", precision="fp32")
     sheet = np.asarray(Image.open(out).convert("RGB"))
     assert sheet.shape == (2 * 48 + 3 * GAP, 3 * 64 + 4 * GAP, 3)
     assert info["size"] == (3 * 64 + 4 * GAP, 2 * 48 + 3 * GAP)
@@ -67,6 +67,28 @@ def test_preview_sheet_layout(tmp_path, checkpoint):
         np.testing.assert_array_equal(sheet[GAP:GAP + 48, x:x + 64], frame)  # before, top row
         np.testing.assert_array_equal(sheet[2 * GAP + 48:2 * GAP + 96, x:x + 64],
                                       stylize_image(net, frame))           # after, below
+
+
+def test_preview_pixels_are_the_runs(tmp_path, monkeypatch):
+    """A stylized tile of the sheet is what `stylempi run`'s own stylizer makes of the tile above
+    it (same flags). 70x46 is no multiple of 4, so the network sees padded frames and every
+    pixel near the borders depends on how they were padded (reflected, as run does)."""
+    from stylempi.comm import get_comm
+    from stylempi.job import RunOptions, build_stylizer, prepare
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the run's stylizer takes its thread count from it
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=10, size=(70, 46))
+    model = clips.save_test_model(tmp_path / "m.pth")  # visible pictures, not black ones
+    preview(clip, str(model), tmp_path / "sheet.png", frames=2, height=46, device="cpu", precision="fp32")
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"))
+    prepared = prepare(RunOptions(input=str(clip), output=str(tmp_path / "out.mp4"), model=str(model),
+                                  device="cpu", precision="fp32", compile="off"))
+    tiles = [(sheet[GAP:GAP + 46, x:x + 70], sheet[2 * GAP + 46:2 * GAP + 92, x:x + 70])
+             for x in (GAP, 2 * GAP + 70)]
+    frames = [np.ascontiguousarray(before) for before, _ in tiles]
+    for (_, styled), expected in zip(tiles, build_stylizer(prepared, get_comm())(frames)):  # one batch
+        assert 20 < styled.mean() < 235
+        np.testing.assert_array_equal(styled, expected)
 
 
 def test_preview_scales_down_and_is_fast_on_real_footage(tmp_path):
@@ -108,7 +130,11 @@ def test_torchscript_export_gives_the_same_pixels(tmp_path, checkpoint):
     plain = load_network(checkpoint.read_bytes())
     for shape in ((45, 61, 3), (64, 64, 3)):
         img = (np.random.default_rng(1).random(shape) * 255).astype(np.uint8)
-        np.testing.assert_array_equal(stylize_image(scripted, img), stylize_image(plain, img))
+        # On a CPU the plain network's last layer runs rearranged (stylize._SpaceToDepthConv2d:
+        # the same products summed in another order), TorchScript's as it is: a value may
+        # round the other way, never by more than one level.
+        diff = np.abs(stylize_image(scripted, img).astype(int) - stylize_image(plain, img).astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_export_cli_and_onnx(tmp_path, checkpoint, capsys):
