@@ -160,33 +160,3 @@ def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
     assert resolve_precision("auto", cpu, None) == wide
     assert resolve_precision("bf16", cpu, 8) == "bf16"  # asked for: given
     assert network_width(TransformerNet(8)) == 8 and network_width(torch.nn.Conv2d(3, 3, 1)) is None
-
-
-#: In a fresh process: import the package (which must leave the environment alone), run the
-#: command's entry point, then see whether torch's first big buffer took huge pages (c10
-#: aligns those to the page; its other buffers to 64 bytes).
-_HUGE_PAGES_PROBE = """
-import contextlib, io, os
-import stylempi.cli
-imported = os.environ.get("THP_MEM_ALLOC_ENABLE")
-with contextlib.redirect_stdout(io.StringIO()):
-    stylempi.cli.main(["models"])
-import torch
-huge = all(torch.empty(8 << 20, dtype=torch.uint8).data_ptr() % 4096 == 0 for _ in range(3))
-print(imported, os.environ.get("THP_MEM_ALLOC_ENABLE"), huge)
-"""
-
-
-def test_the_command_turns_on_huge_pages_for_torch_unless_told_not_to():
-    """The job's network runs faster with them (docs/benchmarks.md); c10 reads the variable at
-    torch's first allocation, so the entry point sets it before any; importing stylempi does not."""
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], capture_output=True, text=True, env=env,
-                         check=True)
-    assert out.stdout.split() == ["None", "1", "True"]
-    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES_PROBE], capture_output=True, text=True,
-                         env=dict(env, THP_MEM_ALLOC_ENABLE="0"), check=True)
-    assert out.stdout.split()[:2] == ["0", "0"]  # the user's choice wins
