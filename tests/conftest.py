@@ -54,12 +54,32 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(f"{count:4d}  {reason}")
 
 
+#: The layer folders under tests/ (tests/README.md): each test is marked with its folder's name.
+LAYERS = ("unit", "integration", "e2e")
+
+
+def layer_of(path: Path) -> str:
+    """The layer a test file is in; a file outside the layer folders counts as e2e, so that
+    ``-m unit`` and ``-m "not e2e"`` never pick up an unsorted test that needs mpirun or a daemon."""
+    here, path = Path(__file__).resolve().parent, path.resolve()
+    parts = path.relative_to(here).parts if path.is_relative_to(here) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in LAYERS else "e2e"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped where none is present)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "unit: pure logic in this process, seconds in all (tests/unit/)")
+    config.addinivalue_line("markers", "integration: real codecs, torch, one CLI process; no mpirun, "
+                                       "no daemons (tests/integration/)")
+    config.addinivalue_line("markers", "e2e: real mpirun, Slurm, Azurite, whole jobs (tests/e2e/)")
 
 
+# First, so that the layer marks exist when pytest's own hook deselects by -m.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(layer_of(item.path))
     try:
         import torch
         has_gpu = torch.cuda.is_available()
