@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--narrow", action="store_true", help="also the width-16 and width-8 networks (compiled)")
     ap.add_argument("--levers", action="store_true", help="only the width-32 levers and a profile of one batch")
     ap.add_argument("--cpu-smoke-test", action="store_true",
-                    help="run the machinery on the CPU (fp32/bf16, tiny sizes): tests/test_benchmarks.py")
+                    help="run the machinery on the CPU (fp32/bf16, tiny sizes): tests/e2e/test_benchmarks.py")
     args = ap.parse_args(argv)
     import torch
     device_name, extra = "cuda", []

@@ -1,6 +1,6 @@
 """Output containers: which extensions OUTPUT may have, and what each can hold.
 
-Every container accepted here is tested end to end (tests/test_containers.py):
+Every container accepted here is tested end to end (tests/e2e/test_colour.py):
 exact timestamps, audio packets kept, colour tags kept. Others are refused
 before any work, with a message naming one that works, because they cannot
 keep what a job promises: AVI and FLV store frames at a fixed rate or on

@@ -6,7 +6,7 @@ the checkpoint. TorchScript files load in ``stylempi run --trust-model``
 (TorchScript can run code, so it is only loaded when trusted). ONNX needs the
 ``onnx`` package (the ``[onnx]`` extra); its batch, height and width are dynamic
 (height and width multiples of 4, as for the network itself), and onnxruntime
-gives the checkpoint's pixels (tests/test_preview_export.py compares them).
+gives the checkpoint's pixels (tests/integration/test_preview_export.py compares them).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ misplaced frame shows.
 
 One builder, :func:`make_clip`, takes every property as a keyword; the named
 helpers below (``vfr_clip``, ``rotated_clip``...) are the cases the tests use.
-Each returns the path it wrote. ``tests/test_clips.py`` checks with ffprobe that
+Each returns the path it wrote. ``tests/integration/test_clips.py`` checks with ffprobe that
 the clips really have the properties asked for (a silent assumption here would
 make every test built on them meaningless).
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's quick start on a fresh clone, as a new user runs it (minutes: it installs
-# torch into a new venv, so `make test` does not run it; tests/test_demo.py is its cheap
+# torch into a new venv, so `make test` does not run it; tests/e2e/test_demo.py is its cheap
 # in-suite part). Steps, each of which must exit 0:
 #   1. clone the committed checkout into a temporary folder;
 #   2. `make demo` in a clean environment (env -i: HOME, a PATH with npm, npx and node

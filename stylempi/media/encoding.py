@@ -134,7 +134,7 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
         # x264's threaded look-ahead (on by default with frame threads) made the
         # bytes of a segment's second frame depend on thread timing: the same
         # pixels encoded to different packets in about 1 job in 5 when segments are
-        # shorter than the look-ahead (tests/test_run_matrix.py, same-N test;
+        # shorter than the look-ahead (tests/e2e/test_run_matrix.py, same-N test;
         # 0 failures in 26 runs with it off). Frame threads stay on.
         if encoder == "libx264":
             options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD),

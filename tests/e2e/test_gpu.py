@@ -1,7 +1,7 @@
 """The CUDA path: what a GPU node runs by default (fp16, batch 8, one GPU per local rank).
 
 Marked ``gpu``: skipped where PyTorch sees no CUDA device (CI, this 2-core
-machine); run on a lent GPU with ``pytest -m gpu tests/test_gpu.py``. The
+machine); run on a lent GPU with ``pytest -m gpu tests/e2e/test_gpu.py``. The
 summary line test at the end runs everywhere (it is the CPU half of the
 "which engine ran" check).
 """

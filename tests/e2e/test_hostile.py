@@ -339,7 +339,7 @@ def test_terminated_rank_exits_130(work, long_clip, good_state):
 
 
 def _undecodable(src: Path, dst: Path) -> Path:
-    """400 random bytes mid-file: FFmpeg's decoder gives up there (tests/test_damaged_and_audio.py)."""
+    """400 random bytes mid-file: FFmpeg's decoder gives up there (integration/test_damaged_and_audio.py)."""
     import random
     data = bytearray(src.read_bytes())
     rng = random.Random(1)

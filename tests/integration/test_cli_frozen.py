@@ -4,7 +4,7 @@ Every subcommand's ``--help`` is compared with the text frozen in
 ``tests/data/cli/`` (argparse formats to $COLUMNS, so it is fixed here), and a
 table of misuses is run as real processes for their exit codes and their one
 line on stderr. A deliberate change to the CLI updates the frozen text in the
-same commit: ``STYLEMPI_FREEZE_HELP=1 pytest tests/test_cli_frozen.py``.
+same commit: ``STYLEMPI_FREEZE_HELP=1 pytest tests/integration/test_cli_frozen.py``.
 """
 from __future__ import annotations
 

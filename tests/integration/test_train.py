@@ -53,7 +53,7 @@ def _args(tmp: Path, out: Path, **over) -> argparse.Namespace:
             "--content", str(tmp / "content"), "--out", str(out), "--loss-net", "random",
             "--width", "8", "--image-size", "48", "--batch-size", "2", "--steps", "40",
             "--style-weight", "10", "--lr", "5e-3", "--quiet", "--threads", "1",
-            "--temporal-weight", "0"]  # tests/test_temporal.py trains with it
+            "--temporal-weight", "0"]  # tests/integration/test_temporal.py trains with it
     args = parser.parse_args(argv)
     for k, v in over.items():
         setattr(args, k, v)
