@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from .comm import Comm, get_comm
-from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
-                     VideoOpenFailure)
+from .errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
+                     VideoDecodeFailure, VideoOpenFailure)
 from .look import LookStylizer
 from .media import assemble
 from .plan import Chunk, assign_chunks
@@ -261,20 +261,13 @@ def _with_hint(error: BaseException, hint: str) -> BaseException:
     if isinstance(error, (VideoOpenFailure, VideoDecodeFailure, UsageError, ModelLoadFailure)):
         return error  # rerunning cannot help: the input itself must change
     if isinstance(error, StylempiError):
-        wrapped = StylempiError(f"{error}{hint}")
-        wrapped.exit_code = error.exit_code
-        return wrapped
+        return StylempiError(f"{error}{hint}", exit_code=error.exit_code)
     if isinstance(error, OSError):
-        wrapped = OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
-                                f"{hint}")
-        return wrapped
+        return OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
+                             f"{hint}")
     if isinstance(error, KeyboardInterrupt):
-        wrapped = StylempiError(f"interrupted{hint}")
-        wrapped.exit_code = 130
-        return wrapped
-    wrapped = StylempiError(f"internal error: {type(error).__name__}: {error}{hint}")
-    wrapped.exit_code = 70
-    return wrapped
+        return Interrupted(f"interrupted{hint}")
+    return InternalError(f"internal error: {type(error).__name__}: {error}{hint}")
 
 
 # ---------------------------------------------------------------------------
