@@ -119,7 +119,7 @@ class RunOptions:
     restart: bool = False
     chunk_frames: int | None = None
     quiet: bool = False
-    #: torch.compile the network: auto (CPU, long enough videos), on, off (stylize.resolve_compile).
+    #: torch.compile the network: auto (CPU, long enough videos), on, off (engine.resolve_compile).
     compile: str = "auto"
     #: The network sees each frame resized by this factor (stroke size); 1 = as it is.
     style_scale: float = 1.0

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .colour import MATRIX_NAMES
+from .engine import network_width, resolve_device, resolve_precision
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
 from .files import sha256_file
 from .look import Look, check_scale
@@ -27,7 +28,6 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check
                     describe_video, encoding_notes, index_frames, open_input, pick_video_stream,
                     plan_stream_copy)
 from .plan import Chunk, auto_chunk_frames, plan_chunks
-from .stylize import network_width, resolve_device, resolve_precision
 from .workfiles import PLAN_NAME, reusable, write_json
 from .worklock import LOCK_NAME, WorkLock
 
