@@ -22,42 +22,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
-from .look import Look, check_scale
-from .model import load_network
 from .engine import default_batch_size, network_width, resolve_device, resolve_precision
+from .errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from .look import Look, check_scale
+from .model import open_model
 from .stylize import NetworkStylizer
 
 #: Pixels between and around the tiles of a contact sheet.
 GAP = 4
 BACKGROUND = (24, 24, 24)
-
-
-# --------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------
-
-def resolve_model(spec: str) -> Path:
-    """``--model`` value -> checkpoint path: a built-in style name or a file."""
-    from .styles import builtin_checkpoint, unknown_model_message
-
-    path = builtin_checkpoint(spec)
-    if path is not None:
-        return path
-    candidate = Path(spec)
-    if candidate.is_file():
-        return candidate
-    raise ModelLoadFailure(unknown_model_message(spec))
-
-
-def open_model(spec: str, *, trust: bool = False) -> torch.nn.Module:
-    """Load ``--model`` (built-in name or file) as an eval-mode CPU network."""
-    path = resolve_model(spec)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadFailure(f"cannot read --model {path}: {exc.strerror or exc}") from None
-    return load_network(data, trust=trust, name=str(path))
 
 
 def preview_stylizer(net: torch.nn.Module, device: str = "auto", precision: str = "auto") -> NetworkStylizer:
