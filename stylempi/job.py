@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from .comm import Comm, get_comm
+from .engine import DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from .errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
                      VideoDecodeFailure, VideoOpenFailure)
 from .look import LookStylizer
@@ -105,8 +106,8 @@ class RunOptions:
     output: str
     model: str
     trust_model: bool = False
-    device: str = "auto"
-    precision: str = "auto"
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
     batch_size: int | None = None
     video_stream: int | None = None
     codec: str | None = None
@@ -120,7 +121,7 @@ class RunOptions:
     chunk_frames: int | None = None
     quiet: bool = False
     #: torch.compile the network: auto (CPU, long enough videos), on, off (engine.resolve_compile).
-    compile: str = "auto"
+    compile: str = DEFAULT_COMPILE
     #: The network sees each frame resized by this factor (stroke size); 1 = as it is.
     style_scale: float = 1.0
     #: Keep the input's chroma, take only the stylized luma (stylempi.look).
