@@ -27,12 +27,12 @@ import stylempi  # noqa: E402
 stylempi.prefer_huge_pages()  # as the stylempi command does, before torch allocates
 
 from stylempi.comm import get_comm  # noqa: E402
-from stylempi.prepare import read_model  # noqa: E402
+from stylempi.styles import read_model  # noqa: E402
 from stylempi.worker import build_stylizer  # noqa: E402
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402
 from stylempi.plan import assign_chunks, auto_chunk_frames, plan_chunks  # noqa: E402
 from stylempi.model import load_network  # noqa: E402
-from stylempi.stylize import network_width, resolve_device, resolve_precision  # noqa: E402
+from stylempi.engine import network_width, resolve_device, resolve_precision  # noqa: E402
 
 
 def main() -> int:

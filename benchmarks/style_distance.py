@@ -26,7 +26,8 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from stylempi.lossnet import build_lossnet, gram, style_distance  # noqa: E402
-from stylempi.preview import open_model, sample_frames, stylize_image  # noqa: E402
+from stylempi.model import open_model  # noqa: E402
+from stylempi.preview import sample_frames, stylize_image  # noqa: E402
 from stylempi.styles import BUILTIN  # noqa: E402
 from stylempi.train import load_image  # noqa: E402
 

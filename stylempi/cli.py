@@ -14,11 +14,16 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import __version__, prefer_huge_pages
-from .containers import ACCEPTED
+from . import __version__, prefer_huge_pages, stability
 from .comm import SharedError
-from .errors import StylempiError, UsageError
-from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNKS
+from .compile_cache import DEFAULT_MAX_DAYS, DEFAULT_MAX_MB, ENV_MAX_DAYS, ENV_MAX_MB
+from .containers import ACCEPTED, CONTAINERS
+from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE,
+                     DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, UsageError, one_line
+from .look import MAX_SCALE, MIN_SCALE
+from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
+from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
   mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
@@ -32,7 +37,8 @@ EPILOG = """examples:
 def add_look_arguments(p: argparse.ArgumentParser) -> None:
     """--style-scale and --preserve-colors, shared by run and preview."""
     p.add_argument("--style-scale", type=float, default=1.0, metavar="S",
-                   help="the network sees each frame resized by S (0.1 to 4) and its output is resized back "
+                   help=f"the network sees each frame resized by S ({MIN_SCALE:g} to {MAX_SCALE:g}) and its "
+                        "output is resized back "
                         "to the exact frame size: strokes come out 1/S times as big, so a style looks alike "
                         "on 480p and 4K; below 1 it is faster too (S*S of the pixels: a quarter at 0.5) "
                         "(default: 1, the frame as it is)")
@@ -52,6 +58,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n"
                "  stylempi verify in.mp4 out.mp4")
+    _add_run_files(p)
+    _add_engine_arguments(p)
+    add_look_arguments(p)
+    _add_encoding_arguments(p)
+    _add_work_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _add_run_files(p: argparse.ArgumentParser) -> None:
+    """INPUT, OUTPUT and the model."""
     p.add_argument("input", metavar="INPUT", help="input video file or Blob URL (docs/storage.md)")
     p.add_argument("output", metavar="OUTPUT",
                    help="output video file or Blob URL; its extension picks the container "
@@ -62,34 +78,49 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "style name, in any case (see `stylempi models`)")
     p.add_argument("--trust-model", action="store_true",
                    help="allow a TorchScript model file (loading one can run code: only for files you trust)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+
+
+def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how the network runs (stylempi.engine decides ``auto``)."""
+    p.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE,
                    help="where the network runs; auto = this rank's own GPU if there is one, else CPU "
-                        "(default: auto)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        f"(default: {DEFAULT_DEVICE})")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help="network arithmetic; auto = fp16 on GPUs, bf16 on CPUs with native bf16 for "
-                        "networks of width 16 or more, else fp32 (default: auto)")
+                        f"networks of width {BF16_MIN_WIDTH} or more, else fp32 (default: {DEFAULT_PRECISION})")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="frames per network call (default: 8 on GPU, 2 on CPU)")
-    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help=f"frames per network call (default: {DEFAULT_BATCH_SIZE['cuda']} on GPU, "
+                        f"{DEFAULT_BATCH_SIZE['cpu']} on CPU)")
+    p.add_argument("--compile", choices=COMPILE_MODES, default=DEFAULT_COMPILE,
                    help="compile the network ahead of time with torch's Inductor (kept in "
                         "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
                         "frame size compiles for about a minute, later ones load it at once; capped at "
-                        "$STYLEMPI_COMPILE_CACHE_MB (2048) MB and $STYLEMPI_COMPILE_CACHE_DAYS (30) days unused, "
-                        "old formats removed); auto = on CPUs "
-                        "with a C++ compiler, for videos of 300 frames or more, off on GPUs; on a GPU, on = "
-                        "torch.compile (default: auto)")
-    add_look_arguments(p)
+                        f"${ENV_MAX_MB} ({DEFAULT_MAX_MB}) MB and ${ENV_MAX_DAYS} ({DEFAULT_MAX_DAYS:g}) days "
+                        "unused, old formats removed); auto = on CPUs with a C++ compiler, for videos of "
+                        f"{COMPILE_MIN_FRAMES} frames or more, off on GPUs; on a GPU, on = torch.compile "
+                        f"(default: {DEFAULT_COMPILE})")
+
+
+def _crf_scale(codec: str) -> str:
+    low, high = CRF_RANGES[codec]
+    return f"{low}-{high}"
+
+
+def _add_encoding_arguments(p: argparse.ArgumentParser) -> None:
+    """Which video stream is stylized, and how video and audio are encoded (stylempi.media.encoding)."""
     p.add_argument("--video-stream", type=int, default=None, metavar="N",
                    help="input stream number of the video to stylize (default: the one FFmpeg "
                         "picks); other video streams are dropped with a note")
     p.add_argument("--codec", default=None,
-                   help="video encoder (default: libx264; libx265 for inputs deeper than 8 bits, to "
-                        "keep their depth; libvpx-vp9 for .webm)")
+                   help=f"video encoder (default: {CONTAINERS['mp4'].default_codec}; {DEEP_CODEC} for inputs "
+                        f"deeper than 8 bits, to keep their depth; {CONTAINERS['webm'].default_codec} for .webm)")
     p.add_argument("--crf", type=int, default=None,
-                   help="encoder quality, lower is better: 0-51 for x264/x265 (default 18), 0-63 for VP9 "
-                        "(default 31) and SVT-AV1 (default 35); checked, with --preset, by opening the "
-                        "encoder before any work starts")
-    p.add_argument("--preset", default=None, help="encoder preset (default: medium for x264/x265)")
+                   help=f"encoder quality, lower is better: {_crf_scale('libx264')} for x264/x265 (default "
+                        f"{DEFAULT_CRF['libx264']}), {_crf_scale('libvpx-vp9')} for VP9 (default "
+                        f"{DEFAULT_CRF['libvpx-vp9']}) and SVT-AV1 (default {DEFAULT_CRF['libsvtav1']}); "
+                        "checked, with --preset, by opening the encoder before any work starts")
+    p.add_argument("--preset", default=None,
+                   help=f"encoder preset (default: {DEFAULT_PRESET['libx264']} for x264/x265)")
     p.add_argument("--audio-codec", default=None,
                    help="re-encode with this encoder (e.g. aac, libopus) only the audio tracks OUTPUT's "
                         "container cannot hold; the others are copied bit for bit (default: none, and "
@@ -97,6 +128,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reencode-audio", action="store_true",
                    help="with --audio-codec: re-encode every audio track, not only those the container "
                         "cannot hold")
+
+
+def _add_work_arguments(p: argparse.ArgumentParser) -> None:
+    """Where work is kept, how it is cut into chunks, what is printed, and Blob storage."""
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="where finished chunks are kept until the job ends (default: beside OUTPUT, "
                         "in .OUTPUT.stylempi/); must be visible to every rank, or a Blob URL (az://...)")
@@ -105,12 +140,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                    help=f"target frames per chunk, the unit of work and of resume (default: "
                         f"{DEFAULT_CHUNK_FRAMES}, fewer for short videos so that at least {MIN_CHUNKS} "
-                        "chunks exist; never below 8); chunks end at keyframes where possible")
+                        f"chunks exist; never below {MIN_CHUNK_FRAMES}); chunks end at keyframes where possible")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--account-url", default=None, metavar="URL",
                    help="storage account for az:// URLs (default: $AZURE_STORAGE_ACCOUNT_URL or the "
                         "account of $AZURE_STORAGE_CONNECTION_STRING)")
-    p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -167,16 +201,16 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                         "(Lai et al. 2018; flow on INPUT, lower is steadier) and their ratio; informative, "
                         "it does not change the exit code; needs OpenCV (the [stability] extra)")
     p.add_argument("--stability-frames", type=int, default=None, metavar="N",
-                   help="frames the stability figure uses, from the start (default: 90)")
+                   help=f"frames the stability figure uses, from the start (default: {stability.DEFAULT_FRAMES})")
     p.add_argument("--stability-height", type=int, default=None, metavar="H",
-                   help="frames are scaled down to H rows for the figure (default: 360; 0 = full size)")
+                   help=f"frames are scaled down to H rows for the figure (default: {stability.DEFAULT_HEIGHT}; "
+                        "0 = full size)")
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
     if args.stability:
-        from . import stability
         frames = stability.DEFAULT_FRAMES if args.stability_frames is None else args.stability_frames
         height = stability.DEFAULT_HEIGHT if args.stability_height is None else args.stability_height
         if frames < 2 or height < 0:
@@ -216,16 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(text: str) -> str:
-    """Errors are one plain line: no newlines or terminal control codes (names can hold them)."""
-    return "".join(c if c.isprintable() else " " for c in " ".join(text.split("\n")))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     prefer_huge_pages()  # before torch allocates anything (every subcommand, every rank)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    args = build_parser().parse_args(argv)
+    return _call(args.func, args)
+
+
+def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand; what escapes it becomes one line on stderr and its exit code."""
     try:
         return func(args)
     except StylempiError as exc:
@@ -235,13 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug; still one line unless debugging
         if os.environ.get("STYLEMPI_DEBUG"):
             raise
         print(f"stylempi: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
               "STYLEMPI_DEBUG=1 for a traceback and report it)", file=sys.stderr, flush=True)
-        return _leave(70, shared=False)
+        return _leave(EXIT_INTERNAL, shared=False)
 
 
 def _leave(code: int, shared: bool) -> int:

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from .errors import RankFailure, StylempiError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, RankFailure, StylempiError, one_line
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ class MPIComm(Comm):
                 self.world.bcast(outcome, root=0)
                 raise SharedError(str(exc), exc.exit_code, reported=False) from exc
             except BaseException as exc:  # a bug: still never leave the others waiting
-                outcome = ("error", (f"internal error on rank 0: {type(exc).__name__}: {exc}", 70))
+                outcome = ("error", (f"internal error on rank 0: {type(exc).__name__}: {exc}", EXIT_INTERNAL))
                 self.world.bcast(outcome, root=0)
                 raise
             self.world.bcast(outcome, root=0)
@@ -226,7 +226,7 @@ class MPIComm(Comm):
         message = str(error) if isinstance(error, StylempiError) else f"{type(error).__name__}: {error}"
         code = getattr(error, "exit_code", 1)
         host = socket.gethostname()
-        message = "".join(c if c.isprintable() else " " for c in message.replace("\n", " "))
+        message = one_line(message)
         sys.stderr.write(f"stylempi: error on rank {self.rank} ({host}): {message}\n")
         sys.stderr.flush()
         self.world.Abort(code)
@@ -280,7 +280,7 @@ def _stop_when_terminated() -> None:
     def watch() -> None:
         while signal.SIGTERM not in os.read(read_end, 64):
             pass
-        os._exit(130)
+        os._exit(EXIT_INTERRUPTED)
 
     threading.Thread(target=watch, name="stylempi-terminate-watch", daemon=True).start()
 

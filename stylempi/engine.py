@@ -17,6 +17,9 @@ from .errors import UsageError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("auto", "on", "off")
+DEFAULT_DEVICE = DEFAULT_PRECISION = DEFAULT_COMPILE = "auto"
+#: Frames per network call when --batch-size is not given, by device type.
+DEFAULT_BATCH_SIZE = {"cuda": 8, "cpu": 2}
 #: ``--compile auto`` compiles on CPUs for videos of at least this many frames (10 s at
 #: 30 fps): enough for the faster network to repay a cold compile (docs/benchmarks.md,
 #: section 9).
@@ -102,7 +105,7 @@ def network_width(network: nn.Module) -> int | None:
 
 
 def default_batch_size(device: torch.device) -> int:
-    return 8 if device.type == "cuda" else 2
+    return DEFAULT_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
 
 
 def have_c_compiler() -> bool:

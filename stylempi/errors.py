@@ -1,18 +1,29 @@
-"""The exceptions stylempi raises, one small hierarchy.
+"""The exceptions stylempi raises, one small hierarchy, and the exit code of each.
 
 Every error a user can cause (bad input, bad checkpoint, unwritable output,
 unreachable storage) is a :class:`StylempiError`. Its message is one line that
 says what went wrong *and what to do*; the CLI prints it as
 ``stylempi: error: <message>`` and exits with :attr:`StylempiError.exit_code`.
-Anything else escaping the library is a bug and is reported as such.
+Anything else escaping the library is a bug and is reported as such
+(:data:`EXIT_INTERNAL`); Ctrl-C and SIGTERM end with :data:`EXIT_INTERRUPTED`.
+:data:`EXIT_CODES` is the table the CLI and the README document.
 """
 from __future__ import annotations
 
 
 class StylempiError(Exception):
-    """Base class: a problem the user can act on."""
+    """Base class: a problem the user can act on.
+
+    ``exit_code`` overrides the class's code for this one error: an error
+    re-worded on its way out (a hint added) keeps the code of its cause.
+    """
 
     exit_code: int = 1
+
+    def __init__(self, *args: object, exit_code: int | None = None):
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class UsageError(StylempiError):
@@ -55,3 +66,39 @@ class RankFailure(StylempiError):
     """Another MPI rank failed; the job was stopped everywhere."""
 
     exit_code = 7
+
+
+class InternalError(StylempiError):
+    """An exception the library did not expect: a bug, to be reported."""
+
+    exit_code = 70
+
+
+class Interrupted(StylempiError):
+    """Ctrl-C or SIGTERM (Slurm's scancel, a preempting scheduler) stopped the job."""
+
+    exit_code = 130
+
+
+EXIT_OK = 0
+EXIT_INTERNAL = InternalError.exit_code
+EXIT_INTERRUPTED = Interrupted.exit_code
+
+#: Every exit code of ``stylempi``, as the CLI's docstring and the README list them.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    StylempiError.exit_code: "verify found differences or a general error",
+    UsageError.exit_code: "usage",
+    VideoOpenFailure.exit_code: "input video",
+    ModelLoadFailure.exit_code: "model",
+    OutputFailure.exit_code: "output",
+    StorageFailure.exit_code: "storage",
+    RankFailure.exit_code: "another rank failed",
+    EXIT_INTERNAL: "internal error (a bug: please report it)",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+def one_line(text: str) -> str:
+    """Errors are one plain line: no newlines or terminal control codes (names can hold them)."""
+    return "".join(c if c.isprintable() else " " for c in " ".join(text.split("\n")))

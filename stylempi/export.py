@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import OutputFailure, UsageError
-from .preview import open_model
+from .model import open_model
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}

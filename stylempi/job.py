@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from .comm import Comm, get_comm
-from .errors import (ModelLoadFailure, OutputFailure, StylempiError, UsageError, VideoDecodeFailure,
-                     VideoOpenFailure)
+from .engine import DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION
+from .errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
+                     VideoDecodeFailure, VideoOpenFailure)
 from .look import LookStylizer
 from .media import assemble
 from .plan import Chunk, assign_chunks
@@ -105,8 +106,8 @@ class RunOptions:
     output: str
     model: str
     trust_model: bool = False
-    device: str = "auto"
-    precision: str = "auto"
+    device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
     batch_size: int | None = None
     video_stream: int | None = None
     codec: str | None = None
@@ -119,8 +120,8 @@ class RunOptions:
     restart: bool = False
     chunk_frames: int | None = None
     quiet: bool = False
-    #: torch.compile the network: auto (CPU, long enough videos), on, off (stylize.resolve_compile).
-    compile: str = "auto"
+    #: torch.compile the network: auto (CPU, long enough videos), on, off (engine.resolve_compile).
+    compile: str = DEFAULT_COMPILE
     #: The network sees each frame resized by this factor (stroke size); 1 = as it is.
     style_scale: float = 1.0
     #: Keep the input's chroma, take only the stylized luma (stylempi.look).
@@ -261,20 +262,13 @@ def _with_hint(error: BaseException, hint: str) -> BaseException:
     if isinstance(error, (VideoOpenFailure, VideoDecodeFailure, UsageError, ModelLoadFailure)):
         return error  # rerunning cannot help: the input itself must change
     if isinstance(error, StylempiError):
-        wrapped = StylempiError(f"{error}{hint}")
-        wrapped.exit_code = error.exit_code
-        return wrapped
+        return StylempiError(f"{error}{hint}", exit_code=error.exit_code)
     if isinstance(error, OSError):
-        wrapped = OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
-                                f"{hint}")
-        return wrapped
+        return OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
+                             f"{hint}")
     if isinstance(error, KeyboardInterrupt):
-        wrapped = StylempiError(f"interrupted{hint}")
-        wrapped.exit_code = 130
-        return wrapped
-    wrapped = StylempiError(f"internal error: {type(error).__name__}: {error}{hint}")
-    wrapped.exit_code = 70
-    return wrapped
+        return Interrupted(f"interrupted{hint}")
+    return InternalError(f"internal error: {type(error).__name__}: {error}{hint}")
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadFailure
+from .styles import read_model
 
 #: Keys of old pytorch/examples checkpoints: InstanceNorm running stats that
 #: current PyTorch neither has nor needs (track_running_stats=False).
@@ -239,6 +240,13 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
             f"{name} holds a {type(state).__name__}, not a state_dict; expected a "
             "pytorch/examples fast_neural_style checkpoint")
     return network_from_state_dict(state)
+
+
+def open_model(spec: str, *, trust: bool = False) -> nn.Module:
+    """Load ``--model`` (a file or a built-in style name, :func:`stylempi.styles.resolve_model`)
+    as an eval-mode CPU network."""
+    data, name = read_model(spec)
+    return load_network(data, trust=trust, name=name)
 
 
 def _short(exc: BaseException) -> str:

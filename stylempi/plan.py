@@ -19,14 +19,17 @@ from typing import Sequence
 DEFAULT_CHUNK_FRAMES = 48
 #: A short video is still cut into about this many chunks, so many ranks help.
 MIN_CHUNKS = 16
+#: The shortest default target chunk length, however short the video.
+MIN_CHUNK_FRAMES = 8
 
 
 def auto_chunk_frames(total_frames: int) -> int:
-    """The default target chunk length: 48 frames, shorter for short videos (never below 8).
+    """The default target chunk length: :data:`DEFAULT_CHUNK_FRAMES`, shorter for short videos
+    (about :data:`MIN_CHUNKS` chunks, never below :data:`MIN_CHUNK_FRAMES`).
 
     It depends on the video alone, never on the rank count.
     """
-    return max(8, min(DEFAULT_CHUNK_FRAMES, -(-total_frames // MIN_CHUNKS)))
+    return max(MIN_CHUNK_FRAMES, min(DEFAULT_CHUNK_FRAMES, -(-total_frames // MIN_CHUNKS)))
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .colour import MATRIX_NAMES
-from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
+from .engine import network_width, resolve_device, resolve_precision
+from .errors import OutputFailure, UsageError, VideoOpenFailure
 from .files import sha256_file
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
                     describe_video, encoding_notes, index_frames, open_input, pick_video_stream,
                     plan_stream_copy)
 from .plan import Chunk, auto_chunk_frames, plan_chunks
-from .stylize import network_width, resolve_device, resolve_precision
+from .styles import read_model
 from .workfiles import PLAN_NAME, reusable, write_json
 from .worklock import LOCK_NAME, WorkLock
 
@@ -146,23 +147,6 @@ def _check_one_size(input_path: Path, index: FrameIndex) -> None:
 def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:
     return (f"{name}: the video changes size from {old[0]}x{old[1]} to {new[0]}x{new[1]} at {seconds:.3f}s; "
             "stylempi needs one frame size throughout: cut the input there and stylize each piece")
-
-
-def read_model(spec: str) -> tuple[bytes, str]:
-    """Checkpoint bytes for ``--model``: a file path or a built-in style name."""
-    from .styles import builtin_checkpoint, unknown_model_message
-    path = Path(spec)
-    if not path.exists():
-        builtin = builtin_checkpoint(spec)
-        if builtin is not None:
-            return builtin.read_bytes(), f"built-in style {builtin.stem}"
-        raise ModelLoadFailure(unknown_model_message(spec))
-    if path.is_dir():
-        raise ModelLoadFailure(f"model {spec} is a directory; give a .pth checkpoint file")
-    try:
-        return path.read_bytes(), f"model {spec}"
-    except OSError as exc:
-        raise ModelLoadFailure(f"cannot read model {spec}: {exc.strerror}") from None
 
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,

@@ -22,45 +22,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from .engine import (DEFAULT_DEVICE, DEFAULT_PRECISION, default_batch_size, network_width, resolve_device,
+                     resolve_precision)
+from .errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
 from .look import Look, check_scale
-from .model import load_network
-from .engine import default_batch_size, network_width, resolve_device, resolve_precision
+from .model import open_model
 from .stylize import NetworkStylizer
 
 #: Pixels between and around the tiles of a contact sheet.
 GAP = 4
 BACKGROUND = (24, 24, 24)
+#: Frames sampled, and the height of a tile, when --frames and --height are not given.
+DEFAULT_FRAMES = 4
+DEFAULT_HEIGHT = 270
 
 
-# --------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------
-
-def resolve_model(spec: str) -> Path:
-    """``--model`` value -> checkpoint path: a built-in style name or a file."""
-    from .styles import builtin_checkpoint, unknown_model_message
-
-    path = builtin_checkpoint(spec)
-    if path is not None:
-        return path
-    candidate = Path(spec)
-    if candidate.is_file():
-        return candidate
-    raise ModelLoadFailure(unknown_model_message(spec))
-
-
-def open_model(spec: str, *, trust: bool = False) -> torch.nn.Module:
-    """Load ``--model`` (built-in name or file) as an eval-mode CPU network."""
-    path = resolve_model(spec)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadFailure(f"cannot read --model {path}: {exc.strerror or exc}") from None
-    return load_network(data, trust=trust, name=str(path))
-
-
-def preview_stylizer(net: torch.nn.Module, device: str = "auto", precision: str = "auto") -> NetworkStylizer:
+def preview_stylizer(net: torch.nn.Module, device: str = DEFAULT_DEVICE,
+                     precision: str = DEFAULT_PRECISION) -> NetworkStylizer:
     """The stylizer ``stylempi run`` builds for NET with these ``--device``/``--precision``
     values (eager), so a preview shows the pixels a run will give."""
     where = resolve_device(device)
@@ -192,9 +170,10 @@ def look_label(look: Look) -> str:
     return f"scale {look.scale:g}" + (", colours kept" if look.preserve_colors else "")
 
 
-def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = 4,
-            height: int = 270, trust: bool = False, full_size: bool = True,
-            looks: list[Look] | None = None, device: str = "auto", precision: str = "auto") -> dict:
+def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = DEFAULT_FRAMES,
+            height: int = DEFAULT_HEIGHT, trust: bool = False, full_size: bool = True,
+            looks: list[Look] | None = None, device: str = DEFAULT_DEVICE,
+            precision: str = DEFAULT_PRECISION) -> dict:
     """Write the contact sheet; returns ``{"out", "frames": [times], "size": (w, h)}``.
 
     ``looks``: one stylized row each (default: the plain network, unlabelled);
@@ -224,10 +203,11 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
 def add_preview_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="the video to sample")
     p.add_argument("--model", required=True, help="built-in style name (see `stylempi models`) or .pth file")
-    p.add_argument("--frames", type=int, default=4, metavar="K", help="frames spread over the video (default 4)")
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="K",
+                   help=f"frames spread over the video (default {DEFAULT_FRAMES})")
     p.add_argument("--out", required=True, metavar="SHEET.png", help="where to write the contact sheet")
-    p.add_argument("--height", type=int, default=270,
-                   help="tile height in pixels; frames are scaled down to it (default 270)")
+    p.add_argument("--height", type=int, default=DEFAULT_HEIGHT,
+                   help=f"tile height in pixels; frames are scaled down to it (default {DEFAULT_HEIGHT})")
     p.add_argument("--fast", action="store_true",
                    help="stylize the scaled-down frames instead of full-size ones (quicker on big videos, "
                         "but the strokes come out larger than `stylempi run` draws them)")

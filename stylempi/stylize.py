@@ -20,10 +20,6 @@ from torch import nn
 
 from . import aot
 from .errors import ModelLoadFailure
-# Re-exported: the job, the benchmarks and the tests import these from here.
-from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEVICES, PRECISIONS,  # noqa: F401
-                     cpu_has_fast_bf16, cuda_arch_supported, default_batch_size, have_c_compiler,
-                     network_width, resolve_compile, resolve_device, resolve_precision, threads_per_rank)
 
 
 class Stylizer(Protocol):

@@ -28,11 +28,10 @@ run follows the same path as an uninterrupted one).
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import os
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .containers import VIDEO_EXTENSIONS
+from .engine import DEFAULT_DEVICE
 from .errors import ModelLoadFailure, OutputFailure, UsageError, VideoOpenFailure
+from .files import atomic_write
 from .lossnet import LOSS_NETS, LossNet, build_lossnet, gram, style_distance
 from .model import TransformerNet, network_from_state_dict
 from .temporal import DEFAULT_MOTION, DEFAULT_NOISE, DEFAULT_SHIFT, compound_loss
@@ -50,6 +51,55 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STATE_SUFFIX = ".train-state.pth"
 #: Default --temporal-weight (docs/styles.md, "Temporal stability": measured trade-off).
 DEFAULT_TEMPORAL_WEIGHT = 100.0
+#: Base channel widths a network can be trained at (32 is the paper's).
+WIDTHS = (8, 16, 32)
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``stylempi train`` takes; :func:`train_main` fills it from the flags, whose
+    defaults are these."""
+
+    style: str
+    content: list[str]
+    out: str
+    #: None: squeezenet when ``loss_weights`` is given, else vgg16.
+    loss_net: str | None = None
+    loss_weights: str | None = None
+    content_layer: list[str] | None = None
+    width: int = 16
+    image_size: int = 256
+    style_size: int | None = None
+    steps: int = 1000
+    #: Passes over the content images; when set, it decides the step count instead of ``steps``.
+    epochs: float | None = None
+    batch_size: int = 4
+    content_weight: float = 1.0
+    style_weight: float = 5.0
+    tv_weight: float = 0.0
+    temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
+    temporal_shift: float = DEFAULT_SHIFT
+    temporal_motion: float = DEFAULT_MOTION
+    temporal_noise: float = DEFAULT_NOISE
+    lr: float = 1e-3
+    seed: int = 0
+    frames_per_video: int = 60
+    checkpoint_every: int = 100
+    init: str | None = None
+    resume: bool = False
+    keep_state: bool = False
+    half: bool = False
+    device: str = DEFAULT_DEVICE
+    threads: int = 0
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss_net is None:
+            self.loss_net = "squeezenet" if self.loss_weights else "vgg16"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 # --------------------------------------------------------------------------
@@ -196,14 +246,10 @@ def state_path(out: Path) -> Path:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            torch.save(obj, f)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputFailure(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -237,114 +283,168 @@ def load_train_state(path: Path) -> dict:
 # Training
 # --------------------------------------------------------------------------
 
-def train(args: argparse.Namespace) -> dict:
-    """Train per ``args`` (see :func:`add_train_arguments`); returns a summary dict."""
-    if args.width not in (8, 16, 32):
-        raise UsageError("--width must be 8, 16 or 32")
-    if args.image_size < 32 or args.image_size % 4:
+@dataclass
+class _Training:
+    """What one training run works on, set up by :func:`_set_up`."""
+
+    options: TrainOptions
+    device: torch.device
+    out: Path
+    images: list[torch.Tensor]
+    steps: int
+    loss_fn: StyleLoss
+    net: TransformerNet
+    opt: torch.optim.Optimizer
+    #: Written into the training state; :data:`_RESUME_KEYS` of it must match to resume.
+    config: dict
+
+    @property
+    def state(self) -> Path:
+        return state_path(self.out)
+
+
+def train(options: TrainOptions) -> dict:
+    """Train per ``options``; returns a summary dict (the loss parts of every step in ``history``)."""
+    _check_options(options)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    run = _set_up(options)
+    start = _resume(run)
+    started = time.time()
+    history = _optimise(run, start)
+    run.net.eval()
+    save_checkpoint(run.net, run.out, half=options.half)
+    if start < run.steps:
+        save_train_state(run.state, run.steps, run.opt, run.net, run.config)
+    if not options.keep_state and run.state.exists():
+        run.state.unlink()
+    return {"steps": run.steps, "start": start, "seconds": time.time() - started,
+            "first": history[0] if history else None, "last": history[-1] if history else None,
+            "history": history, "images": len(run.images), "out": str(run.out)}
+
+
+def _check_options(options: TrainOptions) -> None:
+    if options.width not in WIDTHS:
+        raise UsageError(f"--width must be {', '.join(map(str, WIDTHS[:-1]))} or {WIDTHS[-1]}")
+    if options.image_size < 32 or options.image_size % 4:
         raise UsageError("--image-size must be a multiple of 4, at least 32")
-    if args.batch_size < 1:
+    if options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if args.temporal_weight < 0 or args.temporal_shift < 0 or args.temporal_motion < 0 \
-            or args.temporal_noise < 0:
+    if any(v < 0 for v in (options.temporal_weight, options.temporal_shift, options.temporal_motion,
+                           options.temporal_noise)):
         raise UsageError("--temporal-weight, --temporal-shift, --temporal-motion and --temporal-noise "
                          "must not be negative")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    out = Path(args.out)
+
+
+def _set_up(options: TrainOptions) -> _Training:
+    """Content, painting, loss network and a fresh (or --init) network and optimiser.
+
+    The order is fixed: everything after the seed draws from torch's global generator
+    (a random loss network, the network's initial weights), so a rerun is the same run.
+    """
+    device = _device(options.device)
+    out = Path(options.out)
     if not out.parent.is_dir():
         raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
+    torch.manual_seed(options.seed)
+    images = collect_content(options.content, options.image_size, options.frames_per_video)
+    steps = options.steps
+    if options.epochs is not None:
+        steps = max(1, math.ceil(options.epochs * len(images) / options.batch_size))
+    style_img = load_image(options.style, options.style_size or options.image_size).to(device)
+    content_layers = tuple(options.content_layer) if options.content_layer else None
+    lossnet = build_lossnet(options.loss_net, options.loss_weights, seed=options.seed,
+                            content_layers=content_layers).to(device)
+    loss_fn = StyleLoss(lossnet, style_img, options.content_weight, options.style_weight, options.tv_weight)
+    net = TransformerNet(options.width).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=options.lr)
+    config = {"width": options.width, "image_size": options.image_size, "style": str(Path(options.style).name),
+              "loss_net": options.loss_net, "seed": options.seed, "batch_size": options.batch_size,
+              "content_weight": options.content_weight, "style_weight": options.style_weight,
+              "tv_weight": options.tv_weight, "lr": options.lr, "steps": steps,
+              "temporal": [options.temporal_weight, options.temporal_shift, options.temporal_motion,
+                           options.temporal_noise]}
+    if options.init:
+        _load_init(net, options.init, options.width)
+        config["init"] = str(Path(options.init).name)
+    return _Training(options, device, out, images, steps, loss_fn, net, opt, config)
 
-    torch.manual_seed(args.seed)
-    images = collect_content(args.content, args.image_size, args.frames_per_video)
-    steps = args.steps
-    if args.epochs is not None:
-        steps = max(1, math.ceil(args.epochs * len(images) / args.batch_size))
-    style_img = load_image(args.style, args.style_size or args.image_size).to(device)
-    lossnet = build_lossnet(args.loss_net, args.loss_weights, seed=args.seed,
-                            content_layers=tuple(args.content_layer) if args.content_layer else None).to(device)
-    loss_fn = StyleLoss(lossnet, style_img, args.content_weight, args.style_weight, args.tv_weight)
 
-    net = TransformerNet(args.width).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    config = {"width": args.width, "image_size": args.image_size, "style": str(Path(args.style).name),
-              "loss_net": args.loss_net, "seed": args.seed, "batch_size": args.batch_size,
-              "content_weight": args.content_weight, "style_weight": args.style_weight,
-              "tv_weight": args.tv_weight, "lr": args.lr, "steps": steps,
-              "temporal": [args.temporal_weight, args.temporal_shift, args.temporal_motion, args.temporal_noise]}
-    if args.init:
-        try:
-            init_state = torch.load(args.init, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadFailure(f"--init {args.init} is not a readable state_dict: {str(exc)[:160]}") from None
-        init_net = network_from_state_dict(init_state)
-        if init_net.width != args.width:
-            raise UsageError(f"--init {args.init} has width {init_net.width}, not --width {args.width}")
-        net.load_state_dict(init_net.state_dict())
-        config["init"] = str(Path(args.init).name)
-    start = 0
-    spath = state_path(out)
-    if args.resume and spath.is_file():
-        saved = load_train_state(spath)
-        old = saved.get("config", {})
-        clash = [k for k in _RESUME_KEYS if old.get(k) != config[k]]
-        if clash:
-            raise UsageError(f"--resume: {spath} was made with different {', '.join(clash)} "
-                             f"({', '.join(f'{k}={old.get(k)!r}' for k in clash)}); "
-                             "use the same options or delete it")
-        net.load_state_dict(network_from_state_dict(saved["model"]).state_dict())
-        net.to(device)
-        opt.load_state_dict(saved["optimizer"])
-        start = int(saved["step"])
-    elif args.resume:
-        print(f"stylempi train: no {spath} yet, starting from step 0", flush=True)
+def _load_init(net: TransformerNet, init: str, width: int) -> None:
+    """Start NET from the weights of the checkpoint INIT (--init), which must be of WIDTH."""
+    try:
+        init_state = torch.load(init, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadFailure(f"--init {init} is not a readable state_dict: {str(exc)[:160]}") from None
+    init_net = network_from_state_dict(init_state)
+    if init_net.width != width:
+        raise UsageError(f"--init {init} has width {init_net.width}, not --width {width}")
+    net.load_state_dict(init_net.state_dict())
 
+
+def _resume(run: _Training) -> int:
+    """With --resume, load the saved network and optimiser; returns the step to start from."""
+    if not run.options.resume:
+        return 0
+    if not run.state.is_file():
+        print(f"stylempi train: no {run.state} yet, starting from step 0", flush=True)
+        return 0
+    saved = load_train_state(run.state)
+    old = saved.get("config", {})
+    clash = [k for k in _RESUME_KEYS if old.get(k) != run.config[k]]
+    if clash:
+        raise UsageError(f"--resume: {run.state} was made with different {', '.join(clash)} "
+                         f"({', '.join(f'{k}={old.get(k)!r}' for k in clash)}); "
+                         "use the same options or delete it")
+    run.net.load_state_dict(network_from_state_dict(saved["model"]).state_dict())
+    run.net.to(run.device)
+    run.opt.load_state_dict(saved["optimizer"])
+    return int(saved["step"])
+
+
+def _optimise(run: _Training, start: int) -> list[dict[str, float]]:
+    """Steps START..end, with a progress bar and the periodic checkpoints; the loss parts of each."""
     from tqdm import tqdm
 
-    net.train()
-    first = last = None
+    options = run.options
+    run.net.train()
     window: list[dict[str, float]] = []
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
-               disable=args.quiet)
-    t0 = time.time()
     history: list[dict[str, float]] = []
-    for step in range(start, steps):
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x = make_batch(images, args.batch_size, args.image_size, gen).to(device)
-        opt.zero_grad(set_to_none=True)
-        y = net(x)
-        loss, parts = loss_fn(y, x)
-        if args.temporal_weight:
-            temporal = compound_loss(net, x, y, gen, args.temporal_shift, args.temporal_motion,
-                                     args.temporal_noise)
-            loss = loss + args.temporal_weight * temporal
-            parts["temporal"] = float(temporal.detach())
-            parts["total"] = float(loss.detach())
-        loss.backward()
-        opt.step()
+    bar = tqdm(total=run.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               disable=options.quiet)
+    for step in range(start, run.steps):
+        parts = _step(run, step)
         window.append(parts)
         history.append(parts)
-        if first is None:
-            first = parts
-        last = parts
         bar.update(1)
-        if (step + 1) % 10 == 0 or step + 1 == steps:
+        if (step + 1) % 10 == 0 or step + 1 == run.steps:
             mean = {k: sum(p[k] for p in window) / len(window) for k in window[0]}
             bar.set_postfix({k: f"{v:.3g}" for k, v in mean.items()})
             window = []
-        if args.checkpoint_every and (step + 1) % args.checkpoint_every == 0 and step + 1 < steps:
-            save_checkpoint(net, out, half=args.half)
-            save_train_state(spath, step + 1, opt, net, config)
+        if options.checkpoint_every and (step + 1) % options.checkpoint_every == 0 and step + 1 < run.steps:
+            save_checkpoint(run.net, run.out, half=options.half)
+            save_train_state(run.state, step + 1, run.opt, run.net, run.config)
     bar.close()
-    net.eval()
-    save_checkpoint(net, out, half=args.half)
-    if start < steps:
-        save_train_state(spath, steps, opt, net, config)
-    if not args.keep_state and spath.exists():
-        spath.unlink()
-    return {"steps": steps, "start": start, "seconds": time.time() - t0, "first": first, "last": last,
-            "history": history, "images": len(images), "out": str(out)}
+    return history
+
+
+def _step(run: _Training, step: int) -> dict[str, float]:
+    """One optimiser step; its batch is a pure function of the seed and STEP (so resuming is exact)."""
+    options = run.options
+    gen = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
+    x = make_batch(run.images, options.batch_size, options.image_size, gen).to(run.device)
+    run.opt.zero_grad(set_to_none=True)
+    y = run.net(x)
+    loss, parts = run.loss_fn(y, x)
+    if options.temporal_weight:
+        temporal = compound_loss(run.net, x, y, gen, options.temporal_shift, options.temporal_motion,
+                                 options.temporal_noise)
+        loss = loss + options.temporal_weight * temporal
+        parts["temporal"] = float(temporal.detach())
+        parts["total"] = float(loss.detach())
+    loss.backward()
+    run.opt.step()
+    return parts
 
 
 def _device(name: str) -> torch.device:
@@ -360,6 +460,14 @@ def _device(name: str) -> torch.device:
 # --------------------------------------------------------------------------
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Every ``stylempi train`` flag; the defaults are :class:`TrainOptions`'s."""
+    _add_input_arguments(p)
+    _add_learning_arguments(p)
+    _add_run_arguments(p)
+
+
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """The painting, the content, the checkpoint written, and the loss network."""
     p.add_argument("--style", required=True, metavar="IMAGE", help="the painting to learn")
     p.add_argument("--content", required=True, nargs="+", metavar="PATH",
                    help="content: image folders, image files and/or videos (frames are sampled)")
@@ -372,34 +480,47 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="SqueezeNet v1.0 weights (torchvision key names, Caffe BGR convention)")
     p.add_argument("--content-layer", action="append", metavar="N",
                    help="loss-network feature index for the content loss (default: squeezenet 4, vgg16 8)")
-    p.add_argument("--width", type=int, default=16, choices=(8, 16, 32),
-                   help="base channel width of the network (default 16; 32 is the paper's)")
-    p.add_argument("--image-size", type=int, default=256, help="training crop size (default 256)")
-    p.add_argument("--style-size", type=int, default=None,
+
+
+def _add_learning_arguments(p: argparse.ArgumentParser) -> None:
+    """The network's size, the crops, the loss weights and the optimiser."""
+    d = TrainOptions
+    p.add_argument("--width", type=int, default=d.width, choices=WIDTHS,
+                   help=f"base channel width of the network (default {d.width}; {WIDTHS[-1]} is the paper's)")
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help=f"training crop size (default {d.image_size})")
+    p.add_argument("--style-size", type=int, default=d.style_size,
                    help="long side of the painting when its Gram matrices are taken (default: image size)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
-    g.add_argument("--epochs", type=float, default=None, help="passes over the content images instead")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=5.0)
-    p.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default off)")
-    p.add_argument("--temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="W",
+    g.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
+    g.add_argument("--epochs", type=float, default=d.epochs, help="passes over the content images instead")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--content-weight", type=float, default=d.content_weight)
+    p.add_argument("--style-weight", type=float, default=d.style_weight)
+    p.add_argument("--tv-weight", type=float, default=d.tv_weight, help="total variation weight (default off)")
+    p.add_argument("--temporal-weight", type=float, default=d.temporal_weight, metavar="W",
                    help="weight of the temporal regularization: the output of a randomly moved and noised "
                         "crop must be the moved output of the crop (ReReVST, Wang et al. 2020), so strokes "
                         "follow motion rather than shimmer on video; needs no video or flow data; costs "
                         "about one more forward/backward of the style network per step; 0 turns it off "
-                        f"(default {DEFAULT_TEMPORAL_WEIGHT:g}; docs/styles.md has the trade-off measured)")
-    p.add_argument("--temporal-shift", type=float, default=DEFAULT_SHIFT, metavar="PX",
-                   help=f"largest random pan of the temporal term, pixels each way (default {DEFAULT_SHIFT:g})")
-    p.add_argument("--temporal-motion", type=float, default=DEFAULT_MOTION, metavar="PX",
-                   help=f"largest smooth local motion of the temporal term, pixels (default {DEFAULT_MOTION:g})")
-    p.add_argument("--temporal-noise", type=float, default=DEFAULT_NOISE, metavar="S",
-                   help=f"standard deviation of the temporal term's noise on 0..1 (default {DEFAULT_NOISE:g})")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames-per-video", type=int, default=60, help="frames sampled from each video")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                        f"(default {d.temporal_weight:g}; docs/styles.md has the trade-off measured)")
+    p.add_argument("--temporal-shift", type=float, default=d.temporal_shift, metavar="PX",
+                   help=f"largest random pan of the temporal term, pixels each way (default {d.temporal_shift:g})")
+    p.add_argument("--temporal-motion", type=float, default=d.temporal_motion, metavar="PX",
+                   help="largest smooth local motion of the temporal term, pixels "
+                        f"(default {d.temporal_motion:g})")
+    p.add_argument("--temporal-noise", type=float, default=d.temporal_noise, metavar="S",
+                   help=f"standard deviation of the temporal term's noise on 0..1 (default {d.temporal_noise:g})")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Sampling, checkpoints and resuming, and where and how quietly it runs."""
+    d = TrainOptions
+    p.add_argument("--frames-per-video", type=int, default=d.frames_per_video,
+                   help="frames sampled from each video")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
                    help="rewrite the checkpoint and OUT.train-state.pth every N steps (0: only at the end)")
     p.add_argument("--init", metavar="MODEL.pth",
                    help="start from this checkpoint's weights (fine-tune another style: much faster than "
@@ -408,15 +529,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-state", action="store_true",
                    help="keep OUT.train-state.pth after the last step (to extend the run later)")
     p.add_argument("--half", action="store_true", help="store the checkpoint in fp16 (half the size)")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=d.device, help="auto (GPU when present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def train_main(args: argparse.Namespace) -> int:
-    if args.loss_net is None:
-        args.loss_net = "squeezenet" if args.loss_weights else "vgg16"
-    summary = train(args)
+    summary = train(TrainOptions.from_args(args))
     last = summary["last"] or {}
     print(f"stylempi train: wrote {summary['out']} after {summary['steps']} steps "
           f"({summary['seconds']:.0f} s; content {last.get('content', float('nan')):.3g}, "

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from .comm import Comm
+from .engine import default_batch_size, resolve_compile, resolve_device, threads_per_rank
 from .errors import OutputFailure, StylempiError, VideoDecodeFailure
 from .files import sha256_file
 from .look import Look
@@ -30,8 +31,7 @@ from .media import SegmentWriter, decode_frames
 from .plan import Chunk
 from .prepare import Prepared, size_change_message
 from .progress import ProgressBar
-from .stylize import (NetworkStylizer, Stylizer, default_batch_size, resolve_compile, resolve_device,
-                      threads_per_rank)
+from .stylize import NetworkStylizer, Stylizer
 from .workfiles import partial_segment_path, segment_path, write_record
 
 if TYPE_CHECKING:

@@ -32,15 +32,15 @@ from __future__ import annotations
 from .assembly import CopyPlan, assemble, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
-from .encoding import (CRF_RANGES, DEEP_CODEC, ENCODER_LOOKAHEAD, EncodeSettings, SegmentWriter, add_video_stream,
-                       check_crf, check_encoder, choose_encoding, encoder_options, encoding_notes, output_format,
-                       tag_colour)
+from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncodeSettings,
+                       SegmentWriter, add_video_stream, check_crf, check_encoder, choose_encoding, encoder_options,
+                       encoding_notes, output_format, tag_colour)
 from .indexing import FrameIndex, index_frames
 from .inputs import file_sha256, open_input, pick_video_stream
 from .pixels import TO_RGB, TO_YUV, frame_colour, to_rgb, to_yuv
 
 __all__ = [
-    "CRF_RANGES", "DEEP_CODEC", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
+    "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
     "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
     "describe_video", "encoder_options", "encoding_notes", "file_sha256", "frame_colour", "index_frames",

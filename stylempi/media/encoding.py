@@ -63,6 +63,10 @@ ENCODER_LOOKAHEAD = 10
 #: The CRF scale of each encoder that has one (FFmpeg's option ranges; lower is better).
 CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (0, 63),
               "libsvtav1": (0, 63)}
+#: The CRF each encoder gets when --crf is not given (see :func:`encoder_options`).
+DEFAULT_CRF = {"libx264": 18, "libx265": 18, "libvpx-vp9": 31, "libvpx": 31, "libsvtav1": 35}
+#: The preset each encoder that has one gets when --preset is not given.
+DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 
 
 def check_crf(codec: str, crf: int | None) -> None:
@@ -122,8 +126,8 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
     options: dict[str, str] = {}
     hdr = ":".join(f"{k}={v}" for k, v in colours.encoder_params(encoder, colour).items())
     if encoder in ("libx264", "libx265"):
-        options["crf"] = str(18 if crf is None else crf)
-        options["preset"] = preset or "medium"
+        options["crf"] = str(DEFAULT_CRF[encoder] if crf is None else crf)
+        options["preset"] = preset or DEFAULT_PRESET[encoder]
         # No B-frames: every segment's decode order equals presentation order,
         # so segments encoded apart join into one stream with monotonic DTS.
         # A short rate-control look-ahead (x264's default is 40 frames, x265's 20):
@@ -143,10 +147,11 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
             options["x265-params"] = ":".join(filter(None, [
                 f"bframes=0:rc-lookahead={ENCODER_LOOKAHEAD}:log-level=error", hdr]))
     elif encoder in ("libvpx-vp9", "libvpx"):
-        options.update({"crf": str(31 if crf is None else crf), "b": "0", "row-mt": "1",
+        options.update({"crf": str(DEFAULT_CRF[encoder] if crf is None else crf), "b": "0", "row-mt": "1",
                         "deadline": "good", "cpu-used": "4"})
     elif encoder == "libsvtav1":
-        options.update({"crf": str(35 if crf is None else crf), "preset": preset or "8"})
+        options.update({"crf": str(DEFAULT_CRF[encoder] if crf is None else crf),
+                        "preset": preset or DEFAULT_PRESET[encoder]})
     return options
 
 

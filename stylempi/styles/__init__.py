@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelLoadFailure
+
 HERE = Path(__file__).resolve().parent
 
 _WEIGHTS = "weights MIT (trained by stylempi)"
@@ -63,9 +65,37 @@ def closest_style(name: str) -> str | None:
 
 
 def unknown_model_message(spec: str) -> str:
-    """The one wording ``run``, ``preview`` and ``export`` use for a --model that names nothing."""
+    """The one wording every command uses for a --model that names nothing."""
     names = ", ".join(sorted(BUILTIN)) or "none installed"
     guess = closest_style(spec)
     hint = f"did you mean {guess}? " if guess else ""
     return (f"--model {spec}: no such file and no built-in style of that name ({hint}built-in "
             f"styles: {names}; see `stylempi models`)")
+
+
+def resolve_model(spec: str) -> Path:
+    """The checkpoint file a ``--model`` value names, the same way for every command
+    (``run``, ``preview``, ``export``, ``watch``): a path that exists wins (a file
+    the user points at is never shadowed by a style of the same name), then a
+    built-in style name in any case. Raises :class:`ModelLoadFailure` for a
+    directory, or for a value that names neither (with a "did you mean")."""
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            raise ModelLoadFailure(f"model {spec} is a directory; give a .pth checkpoint file")
+        return path
+    builtin = builtin_checkpoint(spec)
+    if builtin is None:
+        raise ModelLoadFailure(unknown_model_message(spec))
+    return builtin
+
+
+def read_model(spec: str) -> tuple[bytes, str]:
+    """The checkpoint bytes ``--model`` names (:func:`resolve_model`), and the name messages
+    give it: ``model PATH`` or ``built-in style NAME``."""
+    path = resolve_model(spec)
+    name = f"model {spec}" if path == Path(spec) else f"built-in style {path.stem}"
+    try:
+        return path.read_bytes(), name
+    except OSError as exc:
+        raise ModelLoadFailure(f"cannot read {name}: {exc.strerror or exc}") from None

@@ -13,7 +13,7 @@ from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
 from stylempi.lossnet import build_lossnet, gram, load_squeezenet, squeezenet1_0_features
 from stylempi.model import load_network
-from stylempi.train import add_train_arguments, state_path, train, train_main
+from stylempi.train import TrainOptions, add_train_arguments, state_path, train, train_main
 
 LOSS_WEIGHTS = ("models", "lossnet", "squeezenet1_0_caffe_bgr_fp16.pth")
 
@@ -46,7 +46,7 @@ def _style_image(root: Path, size: int = 64) -> Path:
     return path
 
 
-def _args(tmp: Path, out: Path, **over) -> argparse.Namespace:
+def _args(tmp: Path, out: Path, **over) -> TrainOptions:
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     argv = ["--style", str(_style_image(tmp) if not (tmp / "style.png").exists() else tmp / "style.png"),
@@ -57,7 +57,7 @@ def _args(tmp: Path, out: Path, **over) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for k, v in over.items():
         setattr(args, k, v)
-    return args
+    return TrainOptions.from_args(args)
 
 
 def _mean(history, key, part):
