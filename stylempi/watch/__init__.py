@@ -25,7 +25,9 @@ Exactly once, with any number of watchers:
    prefixed by ``--launcher`` (e.g. ``mpirun -n 4``, ``sbatch --wait ...``;
    split with shlex, never run through a shell; ``{input}``, ``{output}`` and
    ``{model}`` in the launcher are replaced instead of appending the command);
-   with ``--in-process`` it calls :func:`stylempi.job.run_job` directly.
+   with ``--in-process`` it calls :func:`stylempi.job.run_job` directly. Either
+   way ``--run-args`` are ``stylempi run`` options, read by its own parser and
+   checked once when the watcher starts.
 4. **publish**: upload the output (blocks committed last) to DEST and a JSON
    report beside it (``OUTPUT.report.json``), then write the done marker, then
    release the lease. The output blob's metadata names the input and its ETag,
@@ -47,11 +49,12 @@ Blob storage), :mod:`.jobs` (the job in a child process or in this one),
 :mod:`.command` (the ``watch`` subcommand).
 """
 from .command import add_watch_arguments, add_watch_parser, main, watch_main
-from .jobs import build_job_argv
+from .jobs import build_job_argv, check_run_args, parse_run_args, run_options
 from .records import (CONTROL, FAILED, INPUT_ETAG_KEY, INPUT_KEY, LEASE_SECONDS, ROLE_KEY, Claim, Ledger,
                       safe_relative_name)
 from .watcher import OUTPUT_EXTENSIONS, WatchConfig, Watcher
 
 __all__ = ["CONTROL", "FAILED", "INPUT_ETAG_KEY", "INPUT_KEY", "LEASE_SECONDS", "OUTPUT_EXTENSIONS", "ROLE_KEY",
            "Claim", "Ledger", "WatchConfig", "Watcher", "add_watch_arguments", "add_watch_parser",
-           "build_job_argv", "main", "safe_relative_name", "watch_main"]
+           "build_job_argv", "check_run_args", "main", "parse_run_args", "run_options", "safe_relative_name",
+           "watch_main"]

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import signal
 import sys
 from pathlib import Path
 
 from .. import storage
 from ..errors import UsageError
+from .jobs import split_run_args
 from .records import say
 from .watcher import WatchConfig, Watcher
 
@@ -71,7 +71,7 @@ def watch_main(args: argparse.Namespace) -> int:
     config = WatchConfig(
         source=storage.locate(args.source, args.account_url),
         dest=storage.locate(args.output, args.account_url),
-        model=args.model, launcher=args.launcher, run_args=shlex.split(args.run_args or ""),
+        model=args.model, launcher=args.launcher, run_args=split_run_args(args.run_args),
         poll=args.poll, attempts=args.attempts, once=args.once, in_process=args.in_process,
         work_dir=Path(args.work_dir) if args.work_dir else None, job_timeout=args.job_timeout)
     watcher = Watcher(config)

@@ -1,6 +1,14 @@
-"""Running one watched job: ``stylempi run`` in a child process, or in the watcher itself."""
+"""Running one watched job: ``stylempi run`` in a child process, or in the watcher itself.
+
+Both ways take the same ``--run-args``, read by ``stylempi run``'s own parser
+(:func:`parse_run_args`): a child process parses them itself, an in-process
+job through :func:`run_options`, and the watcher checks them once at start
+(:func:`check_run_args`) so that a typo fails there, not on every input.
+"""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -8,10 +16,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from .. import storage
 from ..errors import StylempiError, UsageError
+
+if TYPE_CHECKING:
+    from ..job import RunOptions
 
 LOG_TAIL = 4000
 
@@ -44,16 +55,65 @@ def build_job_argv(launcher: str | None, input_path: str, output_path: str, mode
     return words + job
 
 
-def run_in_process(local_in: Path, local_out: Path, model: str):
-    """Run the job inside this process: (returncode, log tail, argv)."""
-    from ..job import RunOptions, run_job  # the core; imported only when asked for
-    argv = ["<in-process>", str(local_in), str(local_out), "--model", model]
+def split_run_args(text: str | None) -> list[str]:
+    """``--run-args`` split like a shell would; an unbalanced quote is a usage error."""
     try:
-        run_job(RunOptions(input=str(local_in), output=str(local_out), model=model,
-                           work_dir=str(local_out.parent / "work"), quiet=True))
-        return 0, "", argv
+        return shlex.split(text or "")
+    except ValueError as e:
+        raise UsageError(f"--run-args: {e}") from None
+
+
+def _refuse(message: str) -> NoReturn:
+    raise UsageError(f"--run-args: {message}")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    """``stylempi run``'s own parser, raising :class:`UsageError` instead of exiting."""
+    from ..cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices["run"]
+    parser.error = _refuse  # type: ignore[method-assign]
+    parser.print_help = lambda file=None: None  # type: ignore[method-assign]
+    parser.exit = lambda status=0, message=None: _refuse(  # type: ignore[method-assign]
+        "--help is not an option of a job (see `stylempi run --help`)")
+    return parser
+
+
+def parse_run_args(input_path: str, output_path: str, model: str, run_args: list[str]) -> argparse.Namespace:
+    """``stylempi run INPUT OUTPUT --model MODEL RUN_ARGS`` parsed as the CLI parses it."""
+    return _run_parser().parse_args([input_path, output_path, "--model", model, *run_args])
+
+
+def check_run_args(model: str, run_args: list[str]) -> None:
+    """Raise :class:`UsageError` for an option ``stylempi run`` does not take or a value it refuses."""
+    parse_run_args("INPUT.mp4", "OUTPUT.mp4", model, run_args)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The :class:`~stylempi.job.RunOptions` of parsed ``stylempi run`` arguments: every field
+    from the argument of its name, the mapping ``stylempi.cli.cmd_run`` spells out."""
+    from ..job import RunOptions
+    names = {f.name for f in dataclasses.fields(RunOptions)}
+    return RunOptions(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def run_in_process(local_in: Path, local_out: Path, model: str, run_args: list[str]):
+    """Run the job inside this process: (returncode, log tail, argv)."""
+    from ..comm import get_comm
+    from ..job import run_job  # the core; imported only when asked for
+    argv = ["<in-process>", str(local_in), str(local_out), "--model", model, *run_args]
+    try:
+        args = parse_run_args(str(local_in), str(local_out), model, run_args)
+        options = dataclasses.replace(run_options(args), quiet=True,
+                                      work_dir=args.work_dir or str(local_out.parent / "work"))
+        comm = get_comm()
+        with storage.staged_run(options, args.account_url, comm) as options:
+            summary = run_job(options, comm=comm)
     except StylempiError as e:
         return e.exit_code, f"stylempi: error: {storage.redact(str(e))}", argv
+    # What `stylempi run` would have printed: the job's log, as a child's would be.
+    lines = [f"stylempi: warning: {w}" for w in summary.warnings()] + [summary.line()] if summary else []
+    return 0, storage.scrub("\n".join(lines)), argv
 
 
 def run_child(argv: list[str], job_dir: Path, should_stop: Callable[[], bool],

@@ -15,7 +15,7 @@ from .. import storage
 from ..containers import VIDEO_EXTENSIONS
 from ..errors import StorageFailure, UsageError
 from ..tempdirs import reaped_temp_dir, remove as remove_temp_dir
-from .jobs import build_job_argv, run_child, run_in_process
+from .jobs import build_job_argv, check_run_args, run_child, run_in_process
 from .records import (CONTROL, FAILED, LEASE_SECONDS, ROLE_KEY, Claim, Ledger, etag_key, now,
                       safe_relative_name, say)
 
@@ -69,6 +69,8 @@ class Watcher:
         if self._same_container() and self.source.blob.startswith(self.dest.blob):
             raise UsageError(f"--output {self.dest} contains SOURCE {self.source}: outputs would "
                              "overwrite inputs; pick a DEST prefix that is not above SOURCE")
+        if self.cfg.run_args:
+            check_run_args(self.cfg.model, self.cfg.run_args)
 
     def rel(self, name: str) -> str:
         return name[len(self.source.blob):]
@@ -228,7 +230,7 @@ class Watcher:
         """(returncode or None when interrupted, log tail, argv)."""
         model = self.model_path()
         if self.cfg.in_process:
-            return run_in_process(local_in, local_out, model)
+            return run_in_process(local_in, local_out, model, self.cfg.run_args)
         argv = build_job_argv(self.cfg.launcher, str(local_in), str(local_out), model,
                               self.cfg.run_args)
         rc, tail = run_child(argv, job_dir, lambda: self.stop_event.is_set() or claim.lost,
