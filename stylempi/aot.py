@@ -25,7 +25,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -113,11 +113,29 @@ def _jit_runner(step: nn.Module, shape: tuple, device: torch.device, cache: Path
     return run
 
 
-def _compile_package(step: nn.Module, example_batch: torch.Tensor, cache: Path, package: Path) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".partial-", suffix=".pt2")
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[Path]:
+    """``with _written_whole(path) as tmp:`` write TMP, a ``.partial-`` file beside PATH; a
+    clean exit renames it onto PATH (atomic: ranks writing at once all end with a whole
+    file), an exception removes it.
+
+    Not :func:`stylempi.files.atomic_write`: Inductor writes a package to a path, not
+    to an open file, and the cache removes a killed rank's leftovers by their
+    ``.partial-`` names (:mod:`stylempi.compile_cache`).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=path.suffix)
     os.close(fd)
     try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _compile_package(step: nn.Module, example_batch: torch.Tensor, cache: Path, package: Path) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    with _written_whole(package) as tmp:
         from torch._inductor import aoti_compile_and_package
         # torch's own deprecation notices while exporting would be printed by every
         # rank, and are not the user's business.
@@ -125,12 +143,8 @@ def _compile_package(step: nn.Module, example_batch: torch.Tensor, cache: Path, 
             warnings.simplefilter("ignore", FutureWarning)
             exported = torch.export.export(step.eval(), (example_batch,))
             # freezing off: faster here (module docstring)
-            aoti_compile_and_package(exported, package_path=tmp,
+            aoti_compile_and_package(exported, package_path=str(tmp),
                                      inductor_configs={"freezing": False, "fx_graph_cache": False})
-        os.replace(tmp, package)  # atomic: ranks compiling at once all end with a whole file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load_package(package: Path, notes: list[str]) -> Runner:
@@ -200,10 +214,8 @@ def _unpack_library(package: Path, library: Path) -> None:
                      if n.endswith(".so") and "/data/aotinductor/model/" in n), None)
         if name is None:  # another package layout: torch's loader will do
             raise KeyError(f"no model library in {package.name}")
-        fd, tmp = tempfile.mkstemp(dir=package.parent, prefix=".partial-", suffix=".so")
-        with os.fdopen(fd, "wb") as out:
-            out.write(archive.read(name))
-        os.replace(tmp, library)
+        with _written_whole(library) as tmp:
+            tmp.write_bytes(archive.read(name))
 
 
 def _prune_cache_once(cache: Path) -> None:

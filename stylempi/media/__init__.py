@@ -36,14 +36,14 @@ from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCO
                        SegmentWriter, add_video_stream, check_crf, check_encoder, choose_encoding, encoder_options,
                        encoding_notes, output_format, tag_colour)
 from .indexing import FrameIndex, index_frames
-from .inputs import file_sha256, open_input, pick_video_stream
+from .inputs import open_input, pick_video_stream
 from .pixels import TO_RGB, TO_YUV, frame_colour, to_rgb, to_yuv
 
 __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
     "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
-    "describe_video", "encoder_options", "encoding_notes", "file_sha256", "frame_colour", "index_frames",
+    "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
     "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "probe", "tag_colour",
     "to_rgb", "to_yuv",
 ]

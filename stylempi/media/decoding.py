@@ -26,8 +26,8 @@ def _prime_decoder(container, stream) -> None:
     repeat: FFmpeg's H.264 decoder reads the x264 version from the first
     packet's SEI and, for old x264 builds, decodes 4:4:4 streams with a
     workaround for that encoder's bug. Without it every frame after a seek came
-    out wrong (cockatoo.mp4: mean error ~100 levels from its second keyframe
-    on). One extra packet per chunk; the frame it gives is before the chunk.
+    out wrong (docs/benchmarks.md, section 10). One extra packet per chunk; the
+    frame it gives is before the chunk.
     """
     for packet in container.demux(stream):
         if packet.size:

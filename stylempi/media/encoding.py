@@ -133,13 +133,11 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
         # A short rate-control look-ahead (x264's default is 40 frames, x265's 20):
         # frames held inside the encoder are a rank's largest memory at 1080p, and a
         # chunk's last look-ahead must be encoded after its last frame arrives, which
-        # is the job's tail (docs/benchmarks.md, "Memory" and "Scaling"). Measured on
-        # flower.mp4 at crf 18: 10 frames gives a file within 2 % of 40's size.
+        # is the job's tail; a shorter one barely changes the file's size.
         # x264's threaded look-ahead (on by default with frame threads) made the
-        # bytes of a segment's second frame depend on thread timing: the same
-        # pixels encoded to different packets in about 1 job in 5 when segments are
-        # shorter than the look-ahead (tests/e2e/test_run_matrix.py, same-N test;
-        # 0 failures in 26 runs with it off). Frame threads stay on.
+        # bytes of a segment's second frame depend on thread timing, so the same
+        # pixels could encode to different packets (tests/e2e/test_run_matrix.py, same-N
+        # test): it is off. Frame threads stay on. Figures: docs/benchmarks.md, section 10.
         if encoder == "libx264":
             options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD),
                             "x264-params": ":".join(filter(None, ["sync-lookahead=0", hdr]))})

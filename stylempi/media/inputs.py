@@ -1,7 +1,6 @@
-"""Opening an input file, choosing its video stream, and a file's fingerprint."""
+"""Opening an input file and choosing its video stream."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import av
@@ -47,11 +46,3 @@ def _is_attached_picture(stream) -> bool:
     except Exception:  # noqa: BLE001 - older PyAV without dispositions
         return False
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (how a resumed job recognizes its input and its segments)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -62,8 +62,8 @@ def frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str)
 
 
 #: swscale flags of the two conversions. Exact rounding and full-resolution chroma on the
-#: way in remove the 1-2 level mean shift of swscale's fast paths; an identity round trip
-#: of real HD footage is then ~52 dB instead of ~45 (docs/colour.md has the table).
+#: way in remove the mean colour shift of swscale's fast paths, so an identity round trip
+#: comes much closer to its input (docs/colour.md has the table).
 TO_RGB = ("BICUBIC", "ACCURATE_RND", "FULL_CHR_H_INT")
 TO_YUV = ("BICUBIC", "ACCURATE_RND")
 

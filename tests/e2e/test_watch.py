@@ -112,6 +112,20 @@ def test_candidates_exclude_own_things():
                                         storage.parse_blob_url("az://box/in/", account), "m"))
 
 
+def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
+    """An in-process job builds its RunOptions from `stylempi run`'s own flags as the CLI does."""
+    import stylempi.job
+    from stylempi import cli
+    run = ["in.mp4", "out.mkv", "--model", "m.pth", "--trust-model", "--device", "cpu", "--precision", "fp32",
+           "--batch-size", "3", "--compile", "off", "--style-scale", "0.5", "--preserve-colors",
+           "--video-stream", "0", "--codec", "libx265", "--crf", "20", "--preset", "fast", "--audio-codec",
+           "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet"]
+    seen = []
+    monkeypatch.setattr(stylempi.job, "run_job", lambda options, **kw: seen.append(options))
+    assert cli.main(["run", *run]) == 0
+    assert watch.run_options(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
+
+
 # --------------------------------------------------------------------------- on Azurite
 
 def test_two_watchers_process_each_upload_exactly_once(blob_env, job, tmp_path):
@@ -305,3 +319,55 @@ def test_watch_end_to_end_with_real_stylempi_run(blob_env, tmp_path):
     assert verified.returncode == 0, verified.stdout[-2000:]
     report = json.loads(storage.read_bytes(f"az://{container}/done/clip.mp4.report.json"))
     assert report["status"] == "ok" and "on 2 ranks" in report["log_tail"]
+
+
+@pytest.mark.parametrize("mode", [["--in-process"], ["--launcher", "true"]])
+def test_bad_run_args_fail_at_start(blob_env, mode):
+    """An option `stylempi run` does not take fails once, before any listing, in both modes."""
+    server, container = blob_env
+    put(container, "in/clip.mp4", b"video")
+    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/in/", "--output",
+                        f"az://{container}/out/", "--model", "candy", *mode, "--once", "--run-args=--nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "stylempi: error: --run-args: unrecognized arguments: --nope\n"
+    assert names(container) == ["in/clip.mp4"]
+
+
+def _frames(path) -> list:
+    import av
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.slow
+def test_in_process_job_takes_run_args(blob_env, tmp_path):
+    """`--in-process` with `--run-args` gives the pixels `stylempi run` gives with those options."""
+    import clips
+    import numpy as np
+    import torch
+    from conftest import stylempi
+    from stylempi.model import TransformerNet
+    server, container = blob_env
+    torch.manual_seed(0)
+    model = tmp_path / "tiny8.pth"
+    torch.save(TransformerNet(8).state_dict(), model)
+    clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
+    storage.upload(clip, f"az://{container}/up/clip.mp4")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/up/", "--output",
+                        f"az://{container}/done/", "--model", str(model), "--in-process", "--once",
+                        "--run-args", "--style-scale 0.5 --preserve-colors"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    storage.download(f"az://{container}/done/clip.mp4", tmp_path / "watched.mp4")
+    for name, extra in (("asked.mp4", ["--style-scale", "0.5", "--preserve-colors"]), ("plain.mp4", [])):
+        done = stylempi("run", clip, tmp_path / name, "--model", model, *extra, env={"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+    watched, asked, plain = (_frames(tmp_path / n) for n in ("watched.mp4", "asked.mp4", "plain.mp4"))
+    assert len(watched) == len(asked) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(watched, asked))
+    assert not all(np.array_equal(a, b) for a, b in zip(watched, plain))
+    report = json.loads(storage.read_bytes(f"az://{container}/done/clip.mp4.report.json"))
+    assert report["command"][-3:] == ["--style-scale", "0.5", "--preserve-colors"]
+    assert "8 frames" in report["log_tail"] and "on 1 rank" in report["log_tail"]
