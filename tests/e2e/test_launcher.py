@@ -94,6 +94,13 @@ def clip(work) -> Path:
     return clips.make_clip(work / "in.mp4", frames=40, size=(128, 96), gop=8, audio_tracks=1)
 
 
+@pytest.fixture(scope="module")
+def long_clip(work) -> Path:
+    """Long enough (30 chunks) that the job is far from its join when the first chunk is done:
+    a short job can finish inside mpirun's 0.5 s kill sequence and leave a complete OUTPUT."""
+    return clips.make_clip(work / "long.mp4", frames=240, size=(128, 96), gop=8, audio_tracks=1)
+
+
 @OPEN_MPI_5
 @pytest.mark.slow
 @pytest.mark.parametrize("what,code", [("input", 3), ("model", 4)])
@@ -141,14 +148,14 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
 @pytest.mark.parametrize("target", ["mpirun", "group"])
-def test_ctrl_c_on_mpirun_keeps_the_work_and_resumes(work, clip, model, target):
+def test_ctrl_c_on_mpirun_keeps_the_work_and_resumes(work, long_clip, model, target):
     """Ctrl-C reaches the terminal's foreground process group: mpirun, but not the ranks, which
     Open MPI puts in process groups of their own. mpirun then has every rank sent SIGCONT,
     SIGTERM 0.25 s later and SIGKILL 0.25 s after that, drops what they print meanwhile and exits
     1 (README, "Interrupted"). Whatever the signal's target, nothing is left running, no OUTPUT
     appears, and the same command resumes."""
     out = work / f"interrupted-{target}.mp4"
-    cmd = [*stylempi_cli(), "run", str(clip), str(out), "--model", str(model), "--device", "cpu",
+    cmd = [*stylempi_cli(), "run", str(long_clip), str(out), "--model", str(model), "--device", "cpu",
            "--chunk-frames", "8"]
     job = subprocess.Popen([mpirun_path(), "-n", "2", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)
@@ -182,4 +189,4 @@ def test_ctrl_c_on_mpirun_keeps_the_work_and_resumes(work, clip, model, target):
     assert again.returncode == 0, again.stderr[-2000:]
     assert " 0 reused" not in again.stdout, again.stdout  # it resumed from the interrupted job's chunks
     assert not job_root.exists()
-    assert stylempi("verify", clip, out, timeout=TIMEOUT).returncode == 0
+    assert stylempi("verify", long_clip, out, timeout=TIMEOUT).returncode == 0

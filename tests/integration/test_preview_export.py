@@ -1,4 +1,4 @@
-"""`stylempi preview`, `stylempi export` and `stylempi models` (issue 7)."""
+"""`stylempi preview`, `stylempi export` and `stylempi models`."""
 from __future__ import annotations
 
 import argparse

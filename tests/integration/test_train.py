@@ -1,4 +1,4 @@
-"""`stylempi train`: the loss networks, training, checkpoints and resuming (issue 7)."""
+"""`stylempi train`: the loss networks, training, checkpoints and resuming."""
 from __future__ import annotations
 
 import argparse
