@@ -1,4 +1,4 @@
-"""The GPU benchmark of issue 6: frames/s per GPU at 1080p, with the stage breakdown.
+"""The GPU benchmark: frames/s per GPU at 1080p, with the stage breakdown.
 
 Run on a machine with a CUDA GPU (the `device` tool's lent H100/H200 here). On one
 generated 1080p clip (flower.mp4's footage scaled and looped, H.264 + AAC: the clip

@@ -1,4 +1,4 @@
-"""The speed benchmark of issue 6: stylempi against the reference method, in one run.
+"""The speed benchmark: stylempi against the reference method, in one run.
 
 On one generated clip (640x360, 300 frames at 30 fps, H.264 + AAC: flower.mp4's
 footage scaled and looped, nasa_13013.mp4's real sound), with the same network

@@ -1,4 +1,4 @@
-"""Gram-matrix style distance of stylized frames to their painting (issue 7, acceptance 1).
+"""Gram-matrix style distance of stylized frames to their painting.
 
 For K frames spread over a video (default ../shared/media/flower.mp4, native size) it computes,
 on the loss network's style layers (SqueezeNet v1.0, the network the styles were trained with),

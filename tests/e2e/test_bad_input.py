@@ -1,4 +1,4 @@
-"""Bad input (issue 3, acceptance 3): one clear line, non-zero exit, nothing left behind.
+"""Bad input: one clear line, non-zero exit, nothing left behind.
 
 Each case runs the real CLI as one plain process (mpirun adds lines of its
 own) and asserts: exit code != 0; exactly one non-empty line on stderr, and it
@@ -139,7 +139,7 @@ def test_audio_only(tmp_path, model):
 def test_still_image(tmp_path, model):
     """A PNG is either refused cleanly or becomes a one-frame video of its size.
 
-    Both are allowed by issue 3; whichever the tool does must be clean. At the
+    Both are acceptable; whichever the tool does must be clean. At the
     time of writing stylempi makes a one-frame 64x48 H.264 video of it, which
     ``stylempi verify`` and the ffprobe oracle both accept.
     """

@@ -1,4 +1,4 @@
-"""Never hang, never lose work (issue 3): a killed rank, a failing rank, resume.
+"""Never hang, never lose work: a killed rank, a failing rank, resume.
 
 These launch real ``mpirun`` jobs and really kill a rank with SIGKILL. The
 deadlines are liveness limits (a hang fails the test), not speed checks.

@@ -1,4 +1,4 @@
-"""`mpirun -n N stylempi run` on generated clips, judged twice (issue 2, acceptance 3).
+"""`mpirun -n N stylempi run` on generated clips, judged twice.
 
 Each case makes a tiny clip with one property (tests/clips.py), runs the real
 CLI under real ``mpirun`` (N from 1 to 4, spread across the cases) with a tiny

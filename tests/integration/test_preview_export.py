@@ -196,7 +196,7 @@ def test_onnx_export_cli_prints_one_line(tmp_path):
 
 def test_builtin_styles_are_listed_small_and_load():
     rows = list_models()
-    assert len(rows) >= 3, "issue 7 needs at least three built-in styles"
+    assert len(rows) >= 3, "the project promises at least three built-in styles"
     for row in rows:
         path = builtin_checkpoint(row["name"])
         assert path is not None and row["size"] == path.stat().st_size <= 2_000_000
