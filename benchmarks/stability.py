@@ -47,7 +47,7 @@ from stylempi.model import load_network  # noqa: E402
 from stylempi.stability import DEFAULT_FRAMES, DEFAULT_HEIGHT, read_frames, warping_error  # noqa: E402
 from stylempi.styles import BUILTIN, builtin_checkpoint  # noqa: E402
 from stylempi.stylize import NetworkStylizer  # noqa: E402
-from stylempi.train import load_image  # noqa: E402
+from stylempi.trainset import load_image  # noqa: E402
 
 CLIPS = ("flower.mp4", "flower_vfr.mp4", "nasa_13013.mp4", "cockatoo.mp4", "cityCC0.mpg")
 LOSS_WEIGHTS = SHARED / "models" / "lossnet" / "squeezenet1_0_caffe_bgr_fp16.pth"

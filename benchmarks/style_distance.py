@@ -29,7 +29,7 @@ from stylempi.lossnet import build_lossnet, gram, style_distance  # noqa: E402
 from stylempi.model import open_model  # noqa: E402
 from stylempi.preview import sample_frames, stylize_image  # noqa: E402
 from stylempi.styles import BUILTIN  # noqa: E402
-from stylempi.train import load_image  # noqa: E402
+from stylempi.trainset import load_image  # noqa: E402
 
 
 def _grams(net, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
