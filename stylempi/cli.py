@@ -149,13 +149,7 @@ def _add_work_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .job import RunOptions, run_job
-    options = RunOptions(
-        input=args.input, output=args.output, model=args.model, trust_model=args.trust_model,
-        device=args.device, precision=args.precision, batch_size=args.batch_size,
-        video_stream=args.video_stream, codec=args.codec, crf=args.crf, preset=args.preset,
-        audio_codec=args.audio_codec, reencode_audio=args.reencode_audio, work_dir=args.work_dir,
-        restart=args.restart, chunk_frames=args.chunk_frames, quiet=args.quiet, compile=args.compile,
-        style_scale=args.style_scale, preserve_colors=args.preserve_colors)
+    options = RunOptions.from_args(args)
     from .comm import get_comm
     from .storage import staged_run
     comm = get_comm()

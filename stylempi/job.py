@@ -23,6 +23,7 @@ command reuses them. Rank 0's progress bar is stylempi.progress.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shutil
 import time
@@ -131,6 +132,13 @@ class RunOptions:
     color_matrix: str | None = None
     #: Blob storage staging (stylempi.storage.staged_run sets it) when a path is a Blob URL.
     staging: Staging | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The options of parsed ``stylempi run`` arguments: each field from the flag of its
+        name (``stylempi run`` and ``watch --run-args`` both build them this way)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
 @dataclass

@@ -49,7 +49,7 @@ Blob storage), :mod:`.jobs` (the job in a child process or in this one),
 :mod:`.command` (the ``watch`` subcommand).
 """
 from .command import add_watch_arguments, add_watch_parser, main, watch_main
-from .jobs import build_job_argv, check_run_args, parse_run_args, run_options
+from .jobs import build_job_argv, check_run_args, parse_run_args
 from .records import (CONTROL, FAILED, INPUT_ETAG_KEY, INPUT_KEY, LEASE_SECONDS, ROLE_KEY, Claim, Ledger,
                       safe_relative_name)
 from .watcher import OUTPUT_EXTENSIONS, WatchConfig, Watcher

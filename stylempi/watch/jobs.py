@@ -2,7 +2,7 @@
 
 Both ways take the same ``--run-args``, read by ``stylempi run``'s own parser
 (:func:`parse_run_args`): a child process parses them itself, an in-process
-job through :func:`run_options`, and the watcher checks them once at start
+job through :meth:`stylempi.job.RunOptions.from_args`, and the watcher checks them once at start
 (:func:`check_run_args`) so that a typo fails there, not on every input.
 """
 from __future__ import annotations
@@ -16,13 +16,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn
+from typing import Callable, NoReturn
 
 from .. import storage
 from ..errors import StylempiError, UsageError
-
-if TYPE_CHECKING:
-    from ..job import RunOptions
 
 LOG_TAIL = 4000
 
@@ -89,22 +86,14 @@ def check_run_args(model: str, run_args: list[str]) -> None:
     parse_run_args("INPUT.mp4", "OUTPUT.mp4", model, run_args)
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    """The :class:`~stylempi.job.RunOptions` of parsed ``stylempi run`` arguments: every field
-    from the argument of its name, the mapping ``stylempi.cli.cmd_run`` spells out."""
-    from ..job import RunOptions
-    names = {f.name for f in dataclasses.fields(RunOptions)}
-    return RunOptions(**{k: v for k, v in vars(args).items() if k in names})
-
-
 def run_in_process(local_in: Path, local_out: Path, model: str, run_args: list[str]):
     """Run the job inside this process: (returncode, log tail, argv)."""
     from ..comm import get_comm
-    from ..job import run_job  # the core; imported only when asked for
+    from ..job import RunOptions, run_job  # the core; imported only when asked for
     argv = ["<in-process>", str(local_in), str(local_out), "--model", model, *run_args]
     try:
         args = parse_run_args(str(local_in), str(local_out), model, run_args)
-        options = dataclasses.replace(run_options(args), quiet=True,
+        options = dataclasses.replace(RunOptions.from_args(args), quiet=True,
                                       work_dir=args.work_dir or str(local_out.parent / "work"))
         comm = get_comm()
         with storage.staged_run(options, args.account_url, comm) as options:

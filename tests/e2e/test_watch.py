@@ -8,6 +8,8 @@ SLOW, and appends one line per run to a log. The end-to-end test with the real
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -123,7 +125,12 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     seen = []
     monkeypatch.setattr(stylempi.job, "run_job", lambda options, **kw: seen.append(options))
     assert cli.main(["run", *run]) == 0
-    assert watch.run_options(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
+    assert stylempi.job.RunOptions.from_args(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
+    # every flag reached its field (each is given a value other than its default above)
+    unset = [f.name for f in dataclasses.fields(stylempi.job.RunOptions)
+             if f.name not in ("input", "output", "model", "color_matrix", "staging")
+             and getattr(seen[0], f.name) == f.default]
+    assert not unset, unset
 
 
 # --------------------------------------------------------------------------- on Azurite
