@@ -33,8 +33,8 @@ from .assembly import CopyPlan, assemble, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
 from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncodeSettings,
-                       SegmentWriter, add_video_stream, check_crf, check_encoder, choose_encoding, encoder_options,
-                       encoding_notes, output_format, tag_colour)
+                       SegmentWriter, add_video_stream, check_crf, check_encoder, choose_encoding, default_codec,
+                       encoder_options, encoding_notes, output_format, tag_colour)
 from .indexing import FrameIndex, index_frames
 from .inputs import open_input, pick_video_stream
 from .pixels import TO_RGB, TO_YUV, frame_colour, to_rgb, to_yuv
@@ -43,7 +43,7 @@ __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
     "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
-    "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
+    "default_codec", "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
     "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "probe", "tag_colour",
     "to_rgb", "to_yuv",
 ]

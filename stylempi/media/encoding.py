@@ -20,6 +20,7 @@ from .. import colour as colours
 from ..colour import Colour
 from ..containers import Container, container_for
 from ..errors import OutputFailure, UsageError
+from ..hardware import NVENC_ENCODERS as NVENC
 from ._ffmpeg import ffmpeg_reason, stderr_captured
 from .describe import VideoStreamInfo
 from .pixels import to_yuv
@@ -61,12 +62,17 @@ ENCODER_LOOKAHEAD = 10
 
 
 #: The CRF scale of each encoder that has one (FFmpeg's option ranges; lower is better).
+#: NVENC's is its constant-quality target ``cq``, whose 0 means "let the encoder choose",
+#: not lossless as x264's CRF 0: --crf starts at 1 there.
 CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (0, 63),
-              "libsvtav1": (0, 63)}
-#: The CRF each encoder gets when --crf is not given (see :func:`encoder_options`).
-DEFAULT_CRF = {"libx264": 18, "libx265": 18, "libvpx-vp9": 31, "libvpx": 31, "libsvtav1": 35}
-#: The preset each encoder that has one gets when --preset is not given.
-DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
+              "libsvtav1": (0, 63), **{name: (1, 51) for name in NVENC}}
+#: The CRF each encoder gets when --crf is not given (see :func:`encoder_options`). NVENC's
+#: 19 is the usual advice for x264-18-like quality, not a measurement (no GPU measured it).
+DEFAULT_CRF = {"libx264": 18, "libx265": 18, "libvpx-vp9": 31, "libvpx": 31, "libsvtav1": 35,
+               **{name: 19 for name in NVENC}}
+#: The preset each encoder that has one gets when --preset is not given (NVENC: p1 fastest
+#: .. p7 best; p5 is FFmpeg's "slow (good quality)").
+DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", **{name: "p5" for name in NVENC}}
 
 
 def check_crf(codec: str, crf: int | None) -> None:
@@ -97,13 +103,19 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
                           video.height, video.time_base, video.sample_aspect_ratio, colour)
 
 
+def default_codec(container: Container, depth: int) -> str:
+    """The encoder a job gets without --codec: the container's, or :data:`DEEP_CODEC` for
+    inputs deeper than 8 bits where the container holds it."""
+    if depth > 8 and container.holds(DEEP_CODEC):
+        return DEEP_CODEC
+    return container.default_codec
+
+
 def _video_encoder(container: Container, wanted: Colour, codec: str | None) -> av.Codec:
-    """The encoder --codec names (default: the container's, or :data:`DEEP_CODEC` for deep
-    inputs), refused unless it is a video encoder the container can hold."""
+    """The encoder --codec names (default: :func:`default_codec`), refused unless it is a
+    video encoder the container can hold."""
     if codec is None:
-        codec = container.default_codec
-        if wanted.depth > 8 and container.holds(DEEP_CODEC):
-            codec = DEEP_CODEC
+        codec = default_codec(container, wanted.depth)
     try:
         enc = av.Codec(codec, "w")
     except Exception:  # noqa: BLE001 - UnknownCodecError and friends
@@ -150,6 +162,15 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
     elif encoder == "libsvtav1":
         options.update({"crf": str(DEFAULT_CRF[encoder] if crf is None else crf),
                         "preset": preset or DEFAULT_PRESET[encoder]})
+    elif encoder in NVENC:
+        # Constant quality, as CRF elsewhere: VBR rate control with a quality target (cq)
+        # and no bitrate target (b 0: FFmpeg's NVENC default of 2 Mb/s would be an average
+        # the quality is held to). No B-frames, for the joinable segments x264 gets them
+        # off for. Option names: FFmpeg's nvenc encoders (libavcodec/nvenc_h264.c,
+        # nvenc_hevc.c, nvenc_av1.c: preset p1..p7, rc vbr, cq 0..51 with 0 = automatic)
+        # and the generic b and bf. Not yet run on a GPU.
+        options.update({"rc": "vbr", "cq": str(DEFAULT_CRF[encoder] if crf is None else crf), "b": "0",
+                        "bf": "0", "preset": preset or DEFAULT_PRESET[encoder]})
     return options
 
 
@@ -191,15 +212,20 @@ def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str
     return notes
 
 
-def add_video_stream(container: av.container.OutputContainer,
-                     settings: EncodeSettings) -> av.video.stream.VideoStream:
+def add_video_stream(container: av.container.OutputContainer, settings: EncodeSettings,
+                     gpu: int | None = None) -> av.video.stream.VideoStream:
     """Add the encoder's stream to ``container``, set up from ``settings``.
 
     The one place the encoder is configured: :class:`SegmentWriter` and
     :func:`check_encoder` both call it, so the up-front check on rank 0 opens
-    exactly the encoder every rank will open.
+    exactly the encoder every rank will open. ``gpu``: the CUDA device index an NVENC
+    encoder runs on (this rank's GPU; FFmpeg's own default is the first GPU of the
+    node for every rank); not part of the settings, since it changes no pixels.
     """
-    stream = container.add_stream(settings.codec, options=dict(settings.options))
+    options = dict(settings.options)
+    if gpu is not None and settings.codec in NVENC:
+        options["gpu"] = str(gpu)
+    stream = container.add_stream(settings.codec, options=options)
     stream.width = settings.width
     stream.height = settings.height
     stream.pix_fmt = settings.pix_fmt
@@ -251,16 +277,19 @@ def check_encoder(settings: EncodeSettings) -> None:
 
 
 class SegmentWriter:
-    """Encode one chunk of stylized frames into a NUT file with the input's timestamps."""
+    """Encode one chunk of stylized frames into a NUT file with the input's timestamps.
 
-    def __init__(self, path: str | os.PathLike, settings: EncodeSettings):
+    ``gpu``: this rank's CUDA device index, for an NVENC encoder (:func:`add_video_stream`).
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: EncodeSettings, gpu: int | None = None):
         self.path = os.fspath(path)
         self.settings = settings
         try:
             self._container = av.open(self.path, "w", format="nut")
         except av.error.FFmpegError as exc:
             raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
-        self._stream = add_video_stream(self._container, settings)
+        self._stream = add_video_stream(self._container, settings, gpu)
         self.frames = 0
 
     def write(self, pts: int, rgb: np.ndarray) -> None:

@@ -1,0 +1,30 @@
+"""The options each encoder is opened with (stylempi.media.encoding.encoder_options).
+
+NVENC cannot be opened here (no GPU), so its options are pinned to FFmpeg's option
+names as written: a GPU run is the test that they open.
+"""
+from __future__ import annotations
+
+import pytest
+
+from stylempi import colour as colours
+from stylempi.colour import Colour
+from stylempi.errors import UsageError
+from stylempi.media import CRF_RANGES, DEFAULT_CRF, DEFAULT_PRESET, check_crf, encoder_options
+
+SDR = Colour(colours.BT709, colours.RANGE_LIMITED, colours.BT709, colours.BT709)
+
+
+@pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
+def test_nvenc_is_constant_quality_without_b_frames(encoder):
+    assert encoder_options(encoder, SDR, None, None) == {
+        "rc": "vbr", "cq": str(DEFAULT_CRF[encoder]), "b": "0", "bf": "0", "preset": DEFAULT_PRESET[encoder]}
+    assert encoder_options(encoder, SDR, 30, "p7") == {"rc": "vbr", "cq": "30", "b": "0", "bf": "0", "preset": "p7"}
+
+
+def test_nvenc_crf_scale_leaves_out_cq_0_which_is_not_lossless():
+    assert CRF_RANGES["h264_nvenc"] == (1, 51)
+    check_crf("hevc_nvenc", 51)
+    with pytest.raises(UsageError, match="out of range for h264_nvenc"):
+        check_crf("h264_nvenc", 0)
+
