@@ -149,16 +149,17 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
         # x264's threaded look-ahead (on by default with frame threads) made the
         # bytes of a segment's second frame depend on thread timing, so the same
         # pixels could encode to different packets (tests/e2e/test_run_matrix.py, same-N
-        # test): it is off. Frame threads stay on. Figures: docs/benchmarks.md, section 10.
+        # test): it is off. Its threads stay on, as many as :func:`encoder_threads` says.
+        # Figures: docs/benchmarks.md, section 10.
         if encoder == "libx264":
-            options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD),
+            options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD), "threads": str(encoder_threads()),
                             "x264-params": ":".join(filter(None, ["sync-lookahead=0", hdr]))})
         else:
             options["x265-params"] = ":".join(filter(None, [
                 f"bframes=0:rc-lookahead={ENCODER_LOOKAHEAD}:log-level=error", hdr]))
     elif encoder in ("libvpx-vp9", "libvpx"):
         options.update({"crf": str(DEFAULT_CRF[encoder] if crf is None else crf), "b": "0", "row-mt": "1",
-                        "deadline": "good", "cpu-used": "4"})
+                        "deadline": "good", "cpu-used": "4", "threads": str(encoder_threads())})
     elif encoder == "libsvtav1":
         options.update({"crf": str(DEFAULT_CRF[encoder] if crf is None else crf),
                         "preset": preset or DEFAULT_PRESET[encoder]})
@@ -172,6 +173,24 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
         options.update({"rc": "vbr", "cq": str(DEFAULT_CRF[encoder] if crf is None else crf), "b": "0",
                         "bf": "0", "preset": preset or DEFAULT_PRESET[encoder]})
     return options
+
+
+def encoder_threads() -> int:
+    """x264's and libvpx's thread count: every CPU of this node (rank 0's, for the whole job).
+
+    The count changes pixels. PyAV opens encoders with slice threading, so x264 cuts
+    each frame into one slice per thread (at most one per 4 macroblock rows), and the
+    slices change the bitstream and the decoded picture (the same frames at 320x240
+    decode three ways with 1, 2 and 3 or more threads); libvpx's VP9 output changes
+    with its thread count too (1280x720: 1 thread and 2 differ). Left to themselves
+    both count the CPUs in the process's affinity mask, which a launcher narrows
+    (Slurm's --cpus-per-task, mpirun's binding), so the output depended on N and on
+    the cluster. The node's CPU count is what that auto count is on an unbound
+    process, so an unbound job keeps its pixels; every rank then encodes alike, and a
+    rank beside a GPU may use the whole node. (x265 and SVT-AV1 gave the same bytes
+    bound to one CPU or not.)
+    """
+    return os.cpu_count() or 1
 
 
 def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:

@@ -5,6 +5,8 @@ names as written: a GPU run is the test that they open.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from stylempi import colour as colours
@@ -28,3 +30,10 @@ def test_nvenc_crf_scale_leaves_out_cq_0_which_is_not_lossless():
     with pytest.raises(UsageError, match="out of range for h264_nvenc"):
         check_crf("h264_nvenc", 0)
 
+
+@pytest.mark.parametrize("encoder", ["libx264", "libvpx-vp9"])
+def test_encoder_threads_are_the_node_cpu_count_whatever_the_affinity(monkeypatch, encoder):
+    """The thread count is a pixel setting (x264's slices): never the affinity mask's count."""
+    assert encoder_options(encoder, SDR, None, None)["threads"] == str(os.cpu_count())
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert encoder_options(encoder, SDR, None, None)["threads"] == str(os.cpu_count())
