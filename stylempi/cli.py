@@ -21,6 +21,7 @@ from .containers import ACCEPTED, CONTAINERS
 from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE,
                      DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, UsageError, one_line
+from .hardware import AUTO_CODEC, CONVERT_MODES, DECODE_MODES, DEFAULT_CONVERT, DEFAULT_DECODE
 from .look import MAX_SCALE, MIN_SCALE
 from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
@@ -99,6 +100,16 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         "unused, old formats removed); auto = on CPUs with a C++ compiler, for videos of "
                         f"{COMPILE_MIN_FRAMES} frames or more, off on GPUs; on a GPU, on = torch.compile "
                         f"(default: {DEFAULT_COMPILE})")
+    p.add_argument("--decode", choices=DECODE_MODES, default=DEFAULT_DECODE,
+                   help="where frames are decoded: cpu (FFmpeg); gpu (NVDEC, frames stay on the network's "
+                        "GPU; needs the network on CUDA and NVDEC for the input's codec, else an error); auto = "
+                        "gpu where it works, else cpu with a note; the GPU path is not yet run on a GPU "
+                        f"(default: {DEFAULT_DECODE})")
+    p.add_argument("--convert", choices=CONVERT_MODES, default=DEFAULT_CONVERT,
+                   help="what converts YUV to RGB and back around the network: ffmpeg (swscale, on the CPU); "
+                        "torch (tensor kernels on the network's device, the CPU included; not yet run on a "
+                        "GPU); auto = torch when "
+                        f"the network is on CUDA, else ffmpeg (default: {DEFAULT_CONVERT})")
 
 
 def _crf_scale(codec: str) -> str:
@@ -113,14 +124,20 @@ def _add_encoding_arguments(p: argparse.ArgumentParser) -> None:
                         "picks); other video streams are dropped with a note")
     p.add_argument("--codec", default=None,
                    help=f"video encoder (default: {CONTAINERS['mp4'].default_codec}; {DEEP_CODEC} for inputs "
-                        f"deeper than 8 bits, to keep their depth; {CONTAINERS['webm'].default_codec} for .webm)")
+                        f"deeper than 8 bits, to keep their depth; {CONTAINERS['webm'].default_codec} for .webm); "
+                        f"{AUTO_CODEC} = h264_nvenc (hevc_nvenc for deeper inputs) when the network is on CUDA "
+                        "and NVENC opens there, else the default with a note; h264_nvenc, hevc_nvenc, "
+                        "av1_nvenc need NVENC here (not yet run on a GPU)")
     p.add_argument("--crf", type=int, default=None,
                    help=f"encoder quality, lower is better: {_crf_scale('libx264')} for x264/x265 (default "
                         f"{DEFAULT_CRF['libx264']}), {_crf_scale('libvpx-vp9')} for VP9 (default "
-                        f"{DEFAULT_CRF['libvpx-vp9']}) and SVT-AV1 (default {DEFAULT_CRF['libsvtav1']}); "
-                        "checked, with --preset, by opening the encoder before any work starts")
+                        f"{DEFAULT_CRF['libvpx-vp9']}) and SVT-AV1 (default {DEFAULT_CRF['libsvtav1']}), "
+                        f"{_crf_scale('h264_nvenc')} for NVENC's constant quality (default "
+                        f"{DEFAULT_CRF['h264_nvenc']}); checked, with --preset, by opening the encoder before "
+                        "any work starts")
     p.add_argument("--preset", default=None,
-                   help=f"encoder preset (default: {DEFAULT_PRESET['libx264']} for x264/x265)")
+                   help=f"encoder preset (default: {DEFAULT_PRESET['libx264']} for x264/x265, "
+                        f"{DEFAULT_PRESET['h264_nvenc']} for NVENC)")
     p.add_argument("--audio-codec", default=None,
                    help="re-encode with this encoder (e.g. aac, libopus) only the audio tracks OUTPUT's "
                         "container cannot hold; the others are copied bit for bit (default: none, and "

@@ -35,6 +35,7 @@ from .comm import Comm, get_comm
 from .engine import DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from .errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
                      VideoDecodeFailure, VideoOpenFailure)
+from .hardware import DEFAULT_CONVERT, DEFAULT_DECODE, describe_engines
 from .look import LookStylizer
 from .media import assemble
 from .plan import Chunk, assign_chunks
@@ -109,6 +110,10 @@ class RunOptions:
     trust_model: bool = False
     device: str = DEFAULT_DEVICE
     precision: str = DEFAULT_PRECISION
+    #: Where frames are decoded: cpu, gpu (NVDEC) or auto (stylempi.hardware.choose_decode).
+    decode: str = DEFAULT_DECODE
+    #: What converts YUV <-> RGB: ffmpeg, torch or auto (stylempi.hardware.choose_convert).
+    convert: str = DEFAULT_CONVERT
     batch_size: int | None = None
     video_stream: int | None = None
     codec: str | None = None
@@ -163,6 +168,8 @@ class Summary:
     compile_s: float = 0.0
     #: Times (s) of frames the decoder concealed because the input is damaged there.
     damaged_s: list[float] = field(default_factory=list)
+    #: The media engines, e.g. "decode cpu, convert ffmpeg, encode libx264" (stylempi.hardware).
+    media: str = ""
 
     def warnings(self) -> list[str]:
         if not self.damaged_s:
@@ -176,7 +183,8 @@ class Summary:
         fps = self.frames / self.wall_s if self.wall_s else 0.0
         return (f"stylempi: {self.frames} frames in {self.wall_s:.1f} s ({fps:.2f} frames/s) on "
                 f"{self.ranks} rank{'s' if self.ranks != 1 else ''}"
-                f"{' (' + ', '.join(self.engines) + ')' if self.engines else ''}; {self.chunks} chunks, "
+                f"{' (' + ', '.join(self.engines) + ')' if self.engines else ''}"
+                f"{', ' + self.media if self.media else ''}; {self.chunks} chunks, "
                 f"{self.reused_chunks} reused; plan {self.plan_s:.1f} s, stylize {self.work_s:.1f} s "
                 f"(summed over ranks: decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
                 f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s"
@@ -263,7 +271,8 @@ def _summary(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging, s
         network_s=sum(r.network_s for r in ranks), encode_s=sum(r.encode_s for r in ranks),
         ranks=size, engines=sorted({r.engine for r in ranks if r.engine}),
         compile_s=max((r.compile_s for r in ranks), default=0.0),
-        damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged))
+        damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged),
+        media=describe_engines(prepared.decode, prepared.convert, prepared.settings.codec))
 
 
 def _with_hint(error: BaseException, hint: str) -> BaseException:

@@ -23,16 +23,20 @@ from .colour import MATRIX_NAMES
 from .engine import network_width, resolve_device, resolve_precision
 from .errors import OutputFailure, UsageError, VideoOpenFailure
 from .files import sha256_file
+from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
+                       codec_of, nvenc_to_probe, probe_capabilities)
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
-                    describe_video, encoding_notes, index_frames, open_input, pick_video_stream,
-                    plan_stream_copy)
+                    default_codec, describe_video, encoding_notes, index_frames, open_input, output_format,
+                    pick_video_stream, plan_stream_copy)
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .styles import read_model
 from .workfiles import PLAN_NAME, reusable, write_json
 from .worklock import LOCK_NAME, WorkLock
 
 if TYPE_CHECKING:
+    import torch
+
     from .job import RunOptions
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
@@ -63,6 +67,10 @@ class Prepared:
     plan_seconds: float = 0.0
     compile: str = "auto"
     look: Look = field(default_factory=Look)
+    #: Where frames are decoded: "cpu" (FFmpeg) or "gpu" (NVDEC); decided by stylempi.hardware.
+    decode: str = DEFAULT_DECODE
+    #: What converts YUV <-> RGB: "ffmpeg" (swscale) or "torch"; decided by stylempi.hardware.
+    convert: str = DEFAULT_CONVERT
 
 
 def prepare(options: RunOptions) -> Prepared:
@@ -79,19 +87,21 @@ def prepare(options: RunOptions) -> Prepared:
                 matrix=options.color_matrix or MATRIX_NAMES[video.colour.matrix])
     look.as_dict()  # an unknown colour matrix fails here
     _check_output_path(input_path, output_path)
-    settings = choose_encoding(output_path, video, options.codec, options.crf, options.preset)
-    check_encoder(settings)  # bad --preset/--crf: here, not on every rank after work started
+    device = resolve_device(options.device)
+    decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device)
+    settings = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
-    notices = encoding_notes(video, settings) + list(copy.dropped)
+    notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
-    model_bytes, model_name, precision = _vetted_model(options)
+    model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
-    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look)
+    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
+                  decode, convert)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
@@ -100,6 +110,7 @@ def prepare(options: RunOptions) -> Prepared:
     write_json(job_dir / PLAN_NAME, {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
         "model": model_name, "precision": precision, "encoding": settings.as_dict(), "look": look.as_dict(),
+        "decode": decode, "convert": convert,
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
@@ -107,7 +118,8 @@ def prepare(options: RunOptions) -> Prepared:
         pending=pending, settings=settings, copy=copy, job_dir=str(job_dir), model_bytes=model_bytes,
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
-        reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look)
+        reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look,
+        decode=decode, convert=convert)
 
 
 def _check_numbers(options: RunOptions) -> None:
@@ -126,13 +138,49 @@ def _check_output_path(input_path: Path, output_path: Path) -> None:
                             f"{output_path / (input_path.stem + '.styled.mp4')}")
 
 
-def _vetted_model(options: RunOptions) -> tuple[bytes, str, str]:
+def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, video: VideoStreamInfo,
+                    device: torch.device) -> tuple[str, str, str, list[str]]:
+    """(decode, convert, codec, notes): the job's media engines (stylempi.hardware), probing
+    only what was asked for, and a note for each ``auto`` that fell back."""
+    container = output_format(output_path)
+    depth = video.colour.depth
+    default = default_codec(container, depth)
+    codec_name = codec_of(video.codec)
+    caps = probe_capabilities(device, codec_name, input_path=input_path, video_stream=video.index,
+                              decode=options.decode in ("auto", "gpu"),
+                              encoders=nvenc_to_probe(options.codec, container, depth, device.type))
+    choices = (choose_decode(options.decode, device.type, codec_name, caps),
+               choose_convert(options.convert, device.type),
+               choose_codec(options.codec, default, container, depth, device.type, caps))
+    decode, convert, codec = (c.value for c in choices)
+    return decode, convert, codec, [c.note for c in choices if c.note]
+
+
+def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStreamInfo, codec: str,
+                      notes: list[str]) -> EncodeSettings:
+    """The encoder settings, opened once here (bad --preset/--crf: here, not on every rank after
+    work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
+    size it cannot take, a preset it lacks) gives way to the default, with a note."""
+    settings = choose_encoding(output_path, video, codec, options.crf, options.preset)
+    try:
+        check_encoder(settings)
+    except UsageError:
+        fallback = default_codec(output_format(output_path), video.colour.depth)
+        if options.codec != AUTO_CODEC or codec == fallback:
+            raise
+        notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
+        settings = choose_encoding(output_path, video, fallback, options.crf, options.preset)
+        check_encoder(settings)
+    return settings
+
+
+def _vetted_model(options: RunOptions, device: torch.device) -> tuple[bytes, str, str]:
     """(checkpoint bytes, name, precision): the network loads here, once, or the job fails here
     rather than on every rank."""
     model_bytes, model_name = read_model(options.model)
     from .model import load_network
     network = load_network(model_bytes, trust=options.trust_model, name=model_name)
-    precision = resolve_precision(options.precision, resolve_device(options.device), network_width(network))
+    precision = resolve_precision(options.precision, device, network_width(network))
     return model_bytes, model_name, precision
 
 
@@ -151,7 +199,7 @@ def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tu
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
             settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto",
-            look: Look | None = None) -> str:
+            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT) -> str:
     """A digest of everything that decides the output's pixels and chunk boundaries."""
     identity = {
         "format": WORK_FORMAT, "stylempi": __version__,
@@ -162,6 +210,8 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
     }
     if look is not None and not look.plain:  # plain jobs keep the keys they always had
         identity["look"] = look.as_dict()
+    if (decode, convert) != (DEFAULT_DECODE, DEFAULT_CONVERT):  # NVDEC and torch round differently
+        identity["engines"] = {"decode": decode, "convert": convert}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -119,7 +119,8 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     import stylempi.job
     from stylempi import cli
     run = ["in.mp4", "out.mkv", "--model", "m.pth", "--trust-model", "--device", "cpu", "--precision", "fp32",
-           "--batch-size", "3", "--compile", "off", "--style-scale", "0.5", "--preserve-colors",
+           "--batch-size", "3", "--compile", "off", "--decode", "auto", "--convert", "torch", "--style-scale", "0.5",
+           "--preserve-colors",
            "--video-stream", "0", "--codec", "libx265", "--crf", "20", "--preset", "fast", "--audio-codec",
            "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet"]
     seen = []
