@@ -99,7 +99,8 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
     colour = _encodable_colour(enc, video)
     check_crf(enc.name, crf)
     options = encoder_options(enc.name, colour, crf, preset)
-    return EncodeSettings(enc.name, colour.pix_fmt(), tuple(sorted(options.items())), video.width,
+    pix_fmt = _encoder_pix_fmt(_formats(enc), colour.pix_fmt())
+    return EncodeSettings(enc.name, pix_fmt, tuple(sorted(options.items())), video.width,
                           video.height, video.time_base, video.sample_aspect_ratio, colour)
 
 
@@ -200,7 +201,7 @@ def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:
     else 4:4:4 (which holds any picture), else 4:2:0 for even sizes.
     """
     colour = video.colour
-    formats = {f.name for f in (enc.video_formats or [])}
+    formats = _formats(enc)
     odd = video.width % 2 or video.height % 2
     chromas = [c for c in dict.fromkeys(["444" if odd else colour.chroma, "444", "420"])
                if not (odd and c != "444")]
@@ -208,10 +209,28 @@ def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:
         if depth > colour.depth:
             continue
         for chroma in chromas:
-            if not formats or colour.pix_fmt(chroma, depth) in formats:
+            if _encoder_pix_fmt(formats, colour.pix_fmt(chroma, depth)) is not None:
                 return replace(colour, depth=depth, chroma=chroma)
     raise UsageError(f"{enc.name} cannot encode {video.width}x{video.height} frames exactly "
                      "(odd sizes need 4:4:4); try --codec libx264")
+
+
+#: Planar formats some encoders take only as a semi-planar twin with the samples in the
+#: high bits (NVENC's 10-bit 4:2:0 is p010le): the same samples, which swscale repacks
+#: exactly, so such an encoder keeps the input's depth.
+SEMI_PLANAR = {"yuv420p10le": "p010le"}
+
+
+def _formats(enc: av.Codec) -> set[str]:
+    return {f.name for f in (enc.video_formats or [])}
+
+
+def _encoder_pix_fmt(formats: set[str], planar: str) -> str | None:
+    """The format the encoder is fed for the planar ``planar``: itself, its twin, or None."""
+    if not formats or planar in formats:
+        return planar
+    twin = SEMI_PLANAR.get(planar)
+    return twin if twin in formats else None
 
 
 def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str]:

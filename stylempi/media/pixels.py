@@ -83,7 +83,9 @@ def to_yuv(rgb: np.ndarray, settings: EncodeSettings) -> av.VideoFrame:
     if colour is None:
         return frame
     if colour.range == colours.RANGE_FULL:
-        return _planes_frame(colours.full_range_planes(rgb, colour, colour.chroma, colour.depth), settings.pix_fmt)
+        planar = _planes_frame(colours.full_range_planes(rgb, colour, colour.chroma, colour.depth), colour.pix_fmt())
+        # An encoder fed a semi-planar twin (p010le): swscale repacks the same samples
+        return planar if planar.format.name == settings.pix_fmt else planar.reformat(format=settings.pix_fmt)
     return frame.reformat(format=settings.pix_fmt, dst_colorspace=colour.sws_matrix,
                           dst_color_range=colour.sws_range, interpolation=_flags(TO_YUV))
 

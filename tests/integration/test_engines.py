@@ -106,3 +106,43 @@ def test_a_narrowed_cpu_affinity_encodes_the_same_pixels(model, tmp_path, extens
         md5s[label] = oracle.frame_md5s(out)
     assert len(md5s["unbound"]) == 6
     assert md5s["unbound"] == md5s["one cpu"], "a process bound to one CPU encoded different pixels"
+
+
+# --------------------------------------------------------------------------- NVENC's 10-bit input
+
+def _deep_video(range_: int):
+    from fractions import Fraction
+
+    from stylempi import colour as colours
+    from stylempi.media import VideoStreamInfo
+    colour = colours.Colour(colours.BT2020_NCL, range_, 9, 16, depth=10)  # BT.2020, PQ
+    return VideoStreamInfo(index=0, codec="hevc", width=64, height=48, time_base=Fraction(1, 25), start_pts=0,
+                           sample_aspect_ratio=None, rotation=0, pix_fmt="yuv420p10le", frame_rate=Fraction(25),
+                           colour=colour)
+
+
+def _planes(frame) -> list:
+    import numpy as np
+    return [np.frombuffer(bytes(p), np.uint16).reshape(-1, p.line_size // 2) for p in frame.planes]
+
+
+@pytest.mark.parametrize("range_name", ["limited", "full"])
+def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_name):
+    """NVENC takes 10-bit 4:2:0 only as p010le: the settings (decided here, no GPU needed) keep
+    the depth, and the frames the encoder is fed hold the samples yuv420p10le would."""
+    import dataclasses
+
+    import numpy as np
+
+    from stylempi import colour as colours
+    from stylempi.media import choose_encoding, encoding_notes, to_yuv
+    video = _deep_video(colours.RANGE_LIMITED if range_name == "limited" else colours.RANGE_FULL)
+    settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc", None, None)
+    assert (settings.pix_fmt, settings.colour.depth, settings.colour.chroma) == ("p010le", 10, "420")
+    assert not [n for n in encoding_notes(video, settings) if "depth" in n]
+    rgb = np.random.default_rng(1).integers(0, 65536, (48, 64, 3)).astype(np.uint16)
+    fed = _planes(to_yuv(rgb, settings))
+    y, u, v = _planes(to_yuv(rgb, dataclasses.replace(settings, pix_fmt="yuv420p10le")))
+    assert (fed[0][:48, :64] & 0x3F).max() == 0  # p010: the samples in the high 10 bits
+    assert (fed[0][:48, :64] >> 6 == y[:48, :64]).all()
+    assert (fed[1][:24, 0:64:2] >> 6 == u[:24, :32]).all() and (fed[1][:24, 1:64:2] >> 6 == v[:24, :32]).all()
