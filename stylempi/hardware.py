@@ -29,7 +29,7 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
 
 from .errors import UsageError
 
@@ -74,13 +74,12 @@ class Choice:
     note: str | None = None
 
 
-@dataclass(frozen=True)
-class GpuFamily:
-    """What NVIDIA documents of one GPU family's video engines (wording only)."""
+class GpuFamily(NamedTuple):
+    """What NVIDIA documents of one GPU family's video engines (wording only): its
+    ``products`` are regular expressions matched against whole words of the name
+    torch.cuda.get_device_name gives ("NVIDIA A100-SXM4-80GB" is an A100, "NVIDIA A10" is not)."""
 
     name: str
-    #: Product names of this family, as regular expressions matched against whole words of
-    #: torch.cuda.get_device_name ("NVIDIA A100-SXM4-80GB" is an A100, "NVIDIA A10" is not).
     products: tuple[str, ...]
     nvenc: bool
     av1_decode: bool

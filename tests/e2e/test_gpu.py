@@ -147,3 +147,80 @@ def test_summary_line_names_the_engine_on_cpu(tmp_path):
                  timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert "on 1 rank (cpu fp32 batch 3)" in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------------------
+# The media engines on a GPU (stylempi.hardware): not yet run on one. These are the
+# checks a lent GPU should run first; tests/integration/test_engines.py has the CPU halves.
+# ---------------------------------------------------------------------------
+
+def _gpu_caps(clip):
+    from stylempi.hardware import probe_capabilities
+    return probe_capabilities(torch.device("cuda", 0), "h264", input_path=clip, video_stream=0, decode=True,
+                              encoders=("h264_nvenc", "hevc_nvenc"))
+
+
+@pytest.mark.gpu
+def test_probing_this_gpu_agrees_with_nvidias_tables(tmp_path):
+    """Every NVDEC decodes H.264; NVENC opens exactly where NVIDIA's family table says it exists."""
+    from stylempi.hardware import gpu_family
+    caps = _gpu_caps(clips.make_clip(tmp_path / "in.mp4", frames=3, size=(256, 144)))
+    assert caps.cuda and caps.gpu_name, caps
+    assert caps.nvdec == frozenset({"h264"}), f"NVDEC did not decode H.264 on {caps.gpu_name}"
+    family = gpu_family(caps.gpu_name)
+    if family is not None:
+        assert bool(caps.nvenc) == family.nvenc, (caps, family)
+
+
+@pytest.mark.gpu
+def test_auto_engines_on_a_gpu_run_name_them_and_verify(tmp_path):
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=12, size=(256, 144), gop=6)
+    model = clips.save_test_model(tmp_path / "m.pth")
+    out = tmp_path / "out.mp4"
+    r = stylempi("run", clip, out, "--model", model, "--decode", "auto", "--convert", "auto", "--codec", "auto",
+                 "--chunk-frames", "6", timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    caps = _gpu_caps(clip)
+    encoder = "h264_nvenc" if "h264_nvenc" in caps.nvenc else "libx264"
+    assert f"decode gpu, convert torch, encode {encoder}" in r.stdout, r.stdout + r.stderr
+    if encoder == "libx264":
+        assert "encoding with libx264" in r.stderr, r.stderr  # the note says why
+    v = stylempi("verify", clip, out, timeout=RUN_TIMEOUT)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.gpu
+def test_nvenc_segments_join_and_one_and_two_ranks_decode_alike(tmp_path):
+    """Segments encoded apart by NVENC (bf 0) join into one stream that verifies, and the
+    encoder is deterministic enough that N does not change the pictures."""
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=24, size=(256, 144), gop=6)
+    if "h264_nvenc" not in _gpu_caps(clip).nvenc:
+        pytest.skip("no NVENC on this GPU")
+    model = clips.save_test_model(tmp_path / "m.pth")
+    decoded = []
+    for ranks in (1, 2):
+        out = tmp_path / f"out{ranks}.mp4"
+        r = stylempi("run", clip, out, "--model", model, "--codec", "h264_nvenc", "--chunk-frames", "6",
+                     ranks=ranks, timeout=RUN_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        v = stylempi("verify", clip, out, timeout=RUN_TIMEOUT)
+        assert v.returncode == 0, v.stdout + v.stderr
+        with av.open(str(out)) as container:
+            decoded.append([f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)])
+    assert len(decoded[0]) == 24
+    assert decoded[0] == decoded[1], "NVENC encoded the same frames differently on 1 and 2 ranks"
+
+
+@pytest.mark.gpu
+def test_hevc_nvenc_keeps_a_10_bit_input_10_bit(tmp_path):
+    clip = clips.colour_clip(tmp_path / "in.mkv", frames=6, size=(256, 144), codec="libx265",
+                             pix_fmt="yuv420p10le", matrix=9, range_=1, primaries=9, transfer=16)
+    if "hevc_nvenc" not in _gpu_caps(clip).nvenc:
+        pytest.skip("no NVENC on this GPU")
+    model = clips.save_test_model(tmp_path / "m.pth")
+    out = tmp_path / "out.mkv"
+    r = stylempi("run", clip, out, "--model", model, "--codec", "hevc_nvenc", timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert "depth is reduced" not in r.stderr, r.stderr
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt in ("yuv420p10le", "p010le")

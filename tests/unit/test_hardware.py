@@ -97,30 +97,20 @@ def test_no_codec_keeps_the_default_on_every_node():
         assert choose_codec(None, "libx264", MP4, 8, device, caps) == Choice("libx264")
 
 
-def test_codec_auto_takes_nvenc_on_a_v100_hevc_for_deep_inputs():
-    assert choose_codec("auto", "libx264", MP4, 8, "cuda", V100) == Choice("h264_nvenc")
-    assert choose_codec("auto", "libx265", MP4, 10, "cuda", V100) == Choice("hevc_nvenc")
-
-
-def test_codec_auto_on_an_h200_names_the_gpu_and_why():
-    assert choose_codec("auto", "libx264", MP4, 8, "cuda", H200) == Choice(
-        "libx264", "no NVENC on NVIDIA H200 (Hopper GPUs have none): encoding with libx264")
-
-
-def test_codec_auto_on_a_cpu_job_is_the_default_without_a_note():
-    assert choose_codec("auto", "libx264", MP4, 8, "cpu", CPU_ONLY) == Choice("libx264")
-    assert choose_codec("auto", "libx264", MP4, 8, "cpu", V100) == Choice("libx264")
-
-
-def test_codec_auto_where_the_container_holds_no_nvenc_codec():
-    assert choose_codec("auto", "libvpx-vp9", WEBM, 8, "cuda", V100) == Choice(
-        "libvpx-vp9", "a .webm file holds no NVENC codec: encoding with libvpx-vp9")
-
-
-def test_codec_auto_when_the_wanted_nvenc_encoder_alone_does_not_open():
-    h264_only = Capabilities(cuda=True, gpu_name="Tesla V100-SXM2-32GB", nvenc=frozenset({"h264_nvenc"}))
-    assert choose_codec("auto", "libx265", MP4, 10, "cuda", h264_only) == Choice(
-        "libx265", "hevc_nvenc does not open on Tesla V100-SXM2-32GB: encoding with libx265")
+@pytest.mark.parametrize("default, container, depth, device, caps, choice", [
+    ("libx264", MP4, 8, "cuda", V100, Choice("h264_nvenc")),
+    ("libx265", MP4, 10, "cuda", V100, Choice("hevc_nvenc")),  # H.264 NVENC writes 8 bits only
+    ("libx264", MP4, 8, "cuda", H200, Choice(
+        "libx264", "no NVENC on NVIDIA H200 (Hopper GPUs have none): encoding with libx264")),
+    ("libx264", MP4, 8, "cpu", CPU_ONLY, Choice("libx264")),  # nothing fell back: no GPU to use
+    ("libx264", MP4, 8, "cpu", V100, Choice("libx264")),  # --device cpu on a GPU node
+    ("libvpx-vp9", WEBM, 8, "cuda", V100, Choice(
+        "libvpx-vp9", "a .webm file holds no NVENC codec: encoding with libvpx-vp9")),
+    ("libx265", MP4, 10, "cuda", Capabilities(cuda=True, gpu_name="Tesla V100-SXM2-32GB",
+                                              nvenc=frozenset({"h264_nvenc"})),
+     Choice("libx265", "hevc_nvenc does not open on Tesla V100-SXM2-32GB: encoding with libx265"))])
+def test_codec_auto(default, container, depth, device, caps, choice):
+    assert choose_codec("auto", default, container, depth, device, caps) == choice
 
 
 @pytest.mark.parametrize("caps, device, words", [
