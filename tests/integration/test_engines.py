@@ -146,3 +146,19 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
     assert (fed[0][:48, :64] & 0x3F).max() == 0  # p010: the samples in the high 10 bits
     assert (fed[0][:48, :64] >> 6 == y[:48, :64]).all()
     assert (fed[1][:24, 0:64:2] >> 6 == u[:24, :32]).all() and (fed[1][:24, 1:64:2] >> 6 == v[:24, :32]).all()
+
+
+def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip, model, tmp_path):
+    from stylempi.job import RunOptions
+    from stylempi.prepare import job_key, prepare, release_work_lock
+    keys = {}
+    for convert in ("ffmpeg", "torch"):  # torch converts on the CPU too
+        prepared = prepare(RunOptions(input=str(clip), output=str(tmp_path / f"{convert}.mp4"), model=str(model),
+                                      device="cpu", precision="fp32", convert=convert))
+        release_work_lock()
+        assert (prepared.decode, prepared.convert) == ("cpu", convert)
+        keys[convert] = prepared.key
+    assert keys["ffmpeg"] != keys["torch"]
+    key = lambda *engines: job_key(clip, prepared.video, model.read_bytes(), "fp32", prepared.settings, 8,  # noqa: E731
+                                   "auto", None, *engines)
+    assert key() == key("cpu", "ffmpeg") != key("gpu", "ffmpeg")  # a default job's key has no engines entry
