@@ -46,7 +46,8 @@ AUTO_CODEC = "auto"
 #: FFmpeg's NVENC encoders. ``--codec auto`` takes the first two (HEVC for inputs deeper
 #: than 8 bits: H.264 NVENC writes 8-bit only); av1_nvenc only when named.
 NVENC_ENCODERS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
-#: The frame NVENC is tried on: above every NVENC generation's minimum size.
+#: The frame NVENC is tried on: well above its minimum frame sizes (the job's own size is
+#: tried after, by check_encoder).
 PROBE_SIZE = (256, 144)
 
 
@@ -56,7 +57,7 @@ class Capabilities:
 
     cuda: bool = False
     gpu_name: str | None = None
-    #: Codec names (FFmpeg's decoder names, e.g. "h264", "av1") NVDEC decoded here.
+    #: Codecs (FFmpeg's codec names, e.g. "h264", "av1") whose first frame NVDEC decoded here.
     nvdec: frozenset[str] = frozenset()
     #: NVENC encoder names (e.g. "h264_nvenc") that opened and encoded a frame here.
     nvenc: frozenset[str] = frozenset()
