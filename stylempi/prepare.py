@@ -63,6 +63,10 @@ class Prepared:
     plan_seconds: float = 0.0
     compile: str = "auto"
     look: Look = field(default_factory=Look)
+    #: Where frames are decoded: "cpu", or "gpu" (NVDEC; stylempi.hardware decides).
+    decode: str = "cpu"
+    #: Where colour is converted: "ffmpeg" (swscale on the CPU) or "torch" (on the network's device).
+    convert: str = "ffmpeg"
 
 
 def prepare(options: RunOptions) -> Prepared:
