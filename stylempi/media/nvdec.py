@@ -35,8 +35,11 @@ def cuda_planes(frame: av.VideoFrame, depth: int) -> tuple[torch.Tensor, torch.T
     ``depth`` bits (as CPU decoders give them), 4:2:0 planes of half size.
 
     Copies: NVDEC reuses a small pool of surfaces, so holding a batch of them would
-    stall the decoder. FFmpeg copies into the frame on CUDA's legacy default stream,
-    which every blocking torch stream waits for, so no explicit synchronisation.
+    stall the decoder. FFmpeg (in torch's primary context, which PyAV asks for)
+    fills the frame on CUDA's legacy default stream, and the copies here run on
+    this thread's current stream, the same one unless a caller set another; the
+    stylizer runs on a non-blocking stream of its own, which does not wait for
+    it, so the copies are finished here before the planes leave this thread.
     """
     if frame.format.name != "cuda" or frame.sw_format is None:
         raise VideoDecodeFailure(f"NVDEC gave a frame in {frame.format.name}, not on the GPU; "
@@ -46,8 +49,11 @@ def cuda_planes(frame: av.VideoFrame, depth: int) -> tuple[torch.Tensor, torch.T
     if frame.sw_format.name in HIGH_BIT_FORMATS:
         shift = 16 - depth
         # uint16 has few kernels in torch: widen to int32 before shifting.
-        return tuple(p.to(torch.int32) >> shift for p in (luma, chroma[..., 0], chroma[..., 1]))
-    if frame.sw_format.name != "nv12":
+        planes = tuple(p.to(torch.int32) >> shift for p in (luma, chroma[..., 0], chroma[..., 1]))
+    elif frame.sw_format.name == "nv12":
+        planes = (luma.clone(), chroma[..., 0].contiguous(), chroma[..., 1].contiguous())
+    else:
         raise VideoDecodeFailure(f"NVDEC gave {frame.sw_format.name} frames, which this path does not read; "
                                  "decode on the CPU (--decode cpu)")
-    return luma.clone(), chroma[..., 0].contiguous(), chroma[..., 1].contiguous()
+    torch.cuda.current_stream(luma.device).synchronize()
+    return planes
