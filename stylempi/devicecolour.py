@@ -82,7 +82,10 @@ class PlanesStylizer:
         return rgb.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
     def _upload(self, planes: list) -> torch.Tensor:
-        if isinstance(planes[0], torch.Tensor):  # decoded on this GPU already
+        if isinstance(planes[0], torch.Tensor):  # decoded on this GPU already (and synchronised)
+            if self._stream is not None:
+                for plane in planes:  # made on another stream: not to be reused while this one reads
+                    plane.record_stream(self._stream)
             return torch.stack(planes).to(self.inner.device)
         batch = torch.from_numpy(np.stack(planes).astype(np.int32 if planes[0].dtype != np.uint8 else np.uint8,
                                                           copy=False))
