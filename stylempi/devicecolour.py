@@ -26,7 +26,7 @@ import torch
 
 from .colour import Colour
 from .stylize import NetworkStylizer
-from .tensor_colour import planes_to_rgb, rgb_to_planes
+from .tensor_colour import CHROMA_LOCATIONS, planes_to_rgb, rgb_to_planes
 
 #: One frame's Y, Cb and Cr: numpy arrays (host) or tensors (already on the device).
 Planes = tuple[Union[np.ndarray, torch.Tensor], ...]
@@ -36,13 +36,15 @@ class PlanesStylizer:
     """A :class:`~stylempi.stylize.NetworkStylizer` fed and emptied as YUV planes.
 
     ``source`` is the input's colour (how decoded planes read), ``target`` the
-    output's (the encoder's subsampling and depth, same matrix and range).
+    output's (the encoder's subsampling and depth, same matrix and range);
+    ``chroma_location`` where the input's chroma samples sit (:func:`chroma_location`).
     """
 
-    def __init__(self, inner: NetworkStylizer, source: Colour, target: Colour):
+    def __init__(self, inner: NetworkStylizer, source: Colour, target: Colour, chroma_location: str = "left"):
         self.inner = inner
         self.source = source
         self.target = target
+        self.chroma_location = chroma_location
         self.cuda = inner.device.type == "cuda"
         # Copies on a stream of this rank's own, so they overlap the previous batch's work.
         self._stream = torch.cuda.Stream(inner.device) if self.cuda else None
@@ -76,7 +78,7 @@ class PlanesStylizer:
     def _rgb(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Decoded planes as the network's integer NHWC RGB, as the CPU path hands it over
         (8-bit, or 16-bit for deeper inputs)."""
-        rgb = planes_to_rgb(y, u, v, self.source)  # float, 0..255
+        rgb = planes_to_rgb(y, u, v, self.source, chroma_location=self.chroma_location)  # float, 0..255
         if self.source.depth > 8:
             return (rgb * (65535 / 255)).round().clamp(0, 65535).to(torch.uint16).permute(0, 2, 3, 1).contiguous()
         return rgb.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -101,3 +103,30 @@ class PlanesStylizer:
         host = torch.empty(plane.shape, dtype=plane.dtype, pin_memory=True)
         host.copy_(plane, non_blocking=True)
         return host
+
+
+def chroma_location(frame, colour: Colour) -> str:
+    """Where FRAME's chroma samples sit, as swscale places them when converting it.
+
+    FFmpeg reads the siting off each decoded frame (H.264 and MPEG-2 say
+    ``left``; HEVC HDR masters often ``topleft``; untagged frames are centred),
+    but PyAV does not expose that field. So rank 0 asks swscale instead: of
+    the sitings, the one whose torch conversion of the first frame reproduces
+    :func:`~stylempi.media.pixels.to_rgb` best. A picture without chroma
+    detail fits them all alike and gets ``left``, the usual one, which then
+    makes no visible difference.
+    """
+    from .media import to_planes, to_rgb
+    if colour.chroma == "444":
+        return "left"  # full-resolution chroma: no siting to choose
+    reference = torch.from_numpy(to_rgb(frame, colour).astype(np.float32))
+    if colour.depth > 8:
+        reference *= 255 / 65535
+    planes = [torch.from_numpy(p.astype(np.int32))[None] for p in to_planes(frame, colour)]
+
+    def error(location: str) -> float:
+        rgb = planes_to_rgb(*planes, colour, chroma_location=location)[0].permute(1, 2, 0)
+        return float(((rgb - reference) ** 2).mean())
+
+    candidates = ["left"] + [name for name in CHROMA_LOCATIONS if name not in ("left", "unspecified")]
+    return min(candidates, key=error)
