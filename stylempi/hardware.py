@@ -151,6 +151,30 @@ def choose_convert(requested: str, device_type: str) -> Choice:
     return Choice(requested)
 
 
+def fit_frame_path(decode: Choice, convert: Choice, requested_decode: str, requested_convert: str,
+                   chroma: str, plain_look: bool) -> tuple[Choice, Choice]:
+    """The decode and convert choices, narrowed to what the torch colour path does.
+
+    ``--style-scale`` and ``--preserve-colors`` work on RGB arrays on the CPU
+    (stylempi.look), so a job with either keeps swscale; and NVDEC frames
+    reach torch as NV12 or P010 only (PyAV's DLPack export: 4:2:0), so other
+    subsamplings decode on the CPU when torch converts. An explicit request
+    that cannot be met is a usage error; ``auto`` falls back with a note.
+    """
+    if convert.value == "torch" and not plain_look:
+        if requested_convert == "torch":
+            raise UsageError("--convert torch cannot apply --style-scale or --preserve-colors (they work on "
+                             "the CPU's RGB frames); use --convert ffmpeg with them")
+        convert = Choice("ffmpeg", "--style-scale and --preserve-colors need swscale: converting colour with it")
+    if decode.value == "gpu" and convert.value == "torch" and chroma != "420":
+        what = f"4:{chroma[1]}:{chroma[2]}" if len(chroma) == 3 else chroma
+        if requested_decode == "gpu":
+            raise UsageError(f"--decode gpu hands torch 4:2:0 frames only, and this input is {what}; use "
+                             "--convert ffmpeg, or --decode cpu")
+        decode = Choice("cpu", f"NVDEC frames reach torch as 4:2:0 only: decoding this {what} input on the CPU")
+    return decode, convert
+
+
 class _Holds(Protocol):
     extension: str
 

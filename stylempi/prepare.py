@@ -24,11 +24,11 @@ from .engine import network_width, resolve_device, resolve_precision
 from .errors import OutputFailure, UsageError, VideoOpenFailure
 from .files import sha256_file
 from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
-                       codec_of, nvenc_to_probe, probe_capabilities)
+                       codec_of, fit_frame_path, nvenc_to_probe, probe_capabilities)
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
-                    default_codec, describe_video, encoding_notes, index_frames, open_input, output_format,
-                    pick_video_stream, plan_stream_copy)
+                    decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
+                    output_format, pick_video_stream, plan_stream_copy)
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .styles import read_model
 from .workfiles import PLAN_NAME, reusable, write_json
@@ -71,6 +71,8 @@ class Prepared:
     decode: str = DEFAULT_DECODE
     #: What converts YUV <-> RGB: "ffmpeg" (swscale) or "torch"; decided by stylempi.hardware.
     convert: str = DEFAULT_CONVERT
+    #: Where the input's chroma samples sit, for the torch conversion (stylempi.devicecolour).
+    chroma_location: str = "left"
 
 
 def prepare(options: RunOptions) -> Prepared:
@@ -88,7 +90,8 @@ def prepare(options: RunOptions) -> Prepared:
     look.as_dict()  # an unknown colour matrix fails here
     _check_output_path(input_path, output_path)
     device = resolve_device(options.device)
-    decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device)
+    decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device,
+                                                          look.plain)
     settings = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
@@ -100,6 +103,7 @@ def prepare(options: RunOptions) -> Prepared:
     _check_one_size(input_path, index)
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
+    siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
                   decode, convert)
     job_dir = _job_dir(options, output_path, key)
@@ -119,7 +123,15 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look,
-        decode=decode, convert=convert)
+        decode=decode, convert=convert, chroma_location=siting)
+
+
+def _chroma_location(input_path: Path, video: VideoStreamInfo, first_pts: int) -> str:
+    """Where the input's chroma sits, for the torch colour path (stylempi.devicecolour), read
+    off its first frame."""
+    from .devicecolour import chroma_location
+    return next(decode_frames(input_path, video.index, [first_pts],
+                              convert=lambda frame: chroma_location(frame, video.colour)))[1]
 
 
 def _check_numbers(options: RunOptions) -> None:
@@ -139,7 +151,7 @@ def _check_output_path(input_path: Path, output_path: Path) -> None:
 
 
 def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, video: VideoStreamInfo,
-                    device: torch.device) -> tuple[str, str, str, list[str]]:
+                    device: torch.device, plain_look: bool) -> tuple[str, str, str, list[str]]:
     """(decode, convert, codec, notes): the job's media engines (stylempi.hardware), probing
     only what was asked for, and a note for each ``auto`` that fell back."""
     container = output_format(output_path)
@@ -149,9 +161,10 @@ def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, vi
     caps = probe_capabilities(device, codec_name, input_path=input_path, video_stream=video.index,
                               decode=options.decode in ("auto", "gpu"),
                               encoders=nvenc_to_probe(options.codec, container, depth, device.type))
-    choices = (choose_decode(options.decode, device.type, codec_name, caps),
-               choose_convert(options.convert, device.type),
-               choose_codec(options.codec, default, container, depth, device.type, caps))
+    decode, convert = fit_frame_path(choose_decode(options.decode, device.type, codec_name, caps),
+                                     choose_convert(options.convert, device.type), options.decode,
+                                     options.convert, video.colour.chroma, plain_look)
+    choices = (decode, convert, choose_codec(options.codec, default, container, depth, device.type, caps))
     decode, convert, codec = (c.value for c in choices)
     return decode, convert, codec, [c.note for c in choices if c.note]
 

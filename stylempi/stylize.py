@@ -216,15 +216,21 @@ class NetworkStylizer:
 
     @torch.inference_mode()
     def _run(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        count = len(frames)
-        if self.compiled and count < self.batch_size:  # keep the one compiled shape
-            frames = list(frames) + [frames[-1]] * (self.batch_size - count)
         batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
+        return list(self.stylize_tensor(batch).cpu().numpy())
+
+    @torch.inference_mode()
+    def stylize_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """One batch already on the device (NHWC, uint8 or uint16, at most ``batch_size``
+        frames) through the step: the stylized batch, on the device, the same shape."""
+        count = batch.shape[0]
+        if self.compiled and count < self.batch_size:  # keep the one compiled shape
+            batch = torch.cat([batch, batch[-1:].expand(self.batch_size - count, *batch.shape[1:])])
         runner = self._runner((*batch.shape, str(batch.dtype))) if self.compiled else None
         result, finite = runner(batch) if runner is not None else self.step(batch)
         if not bool(finite):
             raise ModelLoadFailure(NON_FINITE)
-        return list(result.cpu().numpy()[:count])
+        return result[:count]
 
     def _runner(self, shape: tuple) -> aot.Runner | None:
         if shape in self._runners:

@@ -27,7 +27,7 @@ from .engine import default_batch_size, resolve_compile, resolve_device, threads
 from .errors import OutputFailure, StylempiError, VideoDecodeFailure
 from .files import sha256_file
 from .look import Look
-from .media import SegmentWriter, decode_frames
+from .media import SegmentWriter, decode_frames, to_planes
 from .plan import Chunk
 from .prepare import Prepared, size_change_message
 from .progress import ProgressBar
@@ -73,8 +73,12 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
     batch = prepared.batch_size or default_batch_size(device)
     # Decided from the video alone (never from N), so every N computes the same pixels.
     compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
-    return NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
-                           require_compile=prepared.compile == "on")
+    stylizer = NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
+                               require_compile=prepared.compile == "on")
+    if prepared.convert == "torch":
+        from .devicecolour import PlanesStylizer
+        return PlanesStylizer(stylizer, prepared.video.colour, prepared.settings.colour, prepared.chroma_location)
+    return stylizer
 
 
 def describe_stylizer(stylizer: Stylizer) -> str:
@@ -126,8 +130,11 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     batch_size = getattr(stylizer, "batch_size", 1) or 1
     sample_bytes = 1 if prepared.video.colour.depth <= 8 else 2  # 16-bit RGB for deep inputs
     depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * sample_bytes * batch_size)
-    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats), depth=depth)
-    encoder = _EncoderThread(prepared, stats, staging, depth=depth)
+    device = getattr(stylizer, "device", None)
+    gpu = device.index if device is not None and device.type == "cuda" else None
+    frame_reader = _frame_reader(prepared, device)
+    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
+    encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
     try:
         for chunk, pts, frames in batches:
             if frames is None:
@@ -151,20 +158,40 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     return stats
 
 
-def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int,
-                     stats: RankStats) -> Iterator[tuple[Chunk, list[int] | None, list[np.ndarray] | None]]:
+def _frame_reader(prepared: Prepared, device) -> dict:
+    """How this rank's frames are decoded and handed over: RGB arrays (the default), the
+    job's YUV planes for the torch colour path, or CUDA planes from NVDEC (``--decode gpu``)."""
+    colour = prepared.video.colour
+    if prepared.decode == "gpu":
+        from .media.nvdec import cuda_planes, nvdec
+        if prepared.convert == "torch":
+            return {"hwaccel": nvdec(device), "convert": lambda frame: cuda_planes(frame, colour.depth)}
+        return {"hwaccel": nvdec(device, keep_on_gpu=False), "convert": None}
+    if prepared.convert == "torch":
+        return {"convert": lambda frame: to_planes(frame, colour)}
+    return {}
+
+
+def picture_size(picture) -> tuple[int, int]:
+    """Width and height of an RGB array or of a frame's planes (Y first)."""
+    height, width = (picture[0] if isinstance(picture, tuple) else picture).shape[:2]
+    return width, height
+
+
+def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
+                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None]]:
     for chunk in chunks:
         pts: list[int] = []
-        frames: list[np.ndarray] = []
+        frames: list = []
         t = time.monotonic()
-        for p, rgb in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
-                                    chunk.seek_from, prepared.video.colour):
-            if rgb.shape[:2] != (prepared.video.height, prepared.video.width):  # between sampled keyframes
+        for p, picture in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
+                                        chunk.seek_from, prepared.video.colour, **frame_reader):
+            if picture_size(picture) != (prepared.video.width, prepared.video.height):  # between sampled keyframes
                 raise VideoDecodeFailure(size_change_message(
                     prepared.input, float(p * prepared.video.time_base),
-                    (prepared.video.width, prepared.video.height), (rgb.shape[1], rgb.shape[0])))
+                    (prepared.video.width, prepared.video.height), picture_size(picture)))
             pts.append(p)
-            frames.append(rgb)
+            frames.append(picture)
             if len(frames) == batch_size:
                 stats.decode_s += time.monotonic() - t
                 yield chunk, pts, frames
@@ -224,8 +251,10 @@ class _Prefetch:
 class _EncoderThread:
     """Encode stylized batches into segment files while the network runs on the next."""
 
-    def __init__(self, prepared: Prepared, stats: RankStats, staging: Staging, depth: int = 2):
+    def __init__(self, prepared: Prepared, stats: RankStats, staging: Staging, depth: int = 2,
+                 gpu: int | None = None):
         self._prepared = prepared
+        self._gpu = gpu  # this rank's GPU, where an NVENC encoder opens its session
         self._stats = stats
         self._staging = staging
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -286,11 +315,11 @@ class _EncoderThread:
             self._finish_chunk(chunk, partial)
             return
         if self._writer is None:
-            self._writer = SegmentWriter(partial, self._prepared.settings)
-        for p, rgb in zip(pts, frames):
-            if rgb.shape[:2] != (self._prepared.settings.height, self._prepared.settings.width):
-                raise StylempiError(f"the stylizer changed the frame size to {rgb.shape[1]}x{rgb.shape[0]}")
-            self._writer.write(p, rgb)
+            self._writer = SegmentWriter(partial, self._prepared.settings, self._gpu)
+        for p, picture in zip(pts, frames):
+            if picture_size(picture) != (self._prepared.settings.width, self._prepared.settings.height):
+                raise StylempiError("the stylizer changed the frame size to {}x{}".format(*picture_size(picture)))
+            self._writer.write(p, picture)
 
     def _finish_chunk(self, chunk: Chunk, partial: Path) -> None:
         """The chunk's last frame is written: rename its segment into place, then record it."""

@@ -37,13 +37,13 @@ from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCO
                        encoder_options, encoding_notes, output_format, tag_colour)
 from .indexing import FrameIndex, index_frames
 from .inputs import open_input, pick_video_stream
-from .pixels import TO_RGB, TO_YUV, frame_colour, to_rgb, to_yuv
+from .pixels import TO_RGB, TO_YUV, frame_colour, planes_frame, to_planes, to_rgb, to_yuv
 
 __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
     "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
     "default_codec", "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
-    "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "probe", "tag_colour",
-    "to_rgb", "to_yuv",
+    "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "planes_frame", "probe",
+    "tag_colour", "to_planes", "to_rgb", "to_yuv",
 ]

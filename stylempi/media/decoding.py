@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
-from typing import Generator, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import av
-import numpy as np
 
 from ..colour import Colour
 from ..errors import VideoDecodeFailure
@@ -40,11 +39,15 @@ def _prime_decoder(container, stream) -> None:
 
 def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int],
                   damaged: list[int] | None = None, seek_from: int | None = -1,
-                  colour: Colour | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  colour: Colour | None = None, convert: Callable[[av.VideoFrame], Any] | None = None,
+                  hwaccel=None) -> Iterator[tuple[int, Any]]:
     """Yield ``(pts, RGB array)`` for exactly the frames ``pts``, in order.
 
     The arrays are converted with ``colour`` (the job's matrix and range; 16-bit
     RGB for inputs deeper than 8 bits), or as FFmpeg would when it is None.
+    ``convert`` replaces that conversion (the torch colour path takes the YUV
+    planes as they are, see :func:`~stylempi.media.pixels.to_planes`), and
+    ``hwaccel`` decodes on a GPU (:mod:`stylempi.media.nvdec`).
 
     A damaged stretch of the stream is concealed by FFmpeg's decoder (as every
     player does); the timestamps of frames the decoder flags as corrupt are
@@ -66,18 +69,22 @@ def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]
     """
     if not pts:
         return
+    if convert is None:
+        def convert(frame):
+            return to_rgb(frame, colour)
     anchor = pts[0] if seek_from == -1 else seek_from
     time_base = None
     for back_seconds in (SEEK_BACK_S if anchor is not None else (None,)):
-        with open_input(path) as container:
+        with open_input(path, hwaccel) as container:
             stream = container.streams[stream_index]
-            stream.thread_type = "AUTO"
+            if hwaccel is None:
+                stream.thread_type = "AUTO"
             time_base = Fraction(stream.time_base)
             try:
                 seeked = back_seconds is not None and _seek_before(container, stream, anchor, back_seconds)
             except av.error.FFmpegError:
                 continue
-            if (yield from _decode_run(path, container, stream, pts, seeked, damaged, colour)):
+            if (yield from _decode_run(path, container, stream, pts, seeked, damaged, convert)):
                 return
     raise VideoDecodeFailure(f"{path}: could not reach the frame at {float(pts[0] * time_base):.6f}s by seeking "
                              "or by decoding from the start")
@@ -97,7 +104,7 @@ def _seek_before(container, stream, anchor: int, back_seconds: int) -> bool:
 
 
 def _decode_run(path, container, stream, pts: Sequence[int], seeked: bool, damaged: list[int] | None,
-                colour: Colour | None) -> Generator[tuple[int, np.ndarray], None, bool]:
+                convert: Callable[[av.VideoFrame], Any]) -> Generator[tuple[int, Any], None, bool]:
     """Decode from where ``container`` stands and yield the frames ``pts`` (see :func:`decode_frames`).
 
     Returns True once all are yielded, False with none yielded when this start
@@ -125,7 +132,7 @@ def _decode_run(path, container, stream, pts: Sequence[int], seeked: bool, damag
                     f"(expected {float(pts[want] * time_base):.6f}s); the stream may be damaged")
             if damaged is not None and frame.is_corrupt:
                 damaged.append(frame.pts)
-            yield frame.pts, to_rgb(frame, colour)
+            yield frame.pts, convert(frame)
             want += 1
             if want == len(pts):
                 return True

@@ -23,7 +23,7 @@ from ..errors import OutputFailure, UsageError
 from ..hardware import NVENC_ENCODERS as NVENC
 from ._ffmpeg import ffmpeg_reason, stderr_captured
 from .describe import VideoStreamInfo
-from .pixels import to_yuv
+from .pixels import encoder_frame, to_yuv
 
 #: Encoder for inputs deeper than 8 bits when --codec is not given: HEVC Main 10 is what
 #: HDR players and TVs decode (x264's High 10 is barely supported in hardware).
@@ -330,8 +330,13 @@ class SegmentWriter:
         self._stream = add_video_stream(self._container, settings, gpu)
         self.frames = 0
 
-    def write(self, pts: int, rgb: np.ndarray) -> None:
-        frame = to_yuv(rgb, self.settings)
+    def write(self, pts: int, picture: np.ndarray | tuple[np.ndarray, ...]) -> None:
+        """Encode one frame: an RGB array (converted here), or the encoder's own Y, Cb, Cr
+        planes (converted already, by the torch colour path)."""
+        if isinstance(picture, tuple):
+            frame = encoder_frame(list(picture), self.settings)
+        else:
+            frame = to_yuv(picture, self.settings)
         frame.pts = pts
         frame.time_base = self.settings.time_base
         self._mux(self._stream.encode(frame))

@@ -9,8 +9,10 @@ from ..errors import UsageError, VideoOpenFailure
 from ._ffmpeg import ffmpeg_reason
 
 
-def open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open a media file, turning every failure into one clear :class:`VideoOpenFailure`."""
+def open_input(path: str | os.PathLike, hwaccel=None) -> av.container.InputContainer:
+    """Open a media file, turning every failure into one clear :class:`VideoOpenFailure`.
+
+    ``hwaccel`` (an ``av.codec.hwaccel.HWAccel``) decodes its video on that device."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoOpenFailure(f"input {path} does not exist")
@@ -19,7 +21,7 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise VideoOpenFailure(f"input {path} is empty")
     try:
-        return av.open(path, metadata_errors="replace")
+        return av.open(path, metadata_errors="replace", hwaccel=hwaccel)
     except av.error.FFmpegError as exc:
         raise VideoOpenFailure(f"cannot read {path} as a video: {ffmpeg_reason(exc)}") from None
 

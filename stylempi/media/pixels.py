@@ -1,7 +1,10 @@
 """Pixels between FFmpeg's frames and the network's RGB arrays, with the job's colour.
 
 :func:`frame_colour` reads a decoded frame's colour description;
-:func:`to_rgb` and :func:`to_yuv` convert with it, both ways.
+:func:`to_rgb` and :func:`to_yuv` convert with it, both ways. The torch
+colour path (``--convert torch``) converts on the network's device instead:
+it takes the decoded planes as they are (:func:`to_planes`) and gives back
+the encoder's planes (:func:`planes_frame`).
 """
 from __future__ import annotations
 
@@ -83,14 +86,42 @@ def to_yuv(rgb: np.ndarray, settings: EncodeSettings) -> av.VideoFrame:
     if colour is None:
         return frame
     if colour.range == colours.RANGE_FULL:
-        planar = _planes_frame(colours.full_range_planes(rgb, colour, colour.chroma, colour.depth), colour.pix_fmt())
-        # An encoder fed a semi-planar twin (p010le): swscale repacks the same samples
-        return planar if planar.format.name == settings.pix_fmt else planar.reformat(format=settings.pix_fmt)
+        return encoder_frame(colours.full_range_planes(rgb, colour, colour.chroma, colour.depth), settings)
     return frame.reformat(format=settings.pix_fmt, dst_colorspace=colour.sws_matrix,
                           dst_color_range=colour.sws_range, interpolation=_flags(TO_YUV))
 
 
-def _planes_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+def to_planes(frame: av.VideoFrame, colour: Colour) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A decoded frame's Y, Cb, Cr planes in the job's planar format (``colour.pix_fmt()``).
+
+    A frame decoded in that format (or its ``yuvj`` full-range name) is copied
+    plane by plane, untouched; any other (NV12 from a hardware decoder, RGB,
+    another subsampling) is converted to it by swscale first, keeping the
+    job's matrix and range on both sides.
+    """
+    wanted = colour.pix_fmt()
+    if frame.format.name.replace("yuvj", "yuv") != wanted:
+        frame = frame.reformat(format=wanted, src_colorspace=colour.sws_matrix, dst_colorspace=colour.sws_matrix,
+                               src_color_range=colour.sws_range, dst_color_range=colour.sws_range)
+    dtype = np.dtype(np.uint8 if colour.depth <= 8 else "<u2")
+    planes = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype.itemsize)
+        planes.append(rows[:, :plane.width].copy())
+    return planes[0], planes[1], planes[2]
+
+
+def encoder_frame(planes: list[np.ndarray], settings: EncodeSettings) -> av.VideoFrame:
+    """The encoder's frame from planes of the output's planar format (``colour.pix_fmt()``).
+
+    An encoder fed that format's semi-planar twin (NVENC takes ``p010le`` for
+    10-bit 4:2:0) gets it repacked by swscale: the same samples, interleaved.
+    """
+    frame = planes_frame(planes, settings.colour.pix_fmt())
+    return frame if frame.format.name == settings.pix_fmt else frame.reformat(format=settings.pix_fmt)
+
+
+def planes_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
     """A planar frame from whole planes (each plane's rows padded to FFmpeg's line size)."""
     height, width = planes[0].shape
     frame = av.VideoFrame(width, height, pix_fmt)

@@ -224,3 +224,61 @@ def test_hevc_nvenc_keeps_a_10_bit_input_10_bit(tmp_path):
     assert "depth is reduced" not in r.stderr, r.stderr
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.pix_fmt in ("yuv420p10le", "p010le")
+
+
+# ---------------------------------------------------------------------------
+# The GPU frame path: NVDEC decode, colour in torch on the GPU (--decode gpu,
+# --convert torch). Built without a GPU; these are the checks a lent one runs.
+# ---------------------------------------------------------------------------
+
+def _decoded(clip, reader) -> tuple[list, list, object]:
+    """Timestamps and pictures of every frame of CLIP, read as ``reader(colour)`` says, and the colour."""
+    from stylempi.media import decode_frames, describe_video, index_frames, open_input
+    with open_input(clip) as container:
+        video = describe_video(container, container.streams.video[0])
+    pts = index_frames(clip, video.index).pts
+    got = list(decode_frames(clip, video.index, pts, colour=video.colour, **reader(video.colour)))
+    return [p for p, _ in got], [picture for _, picture in got], video.colour
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codec, pix_fmt", [("libx264", "yuv420p"), ("libx265", "yuv420p10le")])
+def test_nvdec_gives_the_cpu_decoders_frames(tmp_path, codec, pix_fmt):
+    """The same YUV samples as FFmpeg's CPU decoder (P010 shifted down for 10-bit), and RGB
+    through the torch conversion within 45 dB of FFmpeg's conversion of the CPU frames."""
+    from stylempi.media import to_planes
+    from stylempi.media.nvdec import cuda_planes, nvdec
+    from stylempi.tensor_colour import planes_to_rgb
+    clip = clips.make_clip(tmp_path / "in.mkv", frames=14, size=(320, 180), codec=codec, pix_fmt=pix_fmt, gop=6)
+    cuda = torch.device("cuda")
+    cpu_pts, cpu_planes, colour = _decoded(clip, lambda c: {"convert": lambda f: to_planes(f, c)})
+    gpu_pts, gpu_planes, _ = _decoded(clip, lambda c: {"convert": lambda f: cuda_planes(f, c.depth),
+                                                       "hwaccel": nvdec(cuda)})
+    _, cpu_rgb, _ = _decoded(clip, lambda c: {})
+    assert gpu_pts == cpu_pts and len(gpu_pts) == 14
+    for host, device in zip(cpu_planes, gpu_planes):
+        for a, b in zip(host, device):
+            assert np.array_equal(a.astype(np.int64), b.cpu().numpy().astype(np.int64))
+    top = 65535.0 if colour.depth > 8 else 255.0
+    for planes, reference in zip(gpu_planes, cpu_rgb):
+        rgb = planes_to_rgb(*(p[None] for p in planes), colour)[0].permute(1, 2, 0).cpu().numpy()
+        mse = float(np.mean((rgb - reference.astype(np.float64) * (255.0 / top)) ** 2))
+        assert 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)) >= 45
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("engines", [("--decode", "gpu", "--convert", "torch"), ("--convert", "torch"),
+                                     ("--decode", "gpu", "--convert", "ffmpeg")])
+def test_gpu_frame_path_jobs_pass_verify(tmp_path, ranks, engines):
+    """Whole jobs on the GPU frame path, on one and two ranks sharing the card: every frame,
+    timestamp and audio packet kept (verify), and the summary names the engines."""
+    clip = clips.make_clip(tmp_path / "in.mp4", frames=21, size=(96, 54), audio_tracks=1, gop=6)
+    model = clips.save_test_model(tmp_path / "m.pth")
+    out = tmp_path / "out.mp4"
+    r = stylempi("run", clip, out, "--model", model, "--chunk-frames", "6", *engines, ranks=ranks,
+                 timeout=RUN_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert f"decode {engines[1] if engines[0] == '--decode' else 'cpu'}" in r.stdout, r.stdout
+    v = stylempi("verify", clip, out, timeout=RUN_TIMEOUT)
+    assert v.returncode == 0, v.stdout + v.stderr
