@@ -255,9 +255,27 @@ def pretrained(width: int, style: str = "mosaic") -> Path | None:
     return path if path.exists() else None
 
 
-def ffmpeg_binary() -> str:
+#: Why the baseline cannot run without an ``ffmpeg`` command, and the ways out.
+NO_FFMPEG = ("benchmarks: the baseline (the reference method) runs the ffmpeg command, and there is none: "
+             "apt-get install ffmpeg (.ci/run installs it), or pip install imageio-ffmpeg (a wheel that "
+             "ships a static ffmpeg: carry it to a machine that cannot install packages)")
+
+
+def find_ffmpeg() -> str | None:
+    """The ``ffmpeg`` command: PATH's (Debian's, where the benchmarks were measured), else the
+    static build the ``imageio-ffmpeg`` wheel ships, else None."""
     found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - not installed, or its binary is missing
+        return None
+
+
+def ffmpeg_binary() -> str:
+    found = find_ffmpeg()
     if not found:
-        raise SystemExit("benchmarks: Debian's ffmpeg binary is needed for the baseline "
-                         "(apt-get install ffmpeg; .ci/run installs it)")
+        raise SystemExit(NO_FFMPEG)
     return found
