@@ -187,3 +187,29 @@ def test_probing_asks_only_for_what_the_job_may_use(monkeypatch):
     asked.clear()
     assert hardware.probe_capabilities(Cuda(), "h264", input_path="x.mp4", video_stream=0).nvdec == frozenset()
     assert asked == []
+
+
+# --------------------------------------------------------------------------- what the torch path does
+
+GPU, TORCH = Choice("gpu"), Choice("torch")
+
+
+def test_the_frame_path_is_kept_where_it_applies():
+    assert hardware.fit_frame_path(GPU, TORCH, "gpu", "torch", "420", plain_look=True) == (GPU, TORCH)
+    # swscale converts: NVDEC frames come to host memory, any subsampling will do
+    assert hardware.fit_frame_path(GPU, Choice("ffmpeg"), "gpu", "ffmpeg", "444", True) == (GPU, Choice("ffmpeg"))
+
+
+def test_a_look_keeps_swscale():
+    """--style-scale and --preserve-colors work on the CPU's RGB frames."""
+    with pytest.raises(UsageError, match="--convert torch cannot apply --style-scale"):
+        hardware.fit_frame_path(Choice("cpu"), TORCH, "cpu", "torch", "420", plain_look=False)
+    decode, convert = hardware.fit_frame_path(Choice("cpu"), TORCH, "cpu", "auto", "420", plain_look=False)
+    assert convert.value == "ffmpeg" and "swscale" in convert.note and decode == Choice("cpu")
+
+
+def test_nvdec_frames_reach_torch_as_4_2_0_only():
+    with pytest.raises(UsageError, match="4:2:0 frames only, and this input is 4:4:4"):
+        hardware.fit_frame_path(GPU, TORCH, "gpu", "torch", "444", plain_look=True)
+    decode, convert = hardware.fit_frame_path(GPU, TORCH, "auto", "auto", "422", plain_look=True)
+    assert decode.value == "cpu" and "4:2:2" in decode.note and convert == TORCH
