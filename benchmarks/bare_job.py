@@ -56,7 +56,7 @@ def main() -> int:
         device=args.device, model_bytes=model_bytes, model_name=model_name, batch_size=args.batch_size,
         precision=resolve_precision(args.precision, resolve_device(args.device),
                                     network_width(load_network(model_bytes, trust=True))),
-        compile=args.compile, total_frames=len(index.pts))
+        compile=args.compile, total_frames=len(index.pts), decode="cpu", convert="ffmpeg")
     stylizer = build_stylizer(prepared, comm)
     batch = stylizer.batch_size
     t = time.perf_counter()

@@ -88,8 +88,8 @@ from baseline import run_baseline  # noqa: E402
 from run import SUMMARY  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-#: The engines a summary line names: ``on 2 ranks (cuda fp16 batch 8, ...); 4 chunks``.
-ENGINES = re.compile(r" on \d+ ranks? \((.*?)\); \d+ chunks")
+#: The engines a summary line names: ``on 2 ranks (cuda fp16 batch 8), decode cpu, ...; 4 chunks``.
+ENGINES = re.compile(r" on \d+ ranks? \((.*?)\)(?:, [^;]*)?; \d+ chunks")
 #: ``decode nvdec``, ``convert=torch``, ``encode: h264_nvenc``... wherever the line names a
 #: stage's engine (a figure such as ``decode 3.6 s`` starts with a digit and is not one).
 ENGINE_FIELD = re.compile(r"\b(decode|convert|encode|codec)[ =:]+([A-Za-z_][\w.+-]*)")

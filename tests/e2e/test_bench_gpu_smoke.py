@@ -38,7 +38,8 @@ def test_cpu_mode_reports_network_x264_runs_and_reference(tmp_path):
         pytest.skip("the reference method needs the ffmpeg command (apt-get install ffmpeg)")
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--device", "cpu", "--size", "160x90",
-                           "--frames", "12", "--ranks", "1,2", "--engines", "cpu", "--json", str(out)],
+                           "--frames", "12", "--ranks", "1,2", "--engines", "cpu,convert=torch", "--json",
+                           str(out)],
                           capture_output=True, text=True, timeout=180)  # a liveness deadline: ~25 s idle
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -51,10 +52,15 @@ def test_cpu_mode_reports_network_x264_runs_and_reference(tmp_path):
         assert r["frames"] == 12 and r["fps"] > 0 and r["codec"] == "libx264"
         assert r["options"]["bf"] == "0" and r["options"]["preset"] == "medium"  # the job's own options
 
-    assert [(r["label"], r["ranks"]) for r in report["jobs"]] == [("cpu", 1), ("cpu", 2)]
+    assert [(r["label"], r["ranks"]) for r in report["jobs"]] == [("cpu", 1), ("cpu", 2), ("convert=torch", 1),
+                                                                  ("convert=torch", 2)]
     for r in report["jobs"]:
-        assert r["verify_ok"] and r["frames"] == 12 and r["flags"] == ["--device", "cpu", "--precision", "fp32"]
+        torch_path = r["label"] == "convert=torch"
+        assert r["verify_ok"] and r["frames"] == 12
+        assert r["flags"] == ["--device", "cpu", "--precision", "fp32"] + (["--convert", "torch"] if torch_path else [])
         assert r["engines"] == "cpu fp32 batch 2" and r["encoder"] == "libx264" and r["x264"].startswith("libx264")
+        assert r["engine_fields"] == {"decode": "cpu", "convert": "torch" if torch_path else "ffmpeg",
+                                      "encode": "libx264"}
         assert r["gpu_pct"] is None and r["gpu_source"] == "n/a"
         assert r["ratio_bare"] > 0 and r["ratio_reference"] > 0 and r["wall_s"] > 0
 
@@ -85,10 +91,10 @@ def test_summary_lines_with_and_without_engine_names(gpu):
     assert gpu.engines_named(today) == ("cuda fp16 batch 8", {})
     assert gpu.encoder_of({"engines": "cuda fp16 batch 8", "engine_fields": {}}, []) == "libx264"
     assert gpu.encoder_of({"engines": "", "engine_fields": {}}, ["--codec", "auto"]) == "auto"
-    named = today.replace("(cuda fp16 batch 8)", "(cuda fp16 batch 8, decode nvdec, convert torch, encode h264_nvenc)")
+    named = today.replace("(cuda fp16 batch 8)", "(cuda fp16 batch 8), decode gpu, convert torch, encode h264_nvenc")
     engines, fields = gpu.engines_named(named)
-    assert engines.startswith("cuda fp16 batch 8, decode nvdec")
-    assert fields == {"decode": "nvdec", "convert": "torch", "encode": "h264_nvenc"}
+    assert engines == "cuda fp16 batch 8"
+    assert fields == {"decode": "gpu", "convert": "torch", "encode": "h264_nvenc"}
     row = {"engines": engines, "engine_fields": fields}
     assert gpu.encoder_of(row, ["--codec", "auto"]) == "h264_nvenc"
     assert gpu.x264_note({**row, "encoder": "h264_nvenc"}, {"fps": 40.0}) == "-"
