@@ -246,6 +246,7 @@ def _decoded(clip, reader) -> tuple[list, list, object]:
 def test_nvdec_gives_the_cpu_decoders_frames(tmp_path, codec, pix_fmt):
     """The same YUV samples as FFmpeg's CPU decoder (P010 shifted down for 10-bit), and RGB
     through the torch conversion within 45 dB of FFmpeg's conversion of the CPU frames."""
+    from stylempi.devicecolour import chroma_location
     from stylempi.media import to_planes
     from stylempi.media.nvdec import cuda_planes, nvdec
     from stylempi.tensor_colour import planes_to_rgb
@@ -255,13 +256,15 @@ def test_nvdec_gives_the_cpu_decoders_frames(tmp_path, codec, pix_fmt):
     gpu_pts, gpu_planes, _ = _decoded(clip, lambda c: {"convert": lambda f: cuda_planes(f, c.depth),
                                                        "hwaccel": nvdec(cuda)})
     _, cpu_rgb, _ = _decoded(clip, lambda c: {})
+    _, sitings, _ = _decoded(clip, lambda c: {"convert": lambda f: chroma_location(f, c)})
     assert gpu_pts == cpu_pts and len(gpu_pts) == 14
     for host, device in zip(cpu_planes, gpu_planes):
         for a, b in zip(host, device):
             assert np.array_equal(a.astype(np.int64), b.cpu().numpy().astype(np.int64))
     top = 65535.0 if colour.depth > 8 else 255.0
     for planes, reference in zip(gpu_planes, cpu_rgb):
-        rgb = planes_to_rgb(*(p[None] for p in planes), colour)[0].permute(1, 2, 0).cpu().numpy()
+        rgb = planes_to_rgb(*(p[None] for p in planes), colour, chroma_location=sitings[0])[0]
+        rgb = rgb.permute(1, 2, 0).cpu().numpy()
         mse = float(np.mean((rgb - reference.astype(np.float64) * (255.0 / top)) ** 2))
         assert 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)) >= 45
 
