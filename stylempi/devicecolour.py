@@ -89,10 +89,11 @@ class PlanesStylizer:
                 for plane in planes:  # made on another stream: not to be reused while this one reads
                     plane.record_stream(self._stream)
             return torch.stack(planes).to(self.inner.device)
-        batch = torch.from_numpy(np.stack(planes).astype(np.int32 if planes[0].dtype != np.uint8 else np.uint8,
-                                                          copy=False))
-        if self.cuda:
-            batch = batch.pin_memory()  # torch caches pinned blocks: no allocation per batch
+        # Stacked straight into the buffer the copy reads (pinned on a GPU: torch caches
+        # pinned blocks, so no allocation per batch); deeper samples widened to int32 on the way.
+        dtype = torch.uint8 if planes[0].dtype == np.uint8 else torch.int32
+        batch = torch.empty((len(planes), *planes[0].shape), dtype=dtype, pin_memory=self.cuda)
+        np.stack(planes, out=batch.numpy())
         return batch.to(self.inner.device, non_blocking=True)
 
     def _download(self, plane: torch.Tensor) -> torch.Tensor:

@@ -290,20 +290,20 @@ def _gpu_name(device: torch.device) -> str | None:
 def _nvdec_decodes(input_path: str | os.PathLike, video_stream: int, device_index: int | None) -> bool:
     """Whether NVDEC decodes the first frame of the input's stream (no software fallback).
 
-    ``is_hw_owned`` as the GPU decoder opens it: FFmpeg then works in the CUDA primary
-    context, the one torch uses, and the frame stays on the GPU (format ``cuda``). The
-    input is opened as ``av.open`` opens it, with FFmpeg's default decoder for its codec:
-    where that decoder has no CUDA path (libdav1d, FFmpeg's first choice for AV1 when
-    built in) the answer is no, as it is for a GPU decoder that opens inputs this way.
+    Opened exactly as the job's GPU decoder opens it (:func:`stylempi.media.nvdec.nvdec`):
+    FFmpeg works in the CUDA primary context, the one torch uses, and the frame stays on
+    the GPU (format ``cuda``). The input is opened as ``av.open`` opens it, with FFmpeg's
+    default decoder for its codec: where that decoder has no CUDA path (libdav1d, FFmpeg's
+    first choice for AV1 when built in) the answer is no, as it is for the job's decoder.
     """
     import av
-    from av.codec.hwaccel import HWAccel
+    import torch
 
     from .media._ffmpeg import stderr_captured
+    from .media.nvdec import nvdec
     try:
         with stderr_captured():  # FFmpeg's complaints about a missing driver: the answer is "no"
-            accel = HWAccel("cuda", device=None if device_index is None else str(device_index),
-                            allow_software_fallback=False, is_hw_owned=True)
+            accel = nvdec(torch.device("cuda", device_index or 0))
             with av.open(os.fspath(input_path), hwaccel=accel) as container:
                 stream = container.streams[video_stream]
                 if not stream.codec_context.is_hwaccel:
