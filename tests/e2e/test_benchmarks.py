@@ -86,3 +86,16 @@ def test_stability_tiny(tmp_path):
           "--json", tmp_path / "v.json")
     rows = json.loads((tmp_path / "v.json").read_text())
     assert [r["scale"] for r in rows] == [1.0, 0.25] and rows[1]["speedup_vs_scale_1"] > 0
+
+
+def test_torch_colour_tiny_reports_each_clip_and_the_wrong_choices(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    clip = common.make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=2)
+    proc = bench("torch_colour.py", clip, "--frames", "1")
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| clip.mp4 "))
+    torch_db, wrong_siting, wrong_range = (float(c) for c in row.strip(" |").split(" | ")[-3:])
+    assert torch_db >= 45 and torch_db > max(wrong_siting, wrong_range), row
