@@ -9,7 +9,11 @@ style (``wave`` by default: a real style's strokes, where random weights give fl
 clamped pictures that hide every difference), fp32 on the CPU. Results:
 docs/benchmarks.md, section 12.
 
-    python benchmarks/torch_colour.py [CLIP ...] [--frames 2] [--model wave]   (default: shared/media's clips)
+``--speed`` times the conversions themselves on one 1080p 4:2:0 frame, one thread, on
+this CPU: swscale's (``to_rgb``, ``to_yuv``) and torch's (``planes_to_rgb``,
+``rgb_to_planes``, batch 2).
+
+    python benchmarks/torch_colour.py [CLIP ...] [--frames 2] [--model wave] [--speed]
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +37,7 @@ from stylempi.devicecolour import PlanesStylizer, chroma_location  # noqa: E402
 from stylempi.media import describe_video, to_planes, to_rgb, to_yuv  # noqa: E402
 from stylempi.model import load_network  # noqa: E402
 from stylempi.styles import read_model  # noqa: E402
+from stylempi.tensor_colour import planes_to_rgb, rgb_to_planes  # noqa: E402
 from stylempi.stylize import NetworkStylizer  # noqa: E402
 
 
@@ -67,11 +73,37 @@ def measure(clip: Path, network, frames: int) -> dict:
     return row
 
 
+def _ms(fn, repeat: int = 5) -> float:
+    fn()  # warm
+    started = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - started) / repeat * 1000
+
+
+def speed(clip: Path) -> dict:
+    """Milliseconds per 1080p frame of each conversion, one thread (batch 2 for torch)."""
+    torch.set_num_threads(1)
+    colour = colours.Colour(colours.BT709, colours.RANGE_LIMITED, colours.BT709, colours.BT709)
+    with av.open(str(clip)) as container:
+        first = next(container.decode(video=0))
+    frame = first.reformat(width=1920, height=1080, format="yuv420p")
+    rgb = to_rgb(frame, colour)
+    settings = SimpleNamespace(colour=colour, pix_fmt="yuv420p")
+    planes = [torch.from_numpy(np.stack([p, p])) for p in to_planes(frame, colour)]
+    batch = torch.from_numpy(np.stack([rgb, rgb])).permute(0, 3, 1, 2).float()
+    return {"swscale to RGB": _ms(lambda: to_rgb(frame, colour)),
+            "swscale to YUV": _ms(lambda: to_yuv(rgb, settings)),
+            "torch to RGB": _ms(lambda: planes_to_rgb(*planes, colour)) / 2,
+            "torch to YUV": _ms(lambda: rgb_to_planes(batch, colour)) / 2}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="*", type=Path)
     ap.add_argument("--frames", type=int, default=2)
     ap.add_argument("--model", default="wave", help="a built-in style or a checkpoint")
+    ap.add_argument("--speed", action="store_true", help="time the conversions at 1080p on one thread")
     args = ap.parse_args()
     clips = args.clips or sorted((common.SHARED / "media").glob("*.m*"))
     if not clips:
@@ -83,6 +115,9 @@ def main() -> int:
     for r in rows:
         print(f"| {r['clip']} | {r['size']} | {r['chroma']}, {r['depth']}-bit | {r['siting']} | {r['torch']:.1f} "
               f"| {r['wrong siting']:.1f} | {r['wrong range']:.1f} |")
+    if args.speed:
+        times = speed(clips[0])
+        print("\n1080p 4:2:0, one thread, ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     return 0
 
 

@@ -75,6 +75,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: real mpirun, Slurm, Azurite, whole jobs (tests/e2e/)")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001
+    remove_stale_mpirun_dirs()
+
+
+def remove_stale_mpirun_dirs() -> None:
+    """Remove the PMIx session dirs (TMPDIR/ompi.PID) of mpiruns that are no longer running.
+
+    A killed mpirun leaves its dir behind, and a later mpirun that is given the same PID
+    (pids wrap at 32768) fails before any rank starts: "The PMIx server's listener thread
+    failed to start" (a whole-suite run failed so, with dirs left by earlier days' runs).
+    """
+    import tempfile
+    for path in Path(tempfile.gettempdir()).glob("ompi.*"):
+        pid = path.name.split(".", 1)[1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
 # First, so that the layer marks exist when pytest's own hook deselects by -m.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -95,7 +95,8 @@ def test_torch_colour_tiny_reports_each_clip_and_the_wrong_choices(tmp_path):
     finally:
         sys.path.remove(str(BENCH))
     clip = common.make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=2)
-    proc = bench("torch_colour.py", clip, "--frames", "1")
+    proc = bench("torch_colour.py", clip, "--frames", "1", "--speed")
+    assert "torch to RGB" in proc.stdout and "swscale to YUV" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| clip.mp4 "))
     torch_db, wrong_siting, wrong_range = (float(c) for c in row.strip(" |").split(" | ")[-3:])
     assert torch_db >= 45 and torch_db > max(wrong_siting, wrong_range), row
