@@ -147,6 +147,16 @@ def stylempi_cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "stylempi"]
 
 
+def stylempi_lines(stderr: str, prefix: str = "stylempi:") -> list[str]:
+    """stylempi's own lines in STDERR, each from where it starts.
+
+    A rank that aborts writes its line while Open MPI relays its abort banner on the same
+    stream, and a stray byte of that banner can land in front of the line (a space here,
+    once on CI another byte). The tests hold stylempi to its line, not to mpirun's bytes.
+    """
+    return [line[line.index(prefix):] for line in stderr.splitlines() if prefix in line]
+
+
 def mpirun_path() -> str:
     """The venv's ``mpirun``, else the first on PATH."""
     launcher = BIN / "mpirun"

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import clips
-from conftest import stylempi, stylempi_cli
+from conftest import stylempi, stylempi_cli, stylempi_lines
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 240
@@ -46,14 +46,7 @@ def digest(path: Path) -> str | None:
 
 
 def error_lines(res: subprocess.CompletedProcess) -> list[str]:
-    """stylempi's error lines, from where they start.
-
-    A rank that aborts writes its line while mpirun forwards the other ranks' output and
-    prints its own notice; on CI once a stray byte from that interleaving landed in front of
-    the line. What the test holds stylempi to is the line itself.
-    """
-    marker = "stylempi: error"
-    return [line[line.index(marker):] for line in res.stderr.splitlines() if marker in line]
+    return stylempi_lines(res.stderr, "stylempi: error")
 
 
 def leftovers(output: Path) -> list[str]:
