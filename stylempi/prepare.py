@@ -24,11 +24,12 @@ from .engine import network_width, resolve_device, resolve_precision
 from .errors import OutputFailure, UsageError, VideoOpenFailure
 from .files import sha256_file
 from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
-                       codec_of, fit_frame_path, nvenc_to_probe, probe_capabilities)
+                       fit_frame_path, nvenc_to_probe)
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
                     output_format, pick_video_stream, plan_stream_copy)
+from .media.gpu_support import codec_of, probe_capabilities
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .styles import read_model
 from .workfiles import PLAN_NAME, reusable, write_json

@@ -155,7 +155,7 @@ def test_summary_line_names_the_engine_on_cpu(tmp_path):
 # ---------------------------------------------------------------------------
 
 def _gpu_caps(clip):
-    from stylempi.hardware import probe_capabilities
+    from stylempi.media.gpu_support import probe_capabilities
     return probe_capabilities(torch.device("cuda", 0), "h264", input_path=clip, video_stream=0, decode=True,
                               encoders=("h264_nvenc", "hevc_nvenc"))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from stylempi import hardware
+from stylempi.media import gpu_support
 from stylempi.errors import UsageError
 from stylempi.hardware import CPU_ONLY, Capabilities, Choice, choose_codec, choose_convert, choose_decode
 
@@ -163,29 +164,29 @@ def test_describe_engines():
 def test_a_cpu_device_without_named_encoders_probes_nothing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("probed")
-    monkeypatch.setattr(hardware, "_nvdec_decodes", refuse)
-    monkeypatch.setattr(hardware, "_nvenc_opens", refuse)
-    monkeypatch.setattr(hardware, "_gpu_name", refuse)
+    monkeypatch.setattr(gpu_support, "_nvdec_decodes", refuse)
+    monkeypatch.setattr(gpu_support, "_nvenc_opens", refuse)
+    monkeypatch.setattr(gpu_support, "_gpu_name", refuse)
 
     class Cpu:
         type, index = "cpu", None
-    assert hardware.probe_capabilities(Cpu(), "h264", input_path="x.mp4", video_stream=0, decode=True) is CPU_ONLY
+    assert gpu_support.probe_capabilities(Cpu(), "h264", input_path="x.mp4", video_stream=0, decode=True) is CPU_ONLY
 
 
 def test_probing_asks_only_for_what_the_job_may_use(monkeypatch):
     asked = []
-    monkeypatch.setattr(hardware, "_nvdec_decodes", lambda path, stream, index: asked.append(("nvdec", index)) or True)
-    monkeypatch.setattr(hardware, "_nvenc_opens", lambda name, index: asked.append((name, index)) or name == "h264_nvenc")
-    monkeypatch.setattr(hardware, "_gpu_name", lambda device: "Tesla V100-SXM2-32GB")
+    monkeypatch.setattr(gpu_support, "_nvdec_decodes", lambda path, stream, index: asked.append(("nvdec", index)) or True)
+    monkeypatch.setattr(gpu_support, "_nvenc_opens", lambda name, index: asked.append((name, index)) or name == "h264_nvenc")
+    monkeypatch.setattr(gpu_support, "_gpu_name", lambda device: "Tesla V100-SXM2-32GB")
 
     class Cuda:
         type, index = "cuda", 0
-    caps = hardware.probe_capabilities(Cuda(), "h264", input_path="x.mp4", video_stream=0, decode=True,
+    caps = gpu_support.probe_capabilities(Cuda(), "h264", input_path="x.mp4", video_stream=0, decode=True,
                                        encoders=("h264_nvenc", "hevc_nvenc"))
     assert caps == Capabilities(True, "Tesla V100-SXM2-32GB", frozenset({"h264"}), frozenset({"h264_nvenc"}))
     assert asked == [("nvdec", 0), ("h264_nvenc", 0), ("hevc_nvenc", 0)]
     asked.clear()
-    assert hardware.probe_capabilities(Cuda(), "h264", input_path="x.mp4", video_stream=0).nvdec == frozenset()
+    assert gpu_support.probe_capabilities(Cuda(), "h264", input_path="x.mp4", video_stream=0).nvdec == frozenset()
     assert asked == []
 
 
