@@ -121,45 +121,23 @@ def card() -> str:
 
 
 def probe_nvenc(encoders: tuple[str, ...] = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")) -> dict[str, str]:
-    """``yes``, or ``no: why`` for each NVIDIA encoder: PyAV's FFmpeg opens it and encodes one
-    frame (a GPU without NVENC, such as the H100, refuses to open it)."""
-    import io
-
-    import av
-    import numpy as np
-    found = {}
-    for name in encoders:
-        container = av.open(io.BytesIO(), "w", format="nut")
-        try:
-            stream = container.add_stream(name)
-            stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
-            frame = av.VideoFrame.from_ndarray(np.zeros((256, 256, 3), np.uint8), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
-            frame.pts = 0
-            container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-            found[name] = "yes"
-        except Exception as exc:  # noqa: BLE001 - not built in, no device, no NVENC on this GPU
-            found[name] = f"no: {type(exc).__name__}: {str(exc)[:160]}"
-        finally:
-            try:
-                container.close()
-            except Exception:  # noqa: BLE001 - closing a container that never started
-                pass
-    return found
+    """``yes``, or ``no: why`` for each NVIDIA encoder, probed as a job probes it
+    (stylempi.media.gpu_support: one small frame encoded in memory)."""
+    from stylempi.media.gpu_support import nvenc_refusal
+    return {name: _yes_or_why(nvenc_refusal(name, None)) for name in encoders}
 
 
 def probe_nvdec(clip: Path) -> str:
-    """``yes`` if FFmpeg decodes the clip's first frame on the GPU (CUDA hwaccel, no software
-    fallback), else ``no: why``."""
-    import av
-    from av.codec.hwaccel import HWAccel
-    try:
-        with av.open(str(clip), hwaccel=HWAccel("cuda", allow_software_fallback=False)) as container:
-            next(container.decode(video=0))
-        return "yes"
-    except Exception as exc:  # noqa: BLE001 - no device, no NVDEC for this codec
-        return f"no: {type(exc).__name__}: {str(exc)[:160]}"
+    """``yes`` if NVDEC decodes the clip's first frame as a job's GPU decoder does, else ``no: why``."""
+    from stylempi.media import open_input, pick_video_stream
+    from stylempi.media.gpu_support import nvdec_refusal
+    with open_input(clip) as container:
+        stream = pick_video_stream(container).index
+    return _yes_or_why(nvdec_refusal(clip, stream, None))
+
+
+def _yes_or_why(refusal: str | None) -> str:
+    return "yes" if refusal is None else f"no: {refusal}"
 
 
 # ---------------------------------------------------------------------------

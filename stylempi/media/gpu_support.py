@@ -62,7 +62,20 @@ def _gpu_name(device: torch.device) -> str | None:
 
 
 def _nvdec_decodes(input_path: str | os.PathLike, video_stream: int, device_index: int | None) -> bool:
-    """Whether NVDEC decodes the first frame of the input's stream (no software fallback).
+    return nvdec_refusal(input_path, video_stream, device_index) is None
+
+
+def _nvenc_opens(encoder: str, device_index: int | None) -> bool:
+    return nvenc_refusal(encoder, device_index) is None
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def nvdec_refusal(input_path: str | os.PathLike, video_stream: int, device_index: int | None) -> str | None:
+    """None when NVDEC decodes the first frame of the input's stream (no software
+    fallback), else why not (benchmarks/gpu.py reports it).
 
     Opened exactly as the job's GPU decoder opens it (:func:`stylempi.media.nvdec.nvdec`):
     FFmpeg works in the CUDA primary context, the one torch uses, and the frame stays on
@@ -81,16 +94,17 @@ def _nvdec_decodes(input_path: str | os.PathLike, video_stream: int, device_inde
             with av.open(os.fspath(input_path), hwaccel=accel) as container:
                 stream = container.streams[video_stream]
                 if not stream.codec_context.is_hwaccel:
-                    return False
+                    return f"{stream.codec_context.name} has no CUDA path"
                 for frame in container.decode(stream):
-                    return frame.format.name == "cuda"
-    except Exception:  # noqa: BLE001 - any failure means NVDEC is not there for this input
-        return False
-    return False
+                    return None if frame.format.name == "cuda" else f"the frame came back as {frame.format.name}"
+    except Exception as exc:  # noqa: BLE001 - any failure means NVDEC is not there for this input
+        return _why(exc)
+    return "no frame decoded"
 
 
-def _nvenc_opens(encoder: str, device_index: int | None) -> bool:
-    """Whether ``encoder`` opens on this GPU and encodes one small frame, in memory."""
+def nvenc_refusal(encoder: str, device_index: int | None) -> str | None:
+    """None when ``encoder`` opens on this GPU and encodes one small frame, in memory, else
+    why not (no driver, no NVENC on this GPU, sessions exhausted)."""
     import io
 
     import av
@@ -110,6 +124,6 @@ def _nvenc_opens(encoder: str, device_index: int | None) -> bool:
                 frame.time_base = stream.time_base
                 packets = stream.encode(frame) + stream.encode(None)
                 container.mux(packets)
-                return bool(packets)
-    except Exception:  # noqa: BLE001 - no driver, no NVENC on this GPU, sessions exhausted: all "absent"
-        return False
+                return None if packets else "no packet came out"
+    except Exception as exc:  # noqa: BLE001 - every failure means "absent"
+        return _why(exc)
