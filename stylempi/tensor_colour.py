@@ -2,11 +2,16 @@
 
 The same conversions as :func:`stylempi.media.pixels.to_rgb` and ``to_yuv`` (swscale on the
 CPU), written as plain, device-agnostic torch so that a GPU rank and a CPU rank of one job
-produce the same pictures::
+produce the same pictures (stylempi.devicecolour runs them around the network)::
 
-    NV12 / P010 ──split_nv12──► y, u, v ──planes_to_rgb──► float RGB (N,3,H,W), 0..255 ──network──┐
-    y, uv (NVENC) ◄──rgb_to_nv12── y, u, v (int) ◄──rgb_to_planes── float RGB, 0..255 ◄──────────┘
+    decoded y, u, v (int) ──planes_to_rgb──► float RGB (N,3,H,W), 0..255 ──network──┐
+    encoder's y, u, v (int) ◄──rgb_to_planes── float RGB, 0..255 ◄──────────────────┘
                   (job's matrix + range; chroma resampled the way swscale resamples it)
+
+:func:`split_nv12`, ``msb_aligned`` and :func:`rgb_to_nv12` read and write the semi-planar
+layouts themselves (NVDEC's NV12/P010 out, NVENC's in), tested against swscale's, for feeding
+NVENC CUDA frames directly; jobs do not use them yet (media.nvdec splits NVDEC's planes as it
+copies them off the decoder's surfaces, and NVENC is fed host planes).
 
 Chroma is resampled as swscale resamples it with the flags pixels.py uses (read off impulse
 responses): the simplest filter that matches it within 45 dB on sharp edges, since torch's own
