@@ -4,7 +4,8 @@ Each subcommand parses its flags, calls the library, and turns a
 :class:`~stylempi.errors.StylempiError` into one line on stderr and the
 error's exit code. Exit codes: 0 success, 1 verify found differences or a
 general error, 2 usage, 3 input video, 4 model, 5 output, 6 storage, 7 another
-rank failed, 70 internal error (a bug: please report it), 130 interrupted.
+rank failed, 8 out of memory, 70 internal error (a bug: please report it), 130
+interrupted, 141 the reader of stdout went away (as `| head`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from .compile_cache import DEFAULT_MAX_DAYS, DEFAULT_MAX_MB, ENV_MAX_DAYS, ENV_M
 from .containers import ACCEPTED, CONTAINERS
 from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE,
                      DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, UsageError, one_line
+from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, PipeClosed, StylempiError, UsageError, memory_failure,
+                     one_line, out_of_memory)
 from .hardware import AUTO_CODEC, CONVERT_MODES, DECODE_MODES, DEFAULT_CONVERT, DEFAULT_DECODE
 from .look import MAX_SCALE, MIN_SCALE
 from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
@@ -270,7 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a subcommand; what escapes it becomes one line on stderr and its exit code."""
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _pipe_closed()
     except StylempiError as exc:
         shared = isinstance(exc, SharedError)
         if not (shared and exc.reported):
@@ -280,11 +286,28 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         print("stylempi: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug; still one line unless debugging
+        if out_of_memory(exc):
+            error = memory_failure(exc)
+            print(f"stylempi: error: {one_line(str(error))}", file=sys.stderr, flush=True)
+            return _leave(error.exit_code, shared=False)
         if os.environ.get("STYLEMPI_DEBUG"):
             raise
         print(f"stylempi: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
               "STYLEMPI_DEBUG=1 for a traceback and report it)", file=sys.stderr, flush=True)
         return _leave(EXIT_INTERNAL, shared=False)
+
+
+def _pipe_closed() -> int:
+    """``stylempi models | head -1``: the reader has what it wanted. Stop quietly, as Unix
+    tools do, and point stdout at /dev/null so that the interpreter's own final flush
+    does not complain about the same pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return PipeClosed.exit_code
 
 
 def _leave(code: int, shared: bool) -> int:

@@ -33,7 +33,8 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, RankFailure, StylempiError, one_line
+from .errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, RankFailure, StylempiError, memory_failure, one_line,
+                     out_of_memory)
 
 T = TypeVar("T")
 
@@ -160,7 +161,12 @@ class MPIComm(Comm):
         outcome: tuple[str, Any]
         if self.is_root:
             try:
-                outcome = ("ok", fn())
+                try:
+                    outcome = ("ok", fn())
+                except Exception as exc:  # noqa: BLE001 - out of memory is the machine's limit, not a bug
+                    if out_of_memory(exc):
+                        raise memory_failure(exc) from None
+                    raise
             except StylempiError as exc:
                 outcome = ("error", (str(exc), exc.exit_code))
                 self.world.bcast(outcome, root=0)

@@ -68,6 +68,19 @@ class RankFailure(StylempiError):
     exit_code = 7
 
 
+class ResourceFailure(StylempiError):
+    """The job does not fit the machine: a frame or batch needs more memory than there is."""
+
+    exit_code = 8
+
+
+class PipeClosed(StylempiError):
+    """Whatever read stdout went away (``stylempi models | head -1``): stop quietly, as Unix
+    tools killed by SIGPIPE do (their shell shows 128 + 13)."""
+
+    exit_code = 141
+
+
 class InternalError(StylempiError):
     """An exception the library did not expect: a bug, to be reported."""
 
@@ -94,9 +107,30 @@ EXIT_CODES: dict[int, str] = {
     OutputFailure.exit_code: "output",
     StorageFailure.exit_code: "storage",
     RankFailure.exit_code: "another rank failed",
+    ResourceFailure.exit_code: "out of memory",
     EXIT_INTERNAL: "internal error (a bug: please report it)",
     EXIT_INTERRUPTED: "interrupted",
+    PipeClosed.exit_code: "the reader of stdout went away (as `| head`)",
 }
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ERROR says an allocation failed: Python's MemoryError (NumPy's too), torch's
+    CPU allocator (a RuntimeError naming it) or CUDA's OutOfMemoryError, by name so that
+    this module needs no torch."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text
+                                                or "Cannot allocate memory" in text)
+
+
+def memory_failure(error: BaseException, hint: str = "") -> ResourceFailure:
+    """The one line for an allocation that failed (:func:`out_of_memory`)."""
+    return ResourceFailure("out of memory: a frame or batch needs more memory than this machine (or its "
+                           "limit) gives; rerun with a smaller --batch-size (1 uses the least), or "
+                           f"--style-scale below 1 (the network then sees smaller frames), or fewer ranks "
+                           f"per node{hint}")
 
 
 def one_line(text: str) -> str:

@@ -34,7 +34,7 @@ from typing import Callable, Protocol, Sequence
 from .comm import Comm, get_comm
 from .engine import DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from .errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
-                     VideoDecodeFailure, VideoOpenFailure)
+                     VideoDecodeFailure, VideoOpenFailure, memory_failure, out_of_memory)
 from .hardware import DEFAULT_CONVERT, DEFAULT_DECODE, describe_engines
 from .look import LookStylizer
 from .media import assemble
@@ -250,7 +250,7 @@ def _work_or_stop(prepared: Prepared, mine: list[Chunk], stylizer_factory: Styli
             _discard_work(prepared)  # the input itself must change: its chunks will never be reused
         if comm.size == 1:
             bar.close()
-            if isinstance(error, (StylempiError, KeyboardInterrupt, OSError)):
+            if isinstance(error, (StylempiError, KeyboardInterrupt, OSError)) or out_of_memory(error):
                 raise _with_hint(error, hint) from None
             raise
         comm.abort(_with_hint(error, hint))
@@ -280,6 +280,8 @@ def _with_hint(error: BaseException, hint: str) -> BaseException:
         return error  # rerunning cannot help: the input itself must change
     if isinstance(error, StylempiError):
         return StylempiError(f"{error}{hint}", exit_code=error.exit_code)
+    if out_of_memory(error):  # the machine's limit, not a bug: NumPy's MemoryError, torch's RuntimeError
+        return memory_failure(error, hint)
     if isinstance(error, OSError):
         return OutputFailure(f"{error.strerror or error}{' (' + error.filename + ')' if error.filename else ''}"
                              f"{hint}")
