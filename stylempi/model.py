@@ -22,6 +22,16 @@ from torch import nn
 from .errors import ModelLoadFailure
 from .styles import read_model
 
+#: The widest network a checkpoint may ask for: 8 times the paper's 32 (107 M weights, 430 MB
+#: in fp32). Checked before anything is allocated: the width is read from one tensor's shape,
+#: and a stride-0 tensor of any shape fits in a few bytes of a file, so a 2 MB checkpoint
+#: could otherwise ask for hundreds of GB.
+MAX_WIDTH = 256
+
+#: The probe batch a TorchScript model must map to the same shape of RGB frames: two frames,
+#: a size that is a multiple of 4 (as stylempi.stylize pads to), not square.
+PROBE_SHAPE = (2, 3, 36, 44)
+
 #: Keys of old pytorch/examples checkpoints: InstanceNorm running stats that
 #: current PyTorch neither has nor needs (track_running_stats=False).
 _STALE_KEY = re.compile(r"\.running_(mean|var)$|\.num_batches_tracked$")
@@ -133,7 +143,20 @@ def infer_width(state: Mapping[str, object]) -> int:
         raise ModelLoadFailure(
             "not a fast-neural-style TransformerNet checkpoint: no conv1.conv2d.weight of shape "
             "[width, 3, 9, 9]; expected a pytorch/examples fast_neural_style state_dict")
-    return int(weight.shape[0])
+    width = int(weight.shape[0])
+    if not 1 <= width <= MAX_WIDTH:
+        raise ModelLoadFailure(
+            f"checkpoint asks for a network of width {width} (conv1.conv2d.weight is [{width}, 3, 9, 9]); "
+            f"stylempi takes widths up to {MAX_WIDTH} (the paper's is 32): the file is damaged or not a "
+            "style network's weights")
+    return width
+
+
+def expected_shapes(width: int) -> dict[str, tuple[int, ...]]:
+    """Every key of a width-WIDTH :class:`TransformerNet` and its shape, allocating nothing
+    (the network is built on torch's ``meta`` device)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in TransformerNet(width).state_dict().items()}
 
 
 def tensor_problem(value: torch.Tensor) -> str | None:
@@ -163,8 +186,7 @@ def network_from_state_dict(state: Mapping[str, object]) -> TransformerNet:
     """Build a :class:`TransformerNet` of the right width and load ``state`` strictly."""
     state = clean_state_dict(state)
     width = infer_width(state)
-    net = TransformerNet(width)
-    expected = net.state_dict()
+    expected = expected_shapes(width)  # every shape is checked before the network is allocated
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -172,17 +194,18 @@ def network_from_state_dict(state: Mapping[str, object]) -> TransformerNet:
         raise ModelLoadFailure(
             f"checkpoint is not a width-{width} TransformerNet ({detail}); "
             "expected a pytorch/examples fast_neural_style state_dict")
-    for key, tensor in expected.items():
+    for key, shape in expected.items():
         value = state[key]
-        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ModelLoadFailure(
-                f"checkpoint tensor {key} has shape {shape}, a width-{width} TransformerNet needs "
-                f"{tuple(tensor.shape)}")
-        problem = tensor_problem(value)
+                f"checkpoint tensor {key} has shape {found}, a width-{width} TransformerNet needs {shape}")
+    for key in expected:
+        problem = tensor_problem(state[key])
         if problem:
             raise ModelLoadFailure(f"checkpoint tensor {key} {problem}; the checkpoint is damaged or "
                                    "not a style network's weights")
+    net = TransformerNet(width)
     net.load_state_dict({k: state[k].float() for k in expected})  # type: ignore[union-attr]
     return net.eval()
 
@@ -216,9 +239,11 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
                 f"{name} is a TorchScript file, which can run code when loaded; "
                 "pass --trust-model if you trust its source")
         try:
-            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         except Exception as exc:  # noqa: BLE001 - any failure is a bad file
             raise ModelLoadFailure(f"{name} is not a loadable TorchScript file: {_short(exc)}") from None
+        check_frames_out(module, name)
+        return module
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, corrupt zips, random bytes
@@ -240,6 +265,36 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
             f"{name} holds a {type(state).__name__}, not a state_dict; expected a "
             "pytorch/examples fast_neural_style checkpoint")
     return network_from_state_dict(state)
+
+
+def check_frames_out(module: nn.Module, name: str) -> None:
+    """Refuse a (TorchScript) network that does not map a batch of RGB frames to the same
+    number of RGB frames of the same size, found on a probe batch (:data:`PROBE_SHAPE`) now
+    rather than as a crash, or a wrong video, after the job started."""
+    n, _, h, w = PROBE_SHAPE
+    what = f"the TorchScript model {name}"
+    try:
+        with torch.no_grad():
+            out = module(torch.rand(PROBE_SHAPE) * 255)
+    except Exception as exc:  # noqa: BLE001 - any failure is a bad model
+        raise ModelLoadFailure(f"{what} fails on a probe batch of {n} RGB frames of {w}x{h}: {_short(exc)}") from None
+    if not isinstance(out, torch.Tensor):
+        raise ModelLoadFailure(f"{what} returns a {type(out).__name__}, not one tensor of frames; stylempi "
+                               "needs N RGB frames in, N RGB frames of the same size out")
+    problem = None
+    if out.dim() != 4:
+        problem = f"a tensor of shape {tuple(out.shape)}, not N x 3 x H x W frames"
+    elif not out.is_floating_point():
+        problem = f"{str(out.dtype).replace('torch.', '')} values, not floating-point pixels"
+    elif out.shape[1] != 3:
+        problem = f"{out.shape[1]} channel{'s' if out.shape[1] != 1 else ''}, not 3 (RGB)"
+    elif out.shape[0] != n:
+        problem = f"a batch of {out.shape[0]} frame{'s' if out.shape[0] != 1 else ''} for a batch of {n}"
+    elif tuple(out.shape[2:]) != (h, w):
+        problem = f"frames of size {out.shape[3]}x{out.shape[2]} for frames of size {w}x{h}"
+    if problem:
+        raise ModelLoadFailure(f"{what} returns {problem}; stylempi needs N RGB frames in, N RGB frames "
+                               "of the same size out")
 
 
 def open_model(spec: str, *, trust: bool = False) -> nn.Module:

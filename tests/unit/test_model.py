@@ -160,3 +160,21 @@ def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
     assert resolve_precision("auto", cpu, None) == wide
     assert resolve_precision("bf16", cpu, 8) == "bf16"  # asked for: given
     assert network_width(TransformerNet(8)) == 8 and network_width(torch.nn.Conv2d(3, 3, 1)) is None
+
+
+def test_a_tiny_checkpoint_asking_for_a_huge_width_is_refused_before_allocating():
+    # Stride-0 tensors store one value for any shape: this state is a few kB and claims a
+    # network of width 100000 (terabytes once built, or once checked for NaN).
+    state = {k: torch.zeros(1).expand(v.shape) for k, v in TransformerNet(8).state_dict().items()}
+    state["conv1.conv2d.weight"] = torch.zeros(1, 3, 9, 9).expand(100_000, 3, 9, 9)
+    data = _bytes(state)
+    assert len(data) < 200_000
+    with pytest.raises(ModelLoadFailure, match="width 100000"):
+        load_network(data)
+
+
+def test_every_shape_is_checked_against_the_width_before_allocating():
+    state = TransformerNet(8).state_dict()
+    state["res3.conv1.conv2d.weight"] = torch.zeros(1).expand(4096, 4096, 3, 3)  # 600 MB if materialised
+    with pytest.raises(ModelLoadFailure, match="res3.conv1.conv2d.weight has shape"):
+        load_network(_bytes(state))
