@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .compile_cache import package_stem, prune as prune_compile_cache, touch as touch_package
+from .safefiles import refuse_link
 
 #: Bumped when the compiled step changes, so stale packages are never loaded (and are
 #: removed from the cache: the format is part of each package's file name).
@@ -81,8 +82,11 @@ def compiled_runner(step: nn.Module, shape: tuple, device: torch.device, setting
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
     if device.type == "cuda":
         return _jit_runner(step, shape, device, cache)
-    key = package_key(weights_digest(step.network), settings, device, shape)
-    package = cache / f"{package_stem(key, PACKAGE_FORMAT)}.pt2"
+    package = package_path(step, shape, device, settings)
+    # A package is code this process runs: one that is a link (planted in a shared cache)
+    # is refused before it is touched, loaded or replaced.
+    refuse_link(package, "the compile cache entry")
+    refuse_link(package.with_suffix(".so"), "the compile cache entry")
     for attempt in (1, 2):
         if not touch_package(package):  # touched: no other process's cleanup removes it now
             _compile_package(step, example(shape, device), cache, package)
@@ -95,6 +99,12 @@ def compiled_runner(step: nn.Module, shape: tuple, device: torch.device, setting
         _prune_cache_once(cache)
         return runner
     raise AssertionError("unreachable")
+
+
+def package_path(step: nn.Module, shape: tuple, device: torch.device, settings: Sequence[str]) -> Path:
+    """Where the package of STEP for SHAPE is kept in the compile cache (:func:`package_key`)."""
+    key = package_key(weights_digest(step.network), settings, device, shape)
+    return compile_cache_dir() / f"{package_stem(key, PACKAGE_FORMAT)}.pt2"
 
 
 def _jit_runner(step: nn.Module, shape: tuple, device: torch.device, cache: Path) -> Runner:

@@ -19,6 +19,7 @@ import torch
 
 from .errors import OutputFailure, UsageError
 from .model import open_model
+from .safefiles import replacing
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -73,10 +74,11 @@ def export(model: str, fmt: str, out: str | Path | None = None, *, trust: bool =
     if not out.parent.is_dir():
         raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
     try:
-        if fmt == "torchscript":
-            out.write_bytes(to_torchscript(net))
-        else:
-            to_onnx(net, out)
+        with replacing(out, "--out") as tmp:  # renamed onto OUT: a link there is replaced, not written through
+            if fmt == "torchscript":
+                Path(tmp).write_bytes(to_torchscript(net))
+            else:
+                to_onnx(net, Path(tmp))
     except OSError as exc:
         raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
     return out

@@ -44,7 +44,7 @@ from .progress import ProgressBar
 from .stylize import Stylizer
 from .worker import RankStats, build_stylizer, work
 from .workfiles import segment_path
-from .worklock import LOCK_NAME
+from .worklock import LOCK_NAME, output_lock_path
 
 __all__ = ["RunOptions", "Staging", "Summary", "Prepared", "run_job", "prepare", "release_work_lock",
            "build_stylizer"]
@@ -298,8 +298,9 @@ def _discard_work(prepared: Prepared) -> None:
     """Remove the job's work dir, its lock file and the work root when empty (any rank may call)."""
     job_dir = Path(prepared.job_dir)
     shutil.rmtree(job_dir, ignore_errors=True)
-    release_work_lock(remove=True)  # rank 0; another rank removes the file below (the job is ending)
+    release_work_lock(remove=True)  # rank 0; another rank removes the files below (the job is ending)
     (job_dir.parent / LOCK_NAME).unlink(missing_ok=True)
+    output_lock_path(prepared.output).unlink(missing_ok=True)
     try:
         job_dir.parent.rmdir()
     except OSError:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +27,13 @@ from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
-                    output_format, pick_video_stream, plan_stream_copy)
+                    output_format, partial_output_path, pick_video_stream, plan_stream_copy)
 from .media.gpu_support import codec_of, probe_capabilities
 from .plan import Chunk, auto_chunk_frames, plan_chunks
+from .safefiles import link_refusal, make_dir, probe_writable, refuse_link, remove_tree
 from .styles import read_model
 from .workfiles import PLAN_NAME, reusable, write_json
-from .worklock import LOCK_NAME, WorkLock
+from .worklock import LOCK_NAME, WorkLock, output_lock_path
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +119,9 @@ def prepare(options: RunOptions) -> Prepared:
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
-        input=str(input_path.resolve()), output=str(output_path.resolve()), video=video, chunks=chunks,
+        # OUTPUT's folder resolved, not OUTPUT: a link there is replaced at the end, never followed
+        input=str(input_path.resolve()), output=str(output_path.parent.resolve() / output_path.name),
+        video=video, chunks=chunks,
         pending=pending, settings=settings, copy=copy, job_dir=str(job_dir), model_bytes=model_bytes,
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
@@ -149,6 +151,9 @@ def _check_output_path(input_path: Path, output_path: Path) -> None:
     if output_path.is_dir():
         raise OutputFailure(f"OUTPUT {output_path} is a directory; give a file name such as "
                             f"{output_path / (input_path.stem + '.styled.mp4')}")
+    # Refused here, before any work, as well as where each is made (stylempi.safefiles).
+    refuse_link(partial_output_path(output_path), "the partial OUTPUT")
+    refuse_link(output_lock_path(output_path), "OUTPUT's lock file")
 
 
 def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, video: VideoStreamInfo,
@@ -229,40 +234,51 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-#: The work-root lock rank 0 holds from planning to the end of the job (see stylempi.worklock).
-_held_lock: WorkLock | None = None
+#: The locks rank 0 holds from planning to the end of the job, OUTPUT's then the work
+#: root's (see stylempi.worklock).
+_held_locks: list[WorkLock] = []
 
 
 def _job_dir(options: RunOptions, output_path: Path, key: str) -> Path:
-    """Lock OUTPUT's work root, clear work of other settings from it, and make this job's dir."""
-    global _held_lock
+    """Lock OUTPUT and its work root, clear work of other settings from it, and make this job's dir.
+
+    The work root and everything in it are made and removed without following a
+    link (stylempi.safefiles): a link planted there is refused before anything is touched.
+    """
     base = Path(options.work_dir) if options.work_dir else output_path.parent
     root = base / f".{output_path.name}.stylempi"
     job_dir = root / key[:20]
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        release_work_lock()  # a library caller planning again in the same process
-        _held_lock = WorkLock.acquire(root, str(options.output))  # before anything in root is touched
-        for stale in root.iterdir():  # earlier jobs for this OUTPUT with other inputs/settings
-            if stale.name == LOCK_NAME or (stale.name == job_dir.name and not options.restart):
-                continue
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-        job_dir.mkdir(exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)  # the user's own --work-dir, links and all
+    except OSError as exc:
+        raise OutputFailure(f"cannot use work dir {base}: {exc.strerror or exc}") from None
+    release_work_lock()  # a library caller planning again in the same process
+    _held_locks.append(WorkLock.for_output(output_path, str(options.output)))  # whatever the work dir
+    make_dir(root, "the work dir")
+    _held_locks.append(WorkLock.acquire(root, str(options.output)))  # before anything in root is touched
+    try:
+        stale = [e for e in os.scandir(root)  # earlier jobs for this OUTPUT with other inputs/settings
+                 if e.name != LOCK_NAME and (e.name != job_dir.name or options.restart)]
+        linked = next((e for e in stale if e.is_symlink()), None)
+        if linked is not None:  # refused before any of the others is removed
+            raise link_refusal(linked.path, "an entry of the work dir")
+        for entry in stale:
+            remove_tree(entry.path, "an entry of the work dir")
     except OSError as exc:
         raise OutputFailure(f"cannot use work dir {root}: {exc.strerror or exc}") from None
+    make_dir(job_dir, "the work dir")
     _check_writable_dir(job_dir, "the work dir")
     return job_dir
 
 
 def release_work_lock(remove: bool = False) -> None:
-    """Free the work-dir lock :func:`prepare` took (``run_job`` does this at its end).
+    """Free the locks :func:`prepare` took (``run_job`` does this at its end); ``remove``
+    deletes the work root's lock file too (OUTPUT's goes in any case).
 
     Only for callers that plan without running, e.g. to inspect the plan.
     """
-    global _held_lock
-    if _held_lock is not None:
-        _held_lock.release(remove=remove)
-        _held_lock = None
+    while _held_locks:
+        _held_locks.pop().release(remove=remove)
 
 
 def _check_writable_dir(directory: Path, what: str) -> None:
@@ -270,9 +286,7 @@ def _check_writable_dir(directory: Path, what: str) -> None:
         raise OutputFailure(f"{what} {directory} is a file, not a directory")
     if not directory.is_dir():
         raise OutputFailure(f"{what} {directory} does not exist")
-    probe = directory / f".stylempi-probe-{os.getpid()}"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(directory)
     except OSError as exc:
         raise OutputFailure(f"cannot write to {what} {directory}: {exc.strerror or exc}") from None

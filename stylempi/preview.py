@@ -27,6 +27,7 @@ from .engine import (DEFAULT_DEVICE, DEFAULT_PRECISION, default_batch_size, netw
 from .errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
 from .look import Look, check_scale
 from .model import open_model
+from .safefiles import replacing
 from .stylize import NetworkStylizer
 
 #: Pixels between and around the tiles of a contact sheet.
@@ -194,7 +195,8 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
     labels = None if looks == [Look()] else ["input"] + [look_label(look) for look in looks]
     sheet = contact_grid(rows, labels)
     try:
-        sheet.save(out)
+        with replacing(out, "--out") as tmp:  # renamed onto OUT: a link there is replaced, not written through
+            sheet.save(tmp)
     except OSError as exc:
         raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
     return {"out": str(out), "frames": [t for t, _ in shots], "size": sheet.size}

@@ -1,10 +1,16 @@
-"""One job per OUTPUT: an advisory lock on the work dir, held by rank 0 for the job's life.
+"""One job per OUTPUT: advisory locks on OUTPUT and on the work dir, held by rank 0 for the job's life.
 
-Two jobs writing the same OUTPUT share its work root (``.OUTPUT.stylempi/``):
-without a lock the second one deletes the first one's chunks as stale (another
-model) or writes the same chunk files at once (the same settings). Rank 0 takes
-a POSIX record lock (``fcntl.lockf``) on ``.OUTPUT.stylempi/lock`` before it
-touches anything there. POSIX locks work across the hosts of an NFS or Lustre
+Two jobs writing the same OUTPUT both write ``.OUTPUT.partial.EXT`` beside it,
+whatever their work dirs: so rank 0 first locks ``.OUTPUT.lock`` beside OUTPUT
+(:meth:`WorkLock.for_output`); with one work dir each, a lock in the work dir
+alone let both run, and the job that exited 0 could leave the other's frames in
+OUTPUT. Two jobs can also share a work root (``.OUTPUT.stylempi/``: OUTPUTs of
+one name in two folders, one ``--work-dir``): without a lock there the second
+one deletes the first one's chunks as stale (another model) or writes the same
+chunk files at once (the same settings). So rank 0 then locks
+``.OUTPUT.stylempi/lock`` too, before it touches anything there. Both are
+POSIX record locks (``fcntl.lockf``) on files opened without following a link
+(stylempi.safefiles). POSIX locks work across the hosts of an NFS or Lustre
 mount (the shared filesystem every rank already needs) and the kernel drops
 them when their process dies, however it dies: a lock left by a killed job is
 simply free, and the next job takes it over. The file holds the holder's host
@@ -26,6 +32,7 @@ import threading
 from pathlib import Path
 
 from .errors import OutputFailure
+from .safefiles import open_lock_file
 
 LOCK_NAME = "lock"
 #: errno values meaning "this filesystem cannot lock", as opposed to "someone holds it".
@@ -35,16 +42,26 @@ _CANNOT_LOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 class WorkLock:
     """A held lock; :meth:`release` (or the process's end) frees it."""
 
-    def __init__(self, path: Path, fd: int | None):
+    def __init__(self, path: Path, fd: int | None, always_remove: bool = False):
         self.path = path
         self._fd = fd
+        self._always_remove = always_remove
 
     @classmethod
     def acquire(cls, root: Path, output: str) -> "WorkLock":
         """Lock work root ``root`` for a job writing ``output``, or raise :class:`OutputFailure`."""
-        path = Path(root) / LOCK_NAME
+        return cls._acquire(Path(root) / LOCK_NAME, output, "the work dir's lock file", False)
+
+    @classmethod
+    def for_output(cls, output_path: Path, output: str) -> "WorkLock":
+        """Lock OUTPUT itself (``.OUTPUT.lock`` beside it), whatever the work dir. The file
+        holds no state, so it goes whenever the lock is released."""
+        return cls._acquire(output_lock_path(output_path), output, "OUTPUT's lock file", True)
+
+    @classmethod
+    def _acquire(cls, path: Path, output: str, what: str, always_remove: bool) -> "WorkLock":
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(path, what)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -60,13 +77,13 @@ class WorkLock:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, _holder_text())
-        return cls(path, fd)
+        return cls(path, fd, always_remove)
 
     def release(self, remove: bool = False) -> None:
         """Free the lock; ``remove`` also deletes the file (the work root is being removed)."""
         if self._fd is None:
             return
-        if remove:
+        if remove or self._always_remove:  # deleted while still held: see _same_file
             try:
                 self.path.unlink()
             except OSError:
@@ -75,9 +92,15 @@ class WorkLock:
         self._fd = None
 
 
+def output_lock_path(output_path: str | os.PathLike) -> Path:
+    """``.NAME.lock`` beside OUTPUT NAME: the lock two jobs on one OUTPUT both take."""
+    output_path = Path(output_path)
+    return output_path.with_name(f".{output_path.name}.lock")
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        a, b = os.fstat(fd), os.lstat(path)
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -29,7 +29,7 @@ are how the code is arranged, not part of the interface.
 """
 from __future__ import annotations
 
-from .assembly import CopyPlan, assemble, plan_stream_copy
+from .assembly import CopyPlan, assemble, partial_output_path, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
 from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncodeSettings,
@@ -44,6 +44,6 @@ __all__ = [
     "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
     "default_codec", "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
-    "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "planes_frame", "probe",
+    "open_input", "output_format", "partial_output_path", "pick_video_stream", "plan_stream_copy", "planes_frame", "probe",
     "tag_colour", "to_planes", "to_rgb", "to_yuv",
 ]

@@ -18,6 +18,7 @@ import av
 
 from ..containers import Container
 from ..errors import OutputFailure, UsageError
+from ..safefiles import create_file, fd_name
 from ._ffmpeg import ffmpeg_reason
 from .describe import VideoStreamInfo
 from .encoding import output_format, tag_colour
@@ -122,9 +123,13 @@ def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Se
     buffers more than a few of them: memory stays flat for any video length.
     """
     output_path = Path(output_path)
-    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    partial = partial_output_path(output_path)
+    fd = create_file(partial, "the partial OUTPUT")  # a link planted there is refused, untouched
     try:
-        _assemble_to(input_path, video, segments, streams, partial, output_path.suffix)
+        try:  # FFmpeg opens by name: /proc/self/fd/N is the file just made, whatever its name says now
+            _assemble_to(input_path, video, segments, streams, partial, fd_name(fd, partial), output_path.suffix)
+        finally:
+            os.close(fd)
         try:
             os.replace(partial, output_path)
         except OSError as exc:
@@ -134,13 +139,19 @@ def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Se
         raise
 
 
-def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan, partial: Path,
+def partial_output_path(output_path: str | os.PathLike) -> Path:
+    """``.NAME.partial.EXT`` beside OUTPUT: where it is joined until whole, then renamed onto OUTPUT."""
+    output_path = Path(output_path)
+    return output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+
+
+def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan, partial: Path, name: str,
                  suffix: str) -> None:
     if not segments:
         raise OutputFailure("no video segments to assemble")
     container = output_format(f"x{suffix}")
     try:
-        out = av.open(os.fspath(partial), "w", format=container.muxer, options=dict(container.options))
+        out = av.open(name, "w", format=container.muxer, options=dict(container.options))
     except (av.error.FFmpegError, OSError) as exc:
         raise OutputFailure(f"cannot create {partial.parent / partial.name}: {ffmpeg_reason(exc)}") from None
     inp = open_input(input_path)

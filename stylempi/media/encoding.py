@@ -21,6 +21,7 @@ from ..colour import Colour
 from ..containers import Container, container_for
 from ..errors import OutputFailure, UsageError
 from ..hardware import NVENC_ENCODERS as NVENC
+from ..safefiles import create_file, fd_name
 from ._ffmpeg import ffmpeg_reason, stderr_captured
 from .describe import VideoStreamInfo
 from .pixels import encoder_frame, to_yuv
@@ -323,9 +324,11 @@ class SegmentWriter:
     def __init__(self, path: str | os.PathLike, settings: EncodeSettings, gpu: int | None = None):
         self.path = os.fspath(path)
         self.settings = settings
+        self._fd = create_file(self.path, "a chunk file")  # never through a planted link (stylempi.safefiles)
         try:
-            self._container = av.open(self.path, "w", format="nut")
+            self._container = av.open(fd_name(self._fd, self.path), "w", format="nut")
         except av.error.FFmpegError as exc:
+            os.close(self._fd)
             raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
         self._stream = add_video_stream(self._container, settings, gpu)
         self.frames = 0
@@ -345,13 +348,20 @@ class SegmentWriter:
     def close(self) -> None:
         self._mux(self._stream.encode(None))
         self._container.close()
+        self._close_fd()
 
     def abort(self) -> None:
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - we are already failing
             pass
+        self._close_fd()
         Path(self.path).unlink(missing_ok=True)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _mux(self, packets) -> None:
         try:
