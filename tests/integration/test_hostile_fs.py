@@ -290,9 +290,10 @@ def test_a_job_on_a_locked_output_refuses_whatever_its_work_dir(clip, model, tmp
     assert not out.exists() and not (tmp_path / "elsewhere" / ".out.mp4.stylempi").exists()
 
 
-#: One racer: runs the job N times, each time when the test says go, and prints each outcome.
-#: Long-lived, so that 20 races cost 20 jobs, not 20 torch imports (POSIX locks are per
-#: process, so each racer must be a process of its own).
+#: One racer: runs the job N times, each time when the test says go, and prints each outcome
+#: with the times its first frame was done and the job ended (while it surely wrote OUTPUT's
+#: work). Long-lived, so that 20 races cost 20 jobs, not 20 torch imports (POSIX locks are
+#: per process, so each racer must be a process of its own).
 _RACER = """
 import json, sys, time
 from pathlib import Path
@@ -302,12 +303,14 @@ clip, out, model, work, go, n = sys.argv[1:]
 for i in range(int(n)):
     while not Path(f"{go}-{i}").exists():
         time.sleep(0.002)
+    first = []
     try:
         run_job(RunOptions(input=clip, output=out, model=model, device="cpu", compile="off", quiet=True,
-                           chunk_frames=4, work_dir=f"{work}-{i}"))
-        print(json.dumps([0, ""]), flush=True)
+                           chunk_frames=4, work_dir=f"{work}-{i}"),
+                progress=lambda done, total: first or first.append(time.time()))
+        print(json.dumps([0, "", first[0], time.time()]), flush=True)
     except StylempiError as e:
-        print(json.dumps([e.exit_code, str(e)]), flush=True)
+        print(json.dumps([e.exit_code, str(e), None, None]), flush=True)
 """
 
 
@@ -338,16 +341,19 @@ def test_two_jobs_on_one_output_with_different_work_dirs_never_mix(work, tmp_pat
     try:
         for attempt in range(races):
             Path(f"{go}-{attempt}").touch()
-            results = [json.loads(r.stdout.readline() or "[null, \"racer died\"]") for r in racers]
-            for code, message in results:
+            results = [json.loads(r.stdout.readline() or '[null, "racer died", null, null]') for r in racers]
+            for code, message, _, _ in results:
                 if code != 0:
                     assert code == EXIT_OUTPUT and "another stylempi job" in message, results
                     refusals += 1
-            assert any(code == 0 for code, _ in results), results
+            done = [(start, end) for code, _, start, end in results if code == 0]
+            assert done, results
+            assert len(done) == 1 or done[0][1] < done[1][0] or done[1][1] < done[0][0], \
+                f"race {attempt}: both jobs wrote OUTPUT at once: {results}"
             assert _frame_digests(out) in references, f"race {attempt}: OUTPUT mixes both jobs' frames"
             out.unlink()
     finally:
         for r in racers:
             r.kill()
             r.wait()
-    assert refusals, "the two jobs never overlapped: the race was not tested"
+    assert refusals, "no job ever refused: the jobs never met, so the race was not tested"
