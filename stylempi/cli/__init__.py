@@ -77,6 +77,5 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
 
 def _leave(code: int, shared: bool) -> int:
     """Under mpirun, rank 0 ends last so that its error stays the last line (stylempi.job.launcher)."""
-    from ..job.launcher import shared_error_exit
     return shared_error_exit(code, shared)
 

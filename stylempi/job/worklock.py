@@ -23,10 +23,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 from pathlib import Path
 
 from ..errors import OutputFailure
+from ..storage.holders import describe_holder, holder_text
 
 LOCK_NAME = "lock"
 #: errno values meaning "this filesystem cannot lock", as opposed to "someone holds it".
@@ -91,26 +91,3 @@ def _read_holder(fd: int) -> str:
     except OSError:
         words = []
     return describe_holder(words)
-
-
-def holder_text() -> bytes:
-    return f"{socket.gethostname()} {os.getpid()}\n".encode()
-
-
-def dead_here(words: list[str]) -> bool:
-    """True when the holder ran on this host and its process is gone."""
-    if len(words) != 2 or not words[1].isdigit() or words[0] != socket.gethostname():
-        return False
-    try:
-        os.kill(int(words[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
-def describe_holder(words: list[str]) -> str:
-    if len(words) == 2 and words[1].isdigit():
-        return f"{''.join(c for c in words[0] if c.isprintable())[:100]}, pid {words[1]}"
-    return "host and pid unknown"

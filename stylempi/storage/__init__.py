@@ -8,9 +8,9 @@ host-style ``https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH`` or a
 path-style ``http(s)://HOST[:PORT]/ACCOUNT/CONTAINER/PATH``, each optionally
 with a SAS query. One module per concern:
 
-``files``, ``tempdirs``
-    Local files: atomic writes, checksums, reaped temporary dirs. Imported by
-    every layer, so they import nothing of stylempi but stylempi.errors.
+``files``, ``tempdirs``, ``holders``
+    Local files: atomic writes, checksums, reaped temporary dirs, who holds a
+    lock. Imported by every layer, so they import nothing of stylempi.
 ``azure.urls``
     The three URL forms and blob names, parsed purely (no environment).
 ``azure.auth``
@@ -26,12 +26,14 @@ with a SAS query. One module per concern:
 ``azure.lease``
     The work dir's lease: one job per OUTPUT (as stylempi.job.worklock locally).
 ``staging``
-    ``stylempi run`` on Blob URLs without a filesystem shared between ranks.
+    ``stylempi run`` on Blob URLs without a filesystem shared between ranks
+    (``stylempi.storage.staging.staged_run``; not re-exported here).
 
-The names below are the whole public surface: ``from stylempi import storage``,
-then ``storage.download(...)``. Staging sits above the job's work files (stylempi.job),
-which it moves; nothing below stylempi.cli and stylempi.tools imports this package's
-Blob code, and the job never does (it sees only stylempi.options.Staging).
+The names below are the Blob surface: ``from stylempi import storage``, then
+``storage.download(...)``. This ``__init__`` imports only ``azure/`` (which imports
+nothing above the local modules), so that any layer may import ``storage.files``:
+it must never import ``staging``, which sits above the job whose work files it moves
+(the job sees only stylempi.options.Staging).
 """
 from __future__ import annotations
 
@@ -40,10 +42,9 @@ from .azure.blobs import (BlobInfo, BlobLease, delete, download, exists, fetch_t
                           read_bytes, upload, upload_bytes)
 from .azure.failures import failure_reason, scrub
 from .azure.urls import Account, BlobLocation, is_remote, parse_account_url, parse_blob_url, redact, safe_local_name
-from .staging import BlobWorkDir, JobStaging, staged_run
 
 __all__ = [
-    "Account", "BlobLocation", "BlobInfo", "BlobLease", "BlobWorkDir", "JobStaging", "staged_run",
+    "Account", "BlobLocation", "BlobInfo", "BlobLease",
     "is_remote", "parse_blob_url", "parse_account_url", "locate", "redact", "safe_local_name",
     "download", "upload", "upload_bytes", "read_bytes", "exists", "list_blobs", "delete", "properties",
     "fetch_to_local", "failure_reason", "scrub", "managed_identity_client_id",

@@ -15,12 +15,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "stylempi"
 LAYERS: list[tuple[str, ...]] = [
     ("stylempi", "stylempi.errors"),                    # the version, exit codes and error types
     ("stylempi.colour", "stylempi.storage.files",       # pure colour maths, local file helpers
-     "stylempi.storage.tempdirs"),
+     "stylempi.storage.tempdirs", "stylempi.storage.holders"),
+    ("stylempi.storage",),                              # Blob storage (azure/); not staging
     ("stylempi.media",),                                # PyAV: probe, decode, encode, assemble
     ("stylempi.network",),                              # the style network on a device
     ("stylempi.options",),                              # what a job is asked to do
     ("stylempi.job",),                                  # the MPI job's phases
-    ("stylempi.storage",),                              # Blob storage and the job's staging through it
+    ("stylempi.storage.staging",),                      # a job's files through Blob storage
     ("stylempi.training", "stylempi.tools"),            # training; verify, preview, export, demo
     ("stylempi.cli", "stylempi.__main__"),              # the command line
 ]
@@ -40,7 +41,8 @@ def all_modules() -> dict[str, Path]:
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The stylempi modules NAME imports, anywhere in its source. ``from P import x`` counts
-    as an import of module P.x where that is a module, else of P."""
+    as an import of module P.x where that is a module, else of P. Importing P.x from outside
+    package P runs P's ``__init__`` first, so that counts as an import of P too."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -58,8 +60,14 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         for target in targets:
             while target and target not in modules:  # `import stylempi.x.y` names a module, or its package
                 target = target.rpartition(".")[0]
-            if target.startswith("stylempi") and target != name:
-                found.add(target)
+            if not target.startswith("stylempi"):
+                continue
+            found.add(target)
+            parent = target.rpartition(".")[0]
+            while parent and not (package == parent or package.startswith(parent + ".")):
+                found.add(parent)  # an __init__ that runs before TARGET
+                parent = parent.rpartition(".")[0]
+    found.discard(name)
     return found
 
 
@@ -148,9 +156,28 @@ def test_a_cycle_is_found_even_through_a_function_level_import(tmp_path):
     assert imports_of("stylempi.b", modules["stylempi.b"], modules) == {"stylempi.a"}
 
 
+def test_a_package_init_that_imports_back_is_a_cycle(tmp_path):
+    """job.workfiles importing storage.files runs storage's __init__ first: had that imported
+    staging, which imports job.workfiles, importing job.workfiles first would fail."""
+    root = tmp_path / "stylempi"
+    for rel, text in {"__init__.py": "", "job/__init__.py": "", "job/workfiles.py": "from ..storage.files import f\n",
+                      "storage/__init__.py": "from .staging import g\n", "storage/files.py": "",
+                      "storage/staging.py": "from ..job.workfiles import h\nfrom .files import f\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    modules = {"stylempi": root / "__init__.py", "stylempi.job": root / "job/__init__.py",
+               "stylempi.job.workfiles": root / "job/workfiles.py", "stylempi.storage": root / "storage/__init__.py",
+               "stylempi.storage.files": root / "storage/files.py",
+               "stylempi.storage.staging": root / "storage/staging.py"}
+    edges = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert edges["stylempi.job.workfiles"] == {"stylempi.storage.files", "stylempi.storage"}
+    assert edges["stylempi.storage.staging"] == {"stylempi.job.workfiles", "stylempi.job", "stylempi.storage.files"}
+    assert find_cycle(edges) is not None
+
+
 @pytest.mark.parametrize("low, high", [("stylempi.media.encoding", "stylempi.job.run"),
                                        ("stylempi.storage.files", "stylempi.storage.staging"),
-                                       ("stylempi.job.worklock", "stylempi.storage")])
+                                       ("stylempi.job.worklock", "stylempi.storage.staging")])
 def test_an_upward_import_is_reported(low, high):
     assert upward_imports({low: {high}, high: set()}) != []
     assert upward_imports({high: {low}, low: set()}) == []

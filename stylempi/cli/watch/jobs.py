@@ -21,6 +21,7 @@ from typing import Callable, NoReturn
 from ... import storage
 from ...errors import StylempiError, UsageError
 from ...options import RunOptions
+from ...storage.staging import staged_run
 from ..run import add_run_arguments
 
 LOG_TAIL = 4000
@@ -102,7 +103,7 @@ def run_in_process(local_in: Path, local_out: Path, model: str, run_args: list[s
         options = dataclasses.replace(RunOptions.from_args(args), quiet=True,
                                       work_dir=args.work_dir or str(local_out.parent / "work"))
         comm = get_comm()
-        with storage.staged_run(options, args.account_url, comm) as options:
+        with staged_run(options, args.account_url, comm) as options:
             summary = run_job(options, comm=comm)
     except StylempiError as e:
         return e.exit_code, f"stylempi: error: {storage.redact(str(e))}", argv

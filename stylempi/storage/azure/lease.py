@@ -1,6 +1,6 @@
 """One job per OUTPUT when the work dir is in Blob storage: a renewed lease on its ``lock`` blob.
 
-The same rule as stylempi.job.worklock's file lock (which also names the holder),
+The same rule as stylempi.job.worklock's file lock (both name the holder with stylempi.storage.holders),
 for a work root with no shared filesystem to lock.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 from ...errors import OutputFailure, StorageFailure
-from ...job.worklock import dead_here, describe_holder, holder_text
+from ..holders import dead_here, describe_holder, holder_text
 from .blobs import BlobLease, delete as delete_blob, read_bytes, upload_bytes
 from .failures import failure_reason
 
