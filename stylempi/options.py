@@ -93,7 +93,7 @@ class RunOptions:
     restart: bool = False
     chunk_frames: int | None = None
     quiet: bool = False
-    #: torch.compile the network: auto (CPU, long enough videos), on, off (engine.resolve_compile).
+    #: torch.compile the network: auto (CPU, long enough videos), on, off (network.placement.resolve_compile).
     compile: str = DEFAULT_COMPILE
     #: The network sees each frame resized by this factor (stroke size); 1 = as it is.
     style_scale: float = 1.0
@@ -102,7 +102,7 @@ class RunOptions:
     #: The colour matrix for ``preserve_colors`` (a stylempi.colour.look.LUMA_COEFFICIENTS name);
     #: None = the input's own (the one its conversions use).
     color_matrix: str | None = None
-    #: Blob storage staging (stylempi.storage.staged_run sets it) when a path is a Blob URL.
+    #: Blob storage staging (stylempi.storage.staging.staged_run sets it) when a path is a Blob URL.
     staging: Staging | None = None
 
     @classmethod

@@ -21,7 +21,7 @@ from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, one_line
 from ..job.comm import SharedError
 from ..job.launcher import shared_error_exit
 from . import export, models, preview, probe, run, train, verify
-from .watch import command as watch
+from .watch import command as watch_command
 
 EPILOG = """examples:
   mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
@@ -33,7 +33,7 @@ EPILOG = """examples:
 
 
 #: The subcommands, in the order ``stylempi --help`` lists them: one module each.
-SUBCOMMANDS = (run, probe, verify, watch, train, preview, models, export)
+SUBCOMMANDS = (run, probe, verify, watch_command, train, preview, models, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,9 +5,9 @@ on the network's device rather than by swscale on the CPU.
 
     decoded planes: numpy (CPU decode) or CUDA tensors (NVDEC, stylempi.media.nvdec)
       ──pinned host buffer, asynchronous copy on this rank's CUDA stream──► device
-      ──tensor_colour.planes_to_rgb (the input's matrix and range)──► RGB, rounded as the CPU path rounds
+      ──colour.tensors.planes_to_rgb (the input's matrix and range)──► RGB, rounded as the CPU path rounds
       ──NetworkStylizer.stylize_tensor──► stylized RGB
-      ──tensor_colour.rgb_to_planes (the output's matrix, range, subsampling, depth)──► planes
+      ──colour.tensors.rgb_to_planes (the output's matrix, range, subsampling, depth)──► planes
       ──asynchronous copy into pinned host memory──► the encoder's planes (numpy)
 
 Why: on a GPU node the CPU's share of a frame (swscale both ways, the copies of

@@ -2,7 +2,7 @@
 
 :class:`staged_run` wraps the job on every rank; the job itself only ever sees
 local paths, and calls back into :class:`JobStaging` (the
-:class:`stylempi.job.run.Staging` the job needs) at the points where files must
+:class:`stylempi.options.Staging` the job needs) at the points where files must
 move:
 
 * INPUT (remote): downloaded **once per node**: the first rank of each
@@ -113,7 +113,7 @@ class BlobWorkDir:
 class JobStaging:
     """The Blob side of one rank's job (module docstring); made by :class:`staged_run`.
 
-    OPTIONS is the job's :class:`~stylempi.job.run.RunOptions`; only its four
+    OPTIONS is the job's :class:`~stylempi.options.RunOptions`; only its four
     locations are read: ``input``, ``output``, ``model``, ``work_dir``.
     """
 
@@ -145,7 +145,7 @@ class JobStaging:
 
     def localize(self, comm: Any) -> dict[str, str]:
         """Download what this rank needs; the local path of each remote location, by
-        :class:`~stylempi.job.run.RunOptions` field name.
+        :class:`~stylempi.options.RunOptions` field name.
 
         Every rank must call it (the node's ranks wait for their leader's download).
         """
@@ -179,7 +179,7 @@ class JobStaging:
             raise StorageFailure(f"cannot download {loc}: it failed on this node's downloading rank")
         return shared
 
-    # The job's side (stylempi.job.run.Staging) ----------------------------------
+    # The job's side (stylempi.options.Staging) ----------------------------------
     def _prefix_for(self, job_dir: Path | str) -> BlobLocation:
         job_dir = Path(job_dir)
         assert self.remote_work is not None

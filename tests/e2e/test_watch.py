@@ -119,6 +119,7 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     """An in-process job builds its RunOptions from `stylempi run`'s own flags as the CLI does."""
     import stylempi.job.run
     from stylempi import cli
+    from stylempi.options import RunOptions
     run = ["in.mp4", "out.mkv", "--model", "m.pth", "--trust-model", "--device", "cpu", "--precision", "fp32",
            "--batch-size", "3", "--compile", "off", "--decode", "auto", "--convert", "torch", "--style-scale", "0.5",
            "--preserve-colors",
@@ -127,9 +128,9 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     seen = []
     monkeypatch.setattr(stylempi.job.run, "run_job", lambda options, **kw: seen.append(options))
     assert cli.main(["run", *run]) == 0
-    assert stylempi.job.run.RunOptions.from_args(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
+    assert RunOptions.from_args(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
     # every flag reached its field (each is given a value other than its default above)
-    unset = [f.name for f in dataclasses.fields(stylempi.job.run.RunOptions)
+    unset = [f.name for f in dataclasses.fields(RunOptions)
              if f.name not in ("input", "output", "model", "color_matrix", "staging")
              and getattr(seen[0], f.name) == f.default]
     assert not unset, unset
