@@ -16,10 +16,10 @@ from typing import Iterator, Sequence
 
 import av
 
-from ..containers import Container
 from ..errors import OutputFailure, UsageError
-from ..safefiles import create_file, fd_name
+from ..storage.safefiles import create_file, fd_name
 from ._ffmpeg import ffmpeg_reason
+from .containers import Container
 from .describe import VideoStreamInfo
 from .encoding import output_format, tag_colour
 from .inputs import open_input
