@@ -30,7 +30,7 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from ..errors import OutputFailure
 
@@ -123,17 +123,6 @@ def fd_name(fd: int, path: str | os.PathLike) -> str:
     return name if os.path.exists(name) else os.fspath(path)
 
 
-@contextmanager
-def new_file_by_name(path: str | os.PathLike, what: str) -> Iterator[str]:
-    """``with new_file_by_name(path, what) as name:`` create PATH safely (:func:`create_file`)
-    and give a name to write it by (:func:`fd_name`); the fd is closed at the end."""
-    fd = create_file(path, what)
-    try:
-        yield fd_name(fd, path)
-    finally:
-        os.close(fd)
-
-
 def remove_tree(path: str | os.PathLike, what: str) -> None:
     """Remove directory PATH and everything in it; a link there is refused, a file removed."""
     try:
@@ -175,10 +164,3 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[str]:
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
-
-@contextmanager
-def replacing_file(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
-    """As :func:`replacing`, with the file open for writing."""
-    with replacing(path, what) as tmp:
-        with open(tmp, "xb") as f:
-            yield f
