@@ -16,6 +16,7 @@ import torch
 
 import clips
 from conftest import stylempi, stylempi_cli, stylempi_lines
+from stylempi.errors import out_of_memory
 TIMEOUT = 180
 #: The documented exit codes these cases end with (README, "When things go wrong").
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as a Unix tool killed by it
@@ -169,7 +170,6 @@ def test_a_frame_too_big_for_memory_is_a_resource_error_with_a_hint(work, clip, 
 
 
 def test_out_of_memory_exceptions_become_resource_failures():
-    from stylempi.errors import out_of_memory
     assert out_of_memory(MemoryError())
     assert out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
                                       "can't allocate memory: you tried to allocate 123 bytes."))

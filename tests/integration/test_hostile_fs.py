@@ -19,9 +19,19 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from PIL import Image
 
 import clips
 from conftest import stylempi, stylempi_cli, stylempi_lines
+from stylempi.errors import OutputFailure
+from stylempi.job.prepare import prepare, release_work_lock
+from stylempi.job.worklock import WorkLock
+from stylempi.network import aot
+from stylempi.options import RunOptions
+from stylempi.storage.staging import JobStaging
+from stylempi.storage.tempdirs import reaped_temp_dir, remove
+from stylempi.tools.export import onnx_available
+from stylempi.training.train import state_path
 
 TIMEOUT = 180
 EXIT_OUTPUT = 5
@@ -80,8 +90,6 @@ def run(clip: Path, out: Path, model: Path, *extra: str | os.PathLike) -> subpro
 def job_dir_name(clip: Path, out: Path, model: Path, work_dir: Path | None) -> str:
     """The job dir's name (the job's key) for this run, from the library's own planning step;
     the work root it made is removed again."""
-    from stylempi.job.prepare import prepare, release_work_lock
-    from stylempi.options import RunOptions
     prepared = prepare(RunOptions(input=str(clip), output=str(out), model=str(model), device="cpu",
                                   compile="off", work_dir=str(work_dir) if work_dir else None))
     release_work_lock(remove=True)
@@ -172,7 +180,6 @@ def test_preview_out_link_is_replaced_not_written_through(clip, model, victim, t
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_out_link_is_replaced_not_written_through(fmt, model, victim, tmp_path):
-    from stylempi.tools.export import onnx_available
     if fmt == "onnx" and not onnx_available():
         pytest.skip("the onnx package is not installed (the [onnx] extra)")
     out = tmp_path / f"m.{'pt' if fmt == 'torchscript' else 'onnx'}"
@@ -187,8 +194,6 @@ def test_export_out_link_is_replaced_not_written_through(fmt, model, victim, tmp
 
 @pytest.mark.parametrize("which", ["out", "state"])
 def test_train_out_link_is_replaced_not_written_through(which, victim, tmp_path):
-    from PIL import Image
-    from stylempi.training.train import state_path
     content = tmp_path / "content"
     content.mkdir()
     for i in range(2):
@@ -212,8 +217,6 @@ def test_train_out_link_is_replaced_not_written_through(which, victim, tmp_path)
 # ---------------------------------------------------------------------------
 
 def test_a_linked_compile_cache_entry_is_refused_untouched(victim, tmp_path, monkeypatch):
-    from stylempi.network import aot
-    from stylempi.errors import OutputFailure
 
     class Step(torch.nn.Module):
         def __init__(self):
@@ -237,7 +240,6 @@ def test_a_linked_compile_cache_entry_is_refused_untouched(victim, tmp_path, mon
 
 
 def test_rank_temp_dirs_are_private_and_never_removed_through_a_link(victim, tmp_path):
-    from stylempi.storage.tempdirs import reaped_temp_dir, remove
     made = reaped_temp_dir("stylempi-test-")
     try:
         st = os.lstat(made)
@@ -253,7 +255,6 @@ def test_rank_temp_dirs_are_private_and_never_removed_through_a_link(victim, tmp
 
 
 def test_blob_staging_keeps_its_local_side_in_a_private_dir(tmp_path):
-    from stylempi.storage.staging import JobStaging
 
     class Options:
         input, output, model, work_dir = str(tmp_path / "in.mp4"), "az://box/out.mp4", "m.pth", None
@@ -278,7 +279,6 @@ def _frame_digests(path: Path) -> list[str]:
 def test_a_job_on_a_locked_output_refuses_whatever_its_work_dir(clip, model, tmp_path):
     """OUTPUT's lock is held (here by this test's process, as by another job's rank 0): a job
     with its own --work-dir refuses in one line, exit 5, before any work."""
-    from stylempi.job.worklock import WorkLock
     out = tmp_path / "out.mp4"
     held = WorkLock.for_output(out, str(out))
     try:
