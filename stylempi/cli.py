@@ -9,6 +9,7 @@ rank failed, 70 internal error (a bug: please report it), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from .containers import ACCEPTED, CONTAINERS
 from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE,
                      DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, UsageError, one_line
+from .launcher import find_mpirun, local_launch, physical_cores, running_launcher, shared_error_exit, without_ranks
 from .hardware import AUTO_CODEC, CONVERT_MODES, DECODE_MODES, DEFAULT_CONVERT, DEFAULT_DECODE
 from .look import MAX_SCALE, MIN_SCALE
 from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
@@ -33,6 +35,66 @@ EPILOG = """examples:
   stylempi verify in.mp4 out.mp4
   stylempi probe in.mp4
 """
+
+
+#: Flags a user may guess that name another option of the same command: (guess, option, why).
+GUESSED_FLAGS = [("--style", "--model", "the style is chosen with --model: a built-in style name such as wave "
+                                        "(see `stylempi models`) or a .pth checkpoint"),
+                 ("--np", "-n", "-n N starts N ranks on this machine")]
+
+
+class StylempiParser(argparse.ArgumentParser):
+    """Every parser of the command: no prefix matching, and one line for every usage error.
+
+    argparse would take ``--style`` for ``--style-scale`` and ``--preserve-color`` for
+    ``--preserve-colors`` (prefix matching), so a guessed flag either failed far from
+    the guess or was silently taken. Abbreviations are off (subparsers inherit this
+    class), and a flag the command does not have is named with the nearest one it has.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Before argparse's own checks: `run --style wave` would otherwise fail as a missing
+        # --model (or worse, a bad value of another flag) rather than as the guess it is.
+        if self._subparsers is None:
+            unknown = self.unknown_flag(sys.argv[1:] if args is None else list(args))
+            if unknown is not None:
+                self.error(self.unknown_flag_message(unknown))
+        return super().parse_known_args(args, namespace)
+
+    def unknown_flag(self, args: Sequence[str]) -> str | None:
+        """The first token of ARGS that looks like a flag this parser does not have."""
+        for token in args:
+            if token == "--":
+                return None
+            if not token.startswith("-") or token == "-" or " " in token:
+                continue  # a value, or a positional (argparse takes a token with a space as one)
+            if self._negative_number_matcher.match(token) and not self._has_negative_number_optionals:
+                continue
+            flag = token.split("=", 1)[0] if token.startswith("--") else token[:2]
+            if flag not in self._option_string_actions:
+                return flag
+        return None
+
+    def unknown_flag_message(self, flag: str) -> str:
+        """``stylempi run has no option --style: ...``, with the option it most likely meant."""
+        known = [o for o in self._option_string_actions if o not in ("-h", "--help")]
+        for guess, option, why in GUESSED_FLAGS:
+            if flag == guess and option in known:
+                return f"{self.prog} has no option {flag}: {why}"
+        close = difflib.get_close_matches(flag, [o for o in known if o.startswith("--")] if flag.startswith("--")
+                                          else known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else f"; see `{self.prog} --help`"
+        return f"{self.prog} has no option {flag}{hint}"
+
+    def error(self, message: str):
+        """One line, ``stylempi: error: ...``, and exit 2 (argparse prints its usage block)."""
+        if not message.startswith(self.prog):
+            message = f"{self.prog}: {message} (see `{self.prog} --help`)"
+        self.exit(2, f"stylempi: error: {one_line(message)}\n")
 
 
 def add_look_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,6 +122,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n"
                "  stylempi verify in.mp4 out.mp4")
     _add_run_files(p)
+    p.add_argument("-n", "--ranks", type=int, default=None, metavar="N",
+                   help="start N ranks on this machine through the mpirun found on PATH (as root, and with "
+                        "more ranks than cores, it tells Open MPI so); on a cluster launch with mpirun or "
+                        "sbatch instead, without -n")
     _add_engine_arguments(p)
     add_look_arguments(p)
     _add_encoding_arguments(p)
@@ -165,6 +231,8 @@ def _add_work_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.ranks is not None:
+        return _launch_ranks(args.ranks, args.argv)
     from .job import RunOptions, run_job
     options = RunOptions.from_args(args)
     from .comm import get_comm
@@ -178,6 +246,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary is not None and not args.quiet and comm.is_root:
         print(one_line(summary.line()), flush=True)  # OUTPUT's name may hold newlines or escape codes
     return 0
+
+
+def _launch_ranks(ranks: int, argv: Sequence[str]) -> int:
+    """``stylempi run -n N ...``: become ``mpirun -n N python -m stylempi run ...`` (stylempi.launcher)."""
+    launcher = running_launcher(os.environ)
+    if launcher is not None:
+        raise UsageError(f"-n {ranks}: this process is already a rank started by {launcher}, which decides "
+                         f"the ranks; leave -n out (or run `stylempi run -n {ranks} ...` outside {launcher})")
+    if ranks < 1:
+        raise UsageError(f"-n {ranks}: give at least 1 rank")
+    mpirun = find_mpirun(os.environ)
+    if mpirun is None:
+        raise UsageError("-n needs MPI's mpirun, which is not on PATH: pip install 'stylempi[mpi]' "
+                         "(Open MPI), or your site's MPI")
+    run_args = without_ranks(argv)[1:]  # less "run"
+    launch = local_launch(ranks, run_args, mpirun, sys.executable, physical_cores(), os.geteuid() == 0,
+                          os.environ)
+    if launch.note:
+        print(f"stylempi: note: {launch.note}", file=sys.stderr, flush=True)
+    # exec, not a child: mpirun's exit code is the job's, and Ctrl-C reaches it as if typed to it.
+    os.execve(mpirun, launch.argv, {**os.environ, **launch.env})
+    return 0  # unreachable
 
 
 def _add_probe(sub: argparse._SubParsersAction) -> None:
@@ -246,7 +336,7 @@ _PLUGINS: list[tuple[str, str]] = [("stylempi.watch", "add_watch_parser"),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = StylempiParser(
         prog="stylempi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Apply a fast neural style network to every frame of a video, across MPI ranks, "
                     "keeping every frame, timestamp and audio track.")
@@ -264,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     prefer_huge_pages()  # before torch allocates anything (every subcommand, every rank)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run -n N` hands them to its ranks
     return _call(args.func, args)
 
 
@@ -289,7 +380,6 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
 
 def _leave(code: int, shared: bool) -> int:
     """Under mpirun, rank 0 ends last so that its error stays the last line (stylempi.launcher)."""
-    from .launcher import shared_error_exit
     return shared_error_exit(code, shared)
 
 

@@ -100,6 +100,8 @@ def export_main(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add ``stylempi export`` to the CLI's subparsers."""
     p = sub.add_parser("export", help="export a style network to TorchScript (or ONNX)",
-                       description=__doc__.split("\n\n")[0])
+                       description="Export a style network (a built-in style name or a .pth checkpoint) to "
+                                   "TorchScript or ONNX: the bare network, RGB 0..255 in and out, giving the "
+                                   "checkpoint's pixels.")
     add_export_arguments(p)
     p.set_defaults(func=export_main)

@@ -444,8 +444,8 @@ def train_main(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add ``stylempi train`` to the CLI's subparsers (see ``stylempi.cli._PLUGINS``)."""
     p = sub.add_parser("train", help="train a style network from a painting (Johnson et al.)",
-                       description=__doc__.split("\n\n")[0] + " See docs/styles.md for settings that "
-                       "train a strong style in ~20 minutes of CPU.")
+                       description="Train a fast style network (Johnson et al., 2016). See docs/styles.md "
+                                   "for settings that train a strong style in ~20 minutes of CPU.")
     add_train_arguments(p)
     p.set_defaults(func=train_main)
 
