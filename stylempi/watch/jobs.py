@@ -78,7 +78,10 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def parse_run_args(input_path: str, output_path: str, model: str, run_args: list[str]) -> argparse.Namespace:
     """``stylempi run INPUT OUTPUT --model MODEL RUN_ARGS`` parsed as the CLI parses it."""
-    return _run_parser().parse_args([input_path, output_path, "--model", model, *run_args])
+    args = _run_parser().parse_args([input_path, output_path, "--model", model, *run_args])
+    if args.ranks is not None:
+        _refuse("-n is not for a watched job: its ranks come from --launcher (e.g. --launcher 'mpirun -n 4')")
+    return args
 
 
 def check_run_args(model: str, run_args: list[str]) -> None:
