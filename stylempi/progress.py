@@ -117,11 +117,16 @@ class ProgressBar:
             self._steady = (now, self._done)  # the warm-up batch: not part of the rate
             if self._live and not self._closed:
                 from tqdm import tqdm
+                # tqdm's own rate and ETA would count from the bar's start; ours (rate_and_eta) are
+                # the log lines', so both styles say the same.
                 self._bar = tqdm(total=self._total, initial=self._done, unit="frame", desc="stylize",
-                                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+                                 file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+                                 postfix=self.rate_and_eta(now))
         else:
             self._steady_updates += 1
             if self._bar is not None:
+                self._bar.set_postfix_str(self.rate_and_eta(now), refresh=False)
                 self._bar.update(frames)
         if self._log and now - self._last_log >= self._every:
             self._last_log = now
