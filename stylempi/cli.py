@@ -29,7 +29,8 @@ from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
 
 EPILOG = """examples:
-  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
+  stylempi run -n 2 in.mp4 out.mp4 --model wave        (2 ranks on this machine)
+  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth  (a cluster; or sbatch)
   stylempi run in.mp4 out.mp4 --model scream --device cpu
   stylempi models
   stylempi verify in.mp4 out.mp4
@@ -116,10 +117,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "run", help="stylize every frame of a video (launch under mpirun for many ranks)",
         description="Stylize every frame of INPUT into OUTPUT, keeping every timestamp, the size, "
                     "aspect and rotation, and copying audio and subtitle packets untouched. Run it "
-                    "as one process, or as `mpirun -n N stylempi run ...`: rank 0 plans chunks of "
+                    "as one process, as N ranks on this machine (`stylempi run -n N ...`), or on a "
+                    "cluster as `mpirun -n N stylempi run ...` (or sbatch): rank 0 plans chunks of "
                     "frames, every rank stylizes and encodes its chunks, rank 0 joins them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n"
+        epilog="example:\n  stylempi run -n 2 in.mp4 out.mp4 --model my.pth\n"
+               "  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth   (on a cluster)\n"
                "  stylempi verify in.mp4 out.mp4")
     _add_run_files(p)
     p.add_argument("-n", "--ranks", type=int, default=None, metavar="N",
