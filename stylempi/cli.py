@@ -164,7 +164,8 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, default=DEFAULT_COMPILE,
                    help="compile the network ahead of time with torch's Inductor (kept in "
                         "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
-                        "frame size compiles for about a minute, later ones load it at once; capped at "
+                        "frame size compiles, from half a minute on idle cores to minutes on busy ones "
+                        "(a line says so first), later ones load it at once; capped at "
                         f"${ENV_MAX_MB} ({DEFAULT_MAX_MB}) MB and ${ENV_MAX_DAYS} ({DEFAULT_MAX_DAYS:g}) days "
                         "unused, old formats removed); auto = on CPUs with a C++ compiler, for videos of "
                         f"{COMPILE_MIN_FRAMES} frames or more, off on GPUs; on a GPU, on = torch.compile "
