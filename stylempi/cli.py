@@ -22,8 +22,9 @@ from .containers import ACCEPTED, CONTAINERS
 from .engine import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE,
                      DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, UsageError, one_line
-from .launcher import find_mpirun, local_launch, physical_cores, running_launcher, shared_error_exit, without_ranks
 from .hardware import AUTO_CODEC, CONVERT_MODES, DECODE_MODES, DEFAULT_CONVERT, DEFAULT_DECODE
+from .launcher import (find_mpirun, local_launch, physical_cores, running_launcher, shared_error_exit,
+                       without_ranks)
 from .look import MAX_SCALE, MIN_SCALE
 from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
@@ -86,8 +87,8 @@ class StylempiParser(argparse.ArgumentParser):
         for guess, option, why in GUESSED_FLAGS:
             if flag == guess and option in known:
                 return f"{self.prog} has no option {flag}: {why}"
-        close = difflib.get_close_matches(flag, [o for o in known if o.startswith("--")] if flag.startswith("--")
-                                          else known, n=1, cutoff=0.6)
+        same_kind = [o for o in known if o.startswith("--") == flag.startswith("--")]  # long or short
+        close = difflib.get_close_matches(flag, same_kind, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else f"; see `{self.prog} --help`"
         return f"{self.prog} has no option {flag}{hint}"
 

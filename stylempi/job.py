@@ -312,7 +312,8 @@ def _discard_work(prepared: Prepared) -> None:
 # Rank 0: assembling
 # ---------------------------------------------------------------------------
 
-def _finish(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging, stage: Callable[[str], None]) -> str:
+def _finish(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging,
+            stage: Callable[[str], None]) -> str:
     """Join every chunk into OUTPUT and remove the work; returns OUTPUT as shown to the user.
     STAGE names the join (and the upload, where OUTPUT is in Blob storage) before it starts."""
     job_dir = Path(prepared.job_dir)

@@ -281,7 +281,8 @@ def models_main(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``stylempi preview`` and ``stylempi models`` to the CLI's subparsers."""
-    p = sub.add_parser("preview", help="before/after contact sheet of a few frames, without running a whole job",
+    p = sub.add_parser("preview",
+                       help="before/after contact sheet of a few frames, without running a whole job",
                        description="Stylize K frames spread over INPUT (decoding only those) and write a "
                                    "contact sheet: input frames on top, stylized below.")
     add_preview_arguments(p)

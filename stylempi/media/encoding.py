@@ -241,7 +241,8 @@ def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str
         notes.append(f"{settings.codec} writes {kept.depth}-bit video: the input's {video.colour.depth}-bit "
                      f"depth is reduced (leave --codec out, or use libx265, to keep it)")
     if kept is not None and kept.chroma != video.colour.chroma and video.colour.chroma != "other":
-        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} ({_chroma_reason(video, settings)})")
+        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} "
+                     f"({_chroma_reason(video, settings)})")
     if kept is not None and (video.colour.mastering or video.colour.light) \
             and settings.codec not in ("libx264", "libx265"):
         notes.append(f"{settings.codec} cannot carry the input's HDR mastering display / light level "
