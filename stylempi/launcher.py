@@ -123,8 +123,9 @@ def local_peers(parent: int, namespace: str) -> list[int]:
 
 #: Variables a launcher sets in every rank it starts: (variable, the launcher's name).
 #: Slurm's batch script itself has no step: ``-n`` works there (its mpirun sees the allocation).
-LAUNCHER_VARS = (("OMPI_COMM_WORLD_SIZE", "mpirun"), ("PMIX_RANK", "mpirun"), ("PMI_RANK", "mpirun"),
-                 ("PMI_SIZE", "mpirun"), ("MPI_LOCALNRANKS", "mpiexec"), ("SLURM_STEP_NUM_TASKS", "srun"))
+#: srun first: under ``srun --mpi=pmix`` the PMIx variables are set too.
+LAUNCHER_VARS = (("SLURM_STEP_NUM_TASKS", "srun"), ("OMPI_COMM_WORLD_SIZE", "mpirun"), ("PMIX_RANK", "mpirun"),
+                 ("PMI_RANK", "mpirun"), ("PMI_SIZE", "mpirun"), ("MPI_LOCALNRANKS", "mpiexec"))
 #: What Open MPI wants to start ranks as root, and to start more ranks than cores
 #: (Open MPI 5's PRRTE, and Open MPI 4); other MPIs ignore them.
 ROOT_VARS = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}

@@ -46,7 +46,8 @@ def test_variables_the_user_set_are_kept():
     ({"PMIX_RANK": "0"}, "mpirun"),
     ({"PMI_RANK": "1"}, "mpirun"),
     ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}, "srun"),
-    ({"SLURM_JOB_ID": "7"}, None),  # an sbatch script itself, outside any step: -n may start ranks
+    ({"SLURM_STEP_NUM_TASKS": "4", "PMIX_RANK": "0"}, "srun"),  # srun --mpi=pmix
+    ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0"}, None),  # an sbatch script itself: no step, -n may start ranks
 ])
 def test_running_launcher(env, expected):
     assert running_launcher(env) == expected
