@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from stylempi.errors import UsageError
 from stylempi.launcher import (OVERSUBSCRIBE_VARS, ROOT_VARS, local_launch, running_launcher,
                                without_ranks)
+from stylempi.watch.jobs import check_run_args
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -51,3 +53,9 @@ def test_variables_the_user_set_are_kept():
 ])
 def test_running_launcher(env, expected):
     assert running_launcher(env) == expected
+
+
+def test_a_watched_job_takes_its_ranks_from_the_launcher():
+    with pytest.raises(UsageError, match="--launcher"):
+        check_run_args("scream", ["-n", "2"])
+    check_run_args("scream", ["--crf", "20"])  # what a job does take still passes
