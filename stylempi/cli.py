@@ -28,6 +28,8 @@ from .launcher import (find_mpirun, local_launch, physical_cores, running_launch
 from .look import MAX_SCALE, MIN_SCALE
 from .media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from .plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
+from .storage.urls import is_remote
+from .styles import resolve_model
 
 EPILOG = """examples:
   stylempi run -n 2 in.mp4 out.mp4 --model wave        (2 ranks on this machine)
@@ -237,6 +239,8 @@ def _add_work_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.ranks is not None:
+        if not is_remote(args.model):
+            resolve_model(args.model)  # a mistyped name fails here, before N ranks start up
         return _launch_ranks(args.ranks, args.argv)
     from .job import RunOptions, run_job
     options = RunOptions.from_args(args)
