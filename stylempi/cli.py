@@ -12,6 +12,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -96,6 +97,12 @@ class StylempiParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         """One line, ``stylempi: error: ...``, and exit 2 (argparse prints its usage block)."""
+        wrong = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if wrong and self._subparsers is not None:
+            commands = next(a for a in self._subparsers._group_actions if a.choices).choices
+            close = difflib.get_close_matches(wrong.group(1), list(commands), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            message = f"{self.prog} has no command {wrong.group(1)} ({hint}commands: {', '.join(commands)})"
         if not message.startswith(self.prog):
             message = f"{self.prog}: {message} (see `{self.prog} --help`)"
         self.exit(2, f"stylempi: error: {one_line(message)}\n")

@@ -64,6 +64,7 @@ def misuses(clip, tmp):
         (["run", str(clip), out, "--model", "wave", "--preserve-color"], 2, "did you mean --preserve-colors?"),
         (["run", str(clip), out, "--model", str(onnx_file(tmp))], 4, "ONNX is an export target"),
         (["run", "-n", "2", str(clip), out, "--model", "sream"], 4, "did you mean scream"),  # before mpirun
+        (["runn", str(clip), out, "--model", "scream"], 2, "did you mean run?"),
     ]
 
 
