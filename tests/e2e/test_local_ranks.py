@@ -14,8 +14,8 @@ import pytest
 
 import clips
 from conftest import BIN, ROOT, mpirun_path, stylempi_cli
-from stylempi.launcher import physical_cores
-from stylempi.styles import BUILTIN
+from stylempi.job.launcher import physical_cores
+from stylempi.network.styles import BUILTIN
 
 TIMEOUT = 300
 

@@ -24,7 +24,7 @@ import pytest
 
 import clips
 from conftest import stylempi_cli
-from stylempi.styles import BUILTIN
+from stylempi.network.styles import BUILTIN
 
 FRAMES = 96
 COMPILE_LINE = re.compile(r"^stylempi: compiling the network for 320x240 frames, batch 1, (fp32|bf16): "

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from stylempi.cli.watch.jobs import check_run_args
 from stylempi.errors import UsageError
-from stylempi.launcher import (OVERSUBSCRIBE_VARS, ROOT_VARS, local_launch, running_launcher,
-                               without_ranks)
-from stylempi.watch.jobs import check_run_args
+from stylempi.job.launcher import (OVERSUBSCRIBE_VARS, ROOT_VARS, local_launch, running_launcher,
+                                   without_ranks)
 
 
 @pytest.mark.parametrize("argv, expected", [
