@@ -185,7 +185,7 @@ def test_arguments_are_checked_before_the_slow_set_up(tmp_path, monkeypatch):
 
     def too_late(*args, **kwargs):
         raise AssertionError("the content was read before the arguments were checked")
-    monkeypatch.setattr("stylempi.train.collect_content", too_late)
+    monkeypatch.setattr("stylempi.training.train.collect_content", too_late)
     with pytest.raises(ModelLoadFailure, match="did you mean scream"):
         train(_args(tmp_path, tmp_path / "m.pth", init="sream", width=16))
     with pytest.raises(UsageError, match="width 16, not --width 8"):
