@@ -78,7 +78,7 @@ def test_style_component_is_an_mpi_command():
     assert {"video", "model"} <= set(component.inputs) and "styled" in component.outputs
     # The command runs the launcher from the uploaded code (the repository root).
     assert (AZURE / component.code).resolve() == ROOT
-    assert "azure/run_stylempi.py run" in component.command
+    assert "azure/run_stylempi.py --inputs-from-stdin" in component.command
     assert (ROOT / "azure" / "run_stylempi.py").is_file()
 
 
@@ -342,7 +342,11 @@ def test_trigger_lets_the_compute_cluster_read_the_upload():
     assert len(cluster) == 1, "no role assignment for the compute cluster's identity"
     role_var = re.search(r"variables\('(\w+)'\)", cluster[0]["properties"]["roleDefinitionId"]).group(1)
     assert READER_ROLE in template["variables"][role_var]
-    assert cluster[0]["scope"].startswith("[format('Microsoft.Storage/storageAccounts/{0}'")
+    # Least privilege: the uploads container, not the whole account.
+    scope = re.fullmatch(r"\[variables\('(\w+)'\)\]", cluster[0]["scope"]).group(1)
+    assert template["variables"][scope].startswith(
+        "[format('Microsoft.Storage/storageAccounts/{0}/blobServices/default/containers/{1}'")
+    assert "parameters('containerName')" in template["variables"][scope]
 
 
 def test_trigger_answers_event_grid_before_invoking():
@@ -358,14 +362,21 @@ def test_trigger_answers_event_grid_before_invoking():
 
 
 def test_trigger_is_idempotent_per_upload():
-    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing."""
-    loop = _scope_of(_workflow_actions(trigger()), "Invoke_batch_endpoint")
-    claim = loop["Claim_upload"]
+    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing
+    (run for real in tests/e2e/test_trigger_workflow.py)."""
+    actions = _workflow_actions(trigger())
+    upload = _scope_of(actions, "Claim_upload")
+    claim = upload["Claim_upload"]
     assert claim["inputs"]["method"] == "PUT"
     assert claim["inputs"]["headers"]["If-None-Match"] == "*"
     assert "['url']" in claim["inputs"]["uri"] and "['eTag']" in claim["inputs"]["uri"]
-    assert loop["Invoke_batch_endpoint"]["runAfter"] == {"Claim_upload": ["Succeeded"]}
-    assert loop["Invoke_batch_endpoint"]["retryPolicy"]["count"] >= 1
+    # The jobs start only after the claim succeeded.
+    assert "Claim_upload" in _runs_after(upload, "Run_until_done")
+    assert all(upload[n]["runAfter"] == {p: ["Succeeded"]} for n, p in
+               (("Reset_job", "Claim_upload"), ("Reset_status", "Reset_job"),
+                ("Reset_attempts", "Reset_status"), ("Run_until_done", "Reset_attempts")))
+    invoke = _find_action(actions, "Invoke_batch_endpoint")
+    assert invoke["retryPolicy"]["count"] >= 1
 
 
 def test_trigger_dead_letters_what_it_cannot_deliver():
@@ -387,11 +398,38 @@ def test_trigger_accepts_an_existing_system_topic():
     assert "existingSystemTopicName" in template["variables"]["systemTopicName"]
 
 
-def test_trigger_output_name_cannot_close_the_components_quotes():
-    """The component single-quotes its inputs: the uploader's name must lose its quotes."""
-    invoke = _find_action(_workflow_actions(trigger()), "Invoke_batch_endpoint")
-    value = invoke["inputs"]["body"]["properties"]["InputData"]["output_name"]["Value"]
-    assert value.startswith("@{replace(") and value.endswith(", '''', '_')}")
+def test_trigger_dead_letters_a_failed_claim():
+    """A claim that fails for another reason than an existing claim (409/412), e.g. a 403
+    while role assignments propagate, is dead-lettered: Event Grid already has its 202."""
+    upload = _scope_of(_workflow_actions(trigger()), "Claim_upload")
+    check = upload["Claim_failed"]
+    assert set(check["runAfter"]["Claim_upload"]) == {"Failed", "TimedOut"}
+    codes = json.dumps(check["expression"])
+    assert "409" in codes and "412" in codes
+    dead = check["actions"]["Dead_letter_failed_claim"]
+    assert dead["inputs"]["method"] == "PUT" and "/dead-letters/failed-claims/" in dead["inputs"]["uri"]
+
+
+def test_event_grid_sends_only_completed_blobs():
+    """Azure Storage, "Blob storage events": filter data.api on the APIs that complete a
+    blob; on hierarchical namespace accounts CreateFile announces an empty one first."""
+    template = trigger()
+    [subscription] = resources_of(template, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    [api_filter] = [f for f in subscription["properties"]["filter"]["advancedFilters"]
+                    if f["key"] == "data.api"]
+    assert api_filter["operatorType"] == "StringIn"
+    values = re.fullmatch(r"\[variables\('(\w+)'\)\]", api_filter["values"]).group(1)
+    assert sorted(template["variables"][values]) == ["CopyBlob", "FlushWithClose", "PutBlob",
+                                                     "PutBlockList"]
+
+
+def test_trigger_resubmits_failed_jobs_a_bounded_number_of_times():
+    template = trigger()
+    loop = _find_action(_workflow_actions(template), "Run_until_done")
+    assert loop["type"] == "Until" and "GaveUp" in loop["expression"]
+    attempts = _find_action(_workflow_actions(template), "Attempts_left")
+    assert "maxJobAttempts" in json.dumps(attempts["expression"])
+    assert template["parameters"]["maxJobAttempts"]["type"] == "int"
 
 
 def test_the_video_is_downloaded_not_mounted():
