@@ -63,10 +63,32 @@ def test_every_yaml_is_known_and_loads_offline():
             assert result.passed, f"{path.name} does not validate:\n{result}"
 
 
-def test_environment_is_conda_file_plus_mpi_cuda_image():
+def test_environment_is_conda_file_plus_an_open_mpi_image_without_cuda():
+    """torch's wheel brings its CUDA runtime and the host its driver: the image needs
+    Open MPI, not a CUDA toolkit."""
     env = ml.load_environment(source=AZURE / "environment.yml")
-    assert "openmpi" in env.image and "cuda" in env.image, env.image
+    assert env.image == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04", env.image
     assert env.conda_file and "dependencies" in env.conda_file  # the loader inlines conda.yml
+
+
+def test_torch_is_pinned_and_its_cuda_build_is_a_choice():
+    from packaging.requirements import Requirement
+
+    [torch] = [Requirement(str(e)) for dep in yaml.safe_load((AZURE / "conda.yml").read_text())
+               ["dependencies"] if isinstance(dep, dict) for e in dep["pip"]
+               if str(e).startswith("torch")]
+    assert "2.13.0" in torch.specifier and "2.14.0" not in torch.specifier, torch
+    submit = _import_submit()
+    pips = {}
+    for build in ("cu126", "cu130", "pypi"):
+        plan = submit.build(submit.parse_args(["--dry-run", "--torch-cuda", build]))
+        [pip] = [d["pip"] for d in plan.environment.conda_file["dependencies"] if isinstance(d, dict)]
+        pips[build] = [e for e in pip if str(e).startswith("--")]
+        assert plan.environment.version == submit.asset_versions(torch_cuda=build)["environment"]
+    assert pips == {"cu126": ["--extra-index-url https://download.pytorch.org/whl/cu126"],
+                    "cu130": ["--extra-index-url https://download.pytorch.org/whl/cu130"],
+                    "pypi": []}
+    assert len({submit.asset_versions(torch_cuda=b)["environment"] for b in pips}) == 3
 
 
 def test_style_component_is_an_mpi_command():
@@ -176,7 +198,7 @@ def test_asset_versions_follow_the_content(tmp_path: Path):
     assert len(set(first.values())) == 3
 
     conda = here / "conda.yml"
-    conda.write_text(conda.read_text().replace("torch>=2.1", "torch>=2.4"))
+    conda.write_text(conda.read_text().replace("torch>=2.13,<2.14", "torch>=2.13,<2.15"))
     changed_env = submit.asset_versions(here)
     assert changed_env["environment"] != first["environment"]
     # The component names its environment's version: it changes too, and so on up.
@@ -201,6 +223,49 @@ def test_submit_registers_the_content_versions():
         assert style.version == versions["component"]
         assert style.environment == f"azureml:stylempi-env:{versions['environment']}"
     assert plan.pipeline_job.inputs.device.result() == "cuda"
+
+
+def test_endpoint_jobs_run_on_one_node_or_submit_refuses_in_one_line():
+    """Each upload's work directory is in its own output folder, a blobfuse mount that
+    nodes do not share: a multi-node endpoint deployment would lose chunks."""
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run",
+                           "--deploy-endpoint", "--nodes", "2", "--gpus-per-node", "4",
+                           "--work-dir", "https://acct.blob.core.windows.net/w/x"],
+                          capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "--deploy-endpoint" in proc.stderr and "--nodes 1" in proc.stderr, proc.stderr
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run", "--deploy-endpoint", "--gpus-per-node", "4"]))
+    node = plan.pipeline_component.jobs["style"]
+    assert node.resources["instance_count"] == 1 and node.distribution.process_count_per_instance == 4
+
+
+def test_cluster_nodes_get_no_public_ip_unless_asked():
+    submit = _import_submit()
+    assert submit.build(submit.parse_args(["--dry-run"])).compute.enable_node_public_ip is False
+    plan = submit.build(submit.parse_args(["--dry-run", "--subnet", "/subscriptions/s/resourceGroups/"
+                                           "r/providers/Microsoft.Network/virtualNetworks/v/subnets/n"]))
+    assert plan.compute.network_settings.subnet.endswith("/subnets/n")
+    assert submit.build(submit.parse_args(["--dry-run", "--node-public-ip"])).compute.enable_node_public_ip
+
+
+def test_serverless_spot_replaces_the_low_priority_cluster_for_jobs():
+    """Azure ML retired low-priority VMs (31 March 2026): jobs can run on serverless
+    compute at the Spot tier instead of a cluster."""
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run", "--serverless-spot", "--nodes", "2",
+                                           "--vm-size", "Standard_NC8as_T4_v3",
+                                           "--work-dir", "https://acct.blob.core.windows.net/w/x"]))
+    node = plan.pipeline_job.jobs["style"]
+    assert plan.pipeline_job.settings.default_compute == "serverless"
+    assert node.queue_settings.job_tier.lower() == "spot"
+    assert (node.resources.instance_count, node.resources.instance_type) == (2, "Standard_NC8as_T4_v3")
+    submit.validate(plan)
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run", "--serverless-spot",
+                           "--low-priority"], capture_output=True, text=True, timeout=120,
+                          env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_submit_refuses_to_run_without_workspace():
