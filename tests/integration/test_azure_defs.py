@@ -288,6 +288,38 @@ def test_rank_launcher_binds_one_gpu_per_local_rank(monkeypatch):
     assert env["CUDA_VISIBLE_DEVICES"] == "5"
 
 
+def test_rank_launcher_counts_the_nodes_gpus_only_outside_slurm(monkeypatch):
+    """Unset CUDA_VISIBLE_DEVICES: on Azure ML, every GPU of the node; inside a Slurm job,
+    no GPU was requested (the node's GPUs may be other jobs')."""
+    spec = importlib.util.spec_from_file_location("stylempi_azure_run", AZURE / "run_stylempi.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setattr(run, "_count_nvidia_devices", lambda: 4)
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    env: dict = {}
+    run.bind_gpu(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    env = {"SLURM_JOB_ID": "4242"}
+    run.bind_gpu(env)
+    assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_rank_launcher_reads_the_components_input_lines():
+    spec = importlib.util.spec_from_file_location("stylempi_azure_run", AZURE / "run_stylempi.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    lines = ["video=/mnt/in/a'b; touch X;'.mp4", "model=/m.pth", "styled=/out", "output_name=a b.mp4",
+             "precision=fp32", "device=cpu", "", "crf=20", ""]
+    assert run.run_args(lines) == ["run", "/mnt/in/a'b; touch X;'.mp4", "/out/a b.mp4",
+                                   "--model", "/m.pth", "--precision", "fp32", "--device", "cpu",
+                                   "--crf", "20"]
+    others = [line for line in lines if not line.startswith("output_name=")]
+    for bad in (others + ["output_name=../escape.mp4"], others + ["output_name=.."],
+                lines + ["junk"], lines + ["video=/x"], others):
+        with pytest.raises(run.InputError):
+            run.run_args(bad)
+
+
 # --- the upload trigger ------------------------------------------------------------
 
 def trigger() -> dict:
