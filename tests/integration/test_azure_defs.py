@@ -42,7 +42,7 @@ def load_any(path: Path):
         return ml.load_environment(source=path)
     if schema.endswith(("/commandComponent.schema.json", "/pipelineComponent.schema.json")):
         return ml.load_component(source=path)
-    if schema.endswith("/pipelineJob.schema.json"):
+    if schema.endswith(("/pipelineJob.schema.json", "/commandJob.schema.json")):
         return ml.load_job(source=path)
     return None
 
