@@ -154,6 +154,8 @@ class Run:
     loop_items: dict = field(default_factory=dict)
     response: dict | None = None
     calls: list[HttpCall] = field(default_factory=list)
+    #: At most this many iterations of any Until (a test's stand-in for its timeout).
+    until_limit: int = 100
 
     # expressions
     FUNCTIONS: dict = field(default_factory=lambda: {
@@ -180,6 +182,8 @@ class Run:
         "or": lambda *v: any(v),
         "not": lambda v: not v,
         "contains": _contains,
+        "empty": lambda v: v is None or len(v) == 0,
+        "if": lambda condition, yes, no: yes if condition else no,
         "startsWith": lambda t, p: str(t).lower().startswith(str(p).lower()),
         "endsWith": lambda t, s: str(t).lower().endswith(str(s).lower()),
     })
@@ -291,11 +295,11 @@ class Run:
                 if self.run_scope(action["actions"]) == "Failed":
                     status = "Failed"
         elif kind == "Until":
+            # An iteration whose actions failed does not end the loop: only its expression
+            # or its limit does (the limit here is the definition's count, or 60).
             limit = action.get("limit", {}).get("count", 60)
-            for _ in range(limit):
-                if self.run_scope(action["actions"]) == "Failed":
-                    status = "Failed"
-                    break
+            for _ in range(min(limit, self.until_limit)):
+                self.run_scope(action["actions"])
                 if self.condition(action["expression"]):
                     break
             else:
@@ -367,11 +371,12 @@ def _closing_brace(text: str, pos: int) -> int:
 
 
 def run_workflow(definition: dict, parameters: dict, trigger_body: Any,
-                 storage_sas: Callable[[str], str]) -> Run:
+                 storage_sas: Callable[[str], str], until_limit: int = 100) -> Run:
     """Run DEFINITION once for an HTTP request carrying TRIGGER_BODY; the finished Run."""
     declared = set(definition.get("parameters", {}))
     if set(parameters) != declared:
         raise WorkflowError(f"parameters {sorted(parameters)} != declared {sorted(declared)}")
-    run = Run(parameters=parameters, trigger_body=trigger_body, storage_sas=storage_sas)
+    run = Run(parameters=parameters, trigger_body=trigger_body, storage_sas=storage_sas,
+              until_limit=until_limit)
     run.run_scope(definition["actions"])
     return run

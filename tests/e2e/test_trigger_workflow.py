@@ -155,9 +155,9 @@ def event(name: str, etag: str = "0x8DC0FFEE", api: str = "PutBlockList",
     }
 
 
-def deliver(state: dict, fake: FakeAzureML, events: list[dict], sas=None, **kw):
+def deliver(state: dict, fake: FakeAzureML, events: list[dict], sas=None, until_limit=100, **kw):
     run = run_workflow(definition(), parameters(state, fake, **kw), events,
-                       storage_sas=sas or (lambda url: state["sas"]))
+                       storage_sas=sas or (lambda url: state["sas"]), until_limit=until_limit)
     assert run.response and run.response["statusCode"] == 202, run.response
     return run
 
@@ -222,6 +222,18 @@ def test_a_failed_invoke_is_dead_lettered_and_released(state, azure_ml):
     assert blobs(state, "claims/") == []
 
 
+def test_a_job_followed_past_the_loops_limit_is_dead_lettered(state, azure_ml):
+    """A job that never ends (or a Jobs - Get that keeps failing) must not lose the upload."""
+    fake = azure_ml([["Running"]])
+    deliver(state, fake, [event("incoming/clip.mp4")], until_limit=5)
+    assert len(fake.invokes) == 1 and len(fake.polls) == 4
+    [dead] = blobs(state, "dead-letters/unfinished/")
+    metadata = {k.lower(): v for k, v in
+                state["client"].get_blob_client(dead).get_blob_properties().metadata.items()}
+    assert metadata["job"] == "job-0" and metadata["status"] == "Running", metadata
+    assert blobs(state, "claims/") == []
+
+
 def test_a_failed_claim_is_dead_lettered(state, azure_ml):
     """A 403 on the claim (role assignments still propagating) must not lose the upload."""
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -237,6 +249,9 @@ def test_a_failed_claim_is_dead_lettered(state, azure_ml):
     assert fake.invokes == [], "no job without a claim"
     [dead] = blobs(state, "dead-letters/failed-claims/")
     assert json.loads(state["client"].download_blob(dead).readall()) == [upload]
+    metadata = {k.lower(): v for k, v in
+                state["client"].get_blob_client(dead).get_blob_properties().metadata.items()}
+    assert metadata["job"] == "none" and metadata["attempts"] == "0", metadata
     # Nothing was claimed, so resending the event (once the role applies) starts the job.
     deliver(state, fake, [upload])
     assert len(fake.invokes) == 1
