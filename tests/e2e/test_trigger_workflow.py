@@ -266,11 +266,16 @@ def test_same_name_in_two_folders_or_reuploaded_gets_its_own_output(state, azure
     assert len(set(outputs)) == 3, outputs
     assert outputs[0] == ("azureml://datastores/workspaceblobstore/paths/stylempi/output/"
                           "incoming%2Fa%2Fclip.mp4/0x8DC0FFEE")
+    work_dirs = set()
     for invoke in fake.invokes:
         inputs = invoke["properties"]["InputData"]
-        assert inputs["output_name"]["Value"] == "clip.mp4"
-        # No work_dir input: stylempi keeps it beside the result, inside that own folder.
+        name = inputs["output_name"]["Value"]
+        assert name == "clip.mp4"
+        # No work_dir input: stylempi keeps the work directory beside the result
+        # (.NAME.stylempi, docs/deploy.md), so inside each upload's own folder.
         assert "work_dir" not in inputs
+        work_dirs.add(f"{output_uri(invoke)}/.{name}.stylempi")
+    assert len(work_dirs) == 3, work_dirs
 
 
 @pytest.mark.parametrize("upload", [
