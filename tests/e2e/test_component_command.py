@@ -12,8 +12,8 @@ component puts every value in a quoted here-document, which no shell expands).
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,9 +111,6 @@ def test_every_value_is_a_line_of_the_quoted_here_document():
 
 def test_the_launcher_refuses_inputs_a_line_break_split():
     """A line break in a value leaves a line that is no KEY=VALUE: one line, exit 2."""
-    import subprocess
-    import sys
-
     spec = component()
     inputs = with_defaults({"video": "/v/a.mp4", "model": "/m.pth",
                             "output_name": "x.mp4\nrm -rf /"})

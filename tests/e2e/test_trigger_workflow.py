@@ -17,9 +17,9 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from azurite import ACCOUNT, KEY, azurite_server  # noqa: F401 (fixture)
 from conftest import ROOT
@@ -92,8 +92,6 @@ class FakeAzureML:
 @pytest.fixture
 def state(azurite_server):  # noqa: F811 (fixture)
     """A fresh state container in Azurite and a SAS for it (in place of the identity)."""
-    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
     container = azurite_server.new_container("trigger")
     sas = generate_container_sas(ACCOUNT, container, account_key=KEY,
                                  permission=ContainerSasPermissions(read=True, write=True,
@@ -236,8 +234,6 @@ def test_a_job_followed_past_the_loops_limit_is_dead_lettered(state, azure_ml):
 
 def test_a_failed_claim_is_dead_lettered(state, azure_ml):
     """A 403 on the claim (role assignments still propagating) must not lose the upload."""
-    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
     read_only = generate_container_sas(
         ACCOUNT, state["client"].container_name, account_key=KEY,
         permission=ContainerSasPermissions(read=True),

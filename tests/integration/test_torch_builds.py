@@ -12,7 +12,8 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.engine import cuda_arch_supported
+from stylempi.engine import cuda_arch_supported, resolve_device, slurm_gave_no_gpu
+from stylempi.errors import UsageError
 
 #: torch.cuda.get_arch_list() of builds of the kind docs/deploy.md's table names.
 CUDA_13_LIKE = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
@@ -52,9 +53,6 @@ def test_device_cuda_without_a_gpu_is_one_line_error(tmp_path):
 def test_a_slurm_job_given_no_gpu_runs_on_the_cpu_or_says_so():
     """Inside a Slurm job with no GPU requested, Slurm leaves CUDA_VISIBLE_DEVICES unset; where
     it does not constrain devices, torch would still see the node's GPUs, other jobs' GPUs."""
-    from stylempi.engine import resolve_device, slurm_gave_no_gpu
-    from stylempi.errors import UsageError
-
     in_job = {"SLURM_JOB_ID": "4242"}
     assert slurm_gave_no_gpu(in_job)
     assert not slurm_gave_no_gpu({"SLURM_JOB_ID": "4242", "CUDA_VISIBLE_DEVICES": "0"})
