@@ -12,8 +12,8 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.engine import cuda_arch_supported, resolve_device, slurm_gave_no_gpu
 from stylempi.errors import UsageError
+from stylempi.network.placement import cuda_arch_supported, resolve_device, slurm_gave_no_gpu
 
 #: torch.cuda.get_arch_list() of builds of the kind docs/deploy.md's table names.
 CUDA_13_LIKE = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
