@@ -9,6 +9,7 @@ reuses (stylempi.workfiles). Its :class:`Prepared` is broadcast to all ranks.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec
 from .look import Look, check_scale
 from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
-                    output_format, pick_video_stream, plan_stream_copy)
+                    output_format, pick_video_stream, plan_stream_copy, segment_offset)
 from .media.gpu_support import codec_of, probe_capabilities
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .styles import read_model
@@ -102,6 +103,8 @@ def prepare(options: RunOptions) -> Prepared:
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
+    if index.pts:  # times before zero are lifted in the segment files (NUT holds none)
+        settings = dataclasses.replace(settings, pts_offset=segment_offset(index.pts[0]))
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"

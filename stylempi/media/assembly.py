@@ -8,6 +8,7 @@ packet copy and muxes those streams' packets untouched (or re-encoded, where
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -115,16 +116,18 @@ def _earliest_time(container, indexes: list[int], at_least: int = 100, at_most: 
 
 
 def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Sequence[str | os.PathLike],
-             streams: CopyPlan, output_path: str | os.PathLike) -> None:
+             streams: CopyPlan, output_path: str | os.PathLike, pts_offset: int = 0) -> None:
     """Join segment packets and copy the other streams' packets into OUTPUT, atomically.
 
     Packets from all sources are merged by decode time so the muxer never
     buffers more than a few of them: memory stays flat for any video length.
+    ``pts_offset``: the ticks (of the video's time base) the segments' times were
+    lifted by (:attr:`~stylempi.media.encoding.EncodeSettings.pts_offset`), taken off here.
     """
     output_path = Path(output_path)
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     try:
-        _assemble_to(input_path, video, segments, streams, partial, output_path.suffix)
+        _assemble_to(input_path, video, segments, streams, partial, output_path.suffix, pts_offset)
         try:
             os.replace(partial, output_path)
         except OSError as exc:
@@ -135,12 +138,16 @@ def assemble(input_path: str | os.PathLike, video: VideoStreamInfo, segments: Se
 
 
 def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan, partial: Path,
-                 suffix: str) -> None:
+                 suffix: str, pts_offset: int = 0) -> None:
     if not segments:
         raise OutputFailure("no video segments to assemble")
     container = output_format(f"x{suffix}")
+    inp = open_input(input_path)
+    time_bases = [video.time_base, *(Fraction(inp.streams[i].time_base) for i in streams.copy)]
+    inp.close()
     try:
-        out = av.open(os.fspath(partial), "w", format=container.muxer, options=dict(container.options))
+        out = av.open(os.fspath(partial), "w", format=container.muxer,
+                      options=muxer_options(container, time_bases))
     except (av.error.FFmpegError, OSError) as exc:
         raise OutputFailure(f"cannot create {partial.parent / partial.name}: {ffmpeg_reason(exc)}") from None
     inp = open_input(input_path)
@@ -151,7 +158,7 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan
         ovideo = _add_video_output(out, template, video)
         copies, encoded = _add_other_outputs(out, inp, streams)
         out.start_encoding()
-        video_packets = _segment_packets(segments, extradata, ovideo)
+        video_packets = _segment_packets(segments, extradata, ovideo, pts_offset * video.time_base)
         other_packets = _other_packets(inp, copies, encoded)
         for packet in heapq.merge(video_packets, other_packets, key=_packet_time):
             out.mux(packet)
@@ -167,6 +174,30 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan
             out.close()
         except Exception:  # noqa: BLE001 - already closed, or failing anyway
             pass
+
+
+#: The largest movie timescale an MP4/MOV header holds (a 32-bit field).
+MAX_MOVIE_TIMESCALE = 2**31 - 1
+
+
+def muxer_options(container: Container, time_bases: Sequence[Fraction]) -> dict[str, str]:
+    """The muxer's options for OUTPUT: the container's own, and for MP4/MOV a movie clock that
+    counts every stream's ticks.
+
+    An MP4 edit list says where each track starts in the movie's clock, which FFmpeg sets to
+    1 ms: a start that is not a whole millisecond (MPEG-TS captures count 90 kHz ticks) was
+    rounded, by up to half a millisecond. A clock that is a common multiple of the streams'
+    own keeps every start exact.
+    """
+    options = dict(container.options)
+    if container.muxer in ("mp4", "mov"):
+        scale = 1000
+        for tb in time_bases:
+            if tb:
+                scale = scale * Fraction(tb).denominator // math.gcd(scale, Fraction(tb).denominator)
+        if scale <= MAX_MOVIE_TIMESCALE:
+            options["movie_timescale"] = str(scale)
+    return options
 
 
 def _add_video_output(out, template, video: VideoStreamInfo):
@@ -205,17 +236,25 @@ def _add_other_outputs(out, inp, streams: CopyPlan) -> tuple[dict, dict]:
     return copies, encoded
 
 
-def _segment_packets(segments, extradata, ovideo) -> Iterator[av.Packet]:
-    """Every segment's video packets in order, for ``ovideo``; segments must share the first's
-    encoder headers (``extradata``), or they would not join into one stream."""
+def _segment_packets(segments, extradata, ovideo, offset: Fraction = Fraction(0)) -> Iterator[av.Packet]:
+    """Every segment's video packets in order, for ``ovideo``, moved back by ``offset`` seconds
+    (what the segment writer lifted them by); segments must share the first's encoder headers
+    (``extradata``), or they would not join into one stream."""
     for path in segments:
         with av.open(os.fspath(path)) as seg:
             stream = seg.streams.video[0]
             if stream.codec_context.extradata != extradata:
                 raise OutputFailure(f"segment {path} was encoded with other settings than the first; "
                                     "rerun with --restart")
+            ticks = offset / Fraction(stream.time_base)
+            if ticks.denominator != 1:  # the segment muxer chose a coarser clock than the input's
+                raise OutputFailure(f"segment {path} cannot be moved back by {float(offset):.6f}s exactly; "
+                                    "rerun with --restart")
             for packet in seg.demux(stream):
                 if packet.size:
+                    if ticks:
+                        packet.pts = None if packet.pts is None else packet.pts - int(ticks)
+                        packet.dts = None if packet.dts is None else packet.dts - int(ticks)
                     packet.stream = ovideo
                     yield packet
 

@@ -43,9 +43,14 @@ class EncodeSettings:
     sample_aspect_ratio: Fraction | None
     #: The output's colour: conversion, tags, depth, HDR metadata (None: stand-in settings).
     colour: Colour | None = None
+    #: Ticks added to every timestamp in the segment files, and taken off again when they are
+    #: joined: NUT cannot store times before zero (see :func:`segment_offset`).
+    pts_offset: int = 0
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        if not self.pts_offset:
+            del d["pts_offset"]  # jobs that start at or after zero keep the keys they always had
         d["time_base"] = str(self.time_base)
         d["sample_aspect_ratio"] = str(self.sample_aspect_ratio) if self.sample_aspect_ratio else None
         d["options"] = dict(self.options)
@@ -314,6 +319,20 @@ def check_encoder(settings: EncodeSettings) -> None:
             pass
 
 
+#: The segment muxer's options. FFmpeg's default (avoid_negative_ts auto) moved a chunk that
+#: starts before zero (an MPEG-TS capture just before its 33-bit wrap reads as negative times)
+#: to start at 0, silently: every timestamp came out wrong. NUT cannot store times before zero
+#: at all, so a job lifts them by :attr:`EncodeSettings.pts_offset`; should a negative time
+#: still reach the muxer, it is refused (a loud failure), never shifted.
+SEGMENT_OPTIONS = (("avoid_negative_ts", "disabled"),)
+
+
+def segment_offset(first_pts: int) -> int:
+    """The :attr:`EncodeSettings.pts_offset` of a video whose earliest frame is at ``first_pts``:
+    what lifts it to zero, or 0 when it is not before zero."""
+    return max(0, -first_pts)
+
+
 class SegmentWriter:
     """Encode one chunk of stylized frames into a NUT file with the input's timestamps.
 
@@ -324,7 +343,7 @@ class SegmentWriter:
         self.path = os.fspath(path)
         self.settings = settings
         try:
-            self._container = av.open(self.path, "w", format="nut")
+            self._container = av.open(self.path, "w", format="nut", options=dict(SEGMENT_OPTIONS))
         except av.error.FFmpegError as exc:
             raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
         self._stream = add_video_stream(self._container, settings, gpu)
@@ -337,7 +356,7 @@ class SegmentWriter:
             frame = encoder_frame(list(picture), self.settings)
         else:
             frame = to_yuv(picture, self.settings)
-        frame.pts = pts
+        frame.pts = pts + self.settings.pts_offset
         frame.time_base = self.settings.time_base
         self._mux(self._stream.encode(frame))
         self.frames += 1
