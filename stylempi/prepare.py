@@ -27,8 +27,8 @@ from .files import sha256_file
 from .hardware import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
                        fit_frame_path, nvenc_to_probe)
 from .look import Look, check_scale
-from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
-                    decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
+from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, check_muxing,
+                    choose_encoding, decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
                     output_format, pick_video_stream, plan_stream_copy, segment_offset)
 from .media.gpu_support import codec_of, probe_capabilities
 from .plan import Chunk, auto_chunk_frames, plan_chunks
@@ -94,7 +94,7 @@ def prepare(options: RunOptions) -> Prepared:
     device = resolve_device(options.device)
     decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device,
                                                           look.plain)
-    settings = _checked_encoding(options, output_path, video, codec, engine_notes)
+    settings, sample = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
     notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
@@ -105,6 +105,7 @@ def prepare(options: RunOptions) -> Prepared:
     _check_one_size(input_path, index)
     if index.pts:  # times before zero are lifted in the segment files (NUT holds none)
         settings = dataclasses.replace(settings, pts_offset=segment_offset(index.pts[0]))
+    check_muxing(sample, input_path, video, index.pts, copy, output_path)  # OUTPUT's start, in memory
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
@@ -174,21 +175,21 @@ def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, vi
 
 
 def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStreamInfo, codec: str,
-                      notes: list[str]) -> EncodeSettings:
+                      notes: list[str]) -> tuple[EncodeSettings, bytes]:
     """The encoder settings, opened once here (bad --preset/--crf: here, not on every rank after
     work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
-    size it cannot take, a preset it lacks) gives way to the default, with a note."""
+    size it cannot take, a preset it lacks) gives way to the default, with a note. Returns
+    the settings and the encoder's one-frame sample (for :func:`check_muxing`)."""
     settings = choose_encoding(output_path, video, codec, options.crf, options.preset)
     try:
-        check_encoder(settings)
+        return settings, check_encoder(settings)
     except UsageError:
         fallback = default_codec(output_format(output_path), video.colour.depth)
         if options.codec != AUTO_CODEC or codec == fallback:
             raise
         notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
         settings = choose_encoding(output_path, video, fallback, options.crf, options.preset)
-        check_encoder(settings)
-    return settings
+        return settings, check_encoder(settings)
 
 
 def _vetted_model(options: RunOptions, device: torch.device) -> tuple[bytes, str, str]:

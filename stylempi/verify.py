@@ -21,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .colour import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES
+from .containers import COARSEST_CONTAINER_TICK, timestamp_tolerance  # noqa: F401 - part of verify's interface
 from .errors import VideoOpenFailure
 from .media import frame_colour, open_input, output_format, pick_video_stream
 
@@ -28,21 +29,6 @@ from .media import frame_colour, open_input, output_format, pick_video_stream
 #: What a passing report does not vouch for; printed in the report itself.
 NOT_CHECKED = ["pixels: which input frame each output frame was stylized from (frames swapped or "
                "duplicated in place, keeping their timestamps, pass)"]
-
-#: The coarsest timestamp tick an output container may impose (Matroska, WebM, FLV: 1 ms).
-COARSEST_CONTAINER_TICK = Fraction(1, 1000)
-
-
-def timestamp_tolerance(input_time_base: Fraction, output_time_base: Fraction) -> Fraction:
-    """How far an output timestamp may be from the input's and still be the same.
-
-    Half a tick of the input's time base, widened only as far as a container's
-    fixed 1 ms tick forces: a coarse time base given to the output by a remux
-    (1/26 s moves frames by up to 19 ms) is a difference, not rounding.
-    """
-    forced = min(Fraction(output_time_base), COARSEST_CONTAINER_TICK)
-    return max(Fraction(input_time_base), forced) / 2
-
 
 def _video_facts(path: str, stream_index: int | None) -> dict:
     with open_input(path) as container:

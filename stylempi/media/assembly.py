@@ -1,13 +1,19 @@
 """Assembly: OUTPUT from the ranks' segments and the input's other streams, atomically.
 
 :func:`plan_stream_copy` decides before any work which audio and subtitle
-streams OUTPUT's container can hold; :func:`assemble` joins the segments by
-packet copy and muxes those streams' packets untouched (or re-encoded, where
---audio-codec asked), interleaved by time.
+streams OUTPUT's container can hold, and :func:`check_muxing` writes the start
+of OUTPUT in memory (the encoder's sample frame at the video's first times, the
+first packets of every copied stream) and reads it back, so that a container
+that refuses the codec or cannot keep the input's first timestamps is refused
+before any work; :func:`assemble` joins the segments by packet copy and muxes
+those streams' packets untouched (or re-encoded, where --audio-codec asked),
+interleaved by time, then reads OUTPUT's timestamps back before it takes
+OUTPUT's name (:func:`_check_times`).
 """
 from __future__ import annotations
 
 import heapq
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,7 +23,7 @@ from typing import Iterator, Sequence
 
 import av
 
-from ..containers import Container
+from ..containers import CONTAINERS, Container, timestamp_tolerance
 from ..errors import OutputFailure, UsageError
 from ._ffmpeg import ffmpeg_reason
 from .describe import VideoStreamInfo
@@ -160,7 +166,9 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan
         out.start_encoding()
         video_packets = _segment_packets(segments, extradata, ovideo, pts_offset * video.time_base)
         other_packets = _other_packets(inp, copies, encoded)
+        sent = _SentTimes(ovideo, copies)
         for packet in heapq.merge(video_packets, other_packets, key=_packet_time):
+            sent.note(packet)
             out.mux(packet)
         out.close()
     except av.error.FFmpegError as exc:
@@ -174,6 +182,11 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan
             out.close()
         except Exception:  # noqa: BLE001 - already closed, or failing anyway
             pass
+    problem = _check_times(os.fspath(partial), container, sent)
+    if problem:
+        raise OutputFailure(f"the {container.muxer} muxer did not keep the input's timestamps ({problem}); "
+                            f"OUTPUT was not written: name it {_better_extension(container)} and rerun the "
+                            "same command (finished chunks are reused)")
 
 
 #: The largest movie timescale an MP4/MOV header holds (a 32-bit field).
@@ -281,3 +294,185 @@ def _other_packets(inp, copies: dict, encoded: dict) -> Iterator[av.Packet]:
 def _packet_time(packet: av.Packet) -> Fraction:
     ts = packet.dts if packet.dts is not None else packet.pts
     return Fraction(ts or 0) * Fraction(packet.time_base)
+
+
+# ---------------------------------------------------------------------------
+# Timestamps, checked: before any work on a sample, and on OUTPUT before it is named
+# ---------------------------------------------------------------------------
+
+#: Packets of each copied stream the check before any work sends through the muxer.
+SAMPLE_PACKETS = 64
+
+
+class _SentTimes:
+    """The time of every packet given to the muxer, and its clock: the video's, and each copied
+    stream's by OUTPUT stream index (re-encoded streams get new times, and are not followed)."""
+
+    def __init__(self, ovideo, copies: dict):
+        self._video_index = ovideo.index
+        self.video: list[Fraction] = []
+        self.video_tb = Fraction(1)
+        self.copied: dict[int, list[Fraction | None]] = {t.index: [] for t in copies.values()}
+        self.tbs: dict[int, Fraction] = {}
+
+    def note(self, packet: av.Packet) -> None:
+        index, tb = packet.stream.index, Fraction(packet.time_base)
+        if index == self._video_index:
+            self.video_tb = tb
+            if packet.pts is not None:
+                self.video.append(packet.pts * tb)
+        elif index in self.copied:
+            self.tbs[index] = tb
+            ts = packet.pts if packet.pts is not None else packet.dts
+            self.copied[index].append(None if ts is None else ts * tb)
+
+
+def _check_times(path: str | bytes, container: Container, sent: _SentTimes) -> str | None:
+    """Read back a muxed file's timestamps and compare them with those ``sent``, as ``stylempi
+    verify`` does (the video frames a player shows, every copied packet, within
+    :func:`~stylempi.containers.timestamp_tolerance`; MPEG-TS may move everything alike);
+    returns what differs first, or None."""
+    try:
+        with av.open(path if isinstance(path, str) else io.BytesIO(path)) as back:
+            video_index = back.streams.video[0].index
+            out_tbs = {s.index: Fraction(s.time_base) for s in back.streams}
+            got: dict[int, list[Fraction | None]] = {video_index: [], **{i: [] for i in sent.copied}}
+            for packet in back.demux():
+                if packet.size == 0 or packet.stream_index not in got:
+                    continue
+                if packet.stream_index == video_index and packet.is_discard:
+                    continue  # a frame an edit list hides is not shown
+                ts = packet.pts if packet.pts is not None or packet.stream_index == video_index else packet.dts
+                got[packet.stream_index].append(None if ts is None else ts * Fraction(packet.time_base))
+    except (av.error.FFmpegError, IndexError) as exc:
+        return f"the file cannot be read back: {ffmpeg_reason(exc)}"
+    firsts = [t for t in [*sent.video[:1], *(times[0] for times in sent.copied.values() if times)] if t is not None]
+    shift = -min(firsts) if container.muxer == "mpegts" and firsts and min(firsts) < 0 else Fraction(0)
+    shown = sorted(t for t in got[video_index] if t is not None) + [None] * got[video_index].count(None)
+    problem = _compare("video frame", sorted(sent.video), shown, sent.video_tb, out_tbs[video_index], shift)
+    for index, times in sent.copied.items():
+        problem = problem or _compare(f"stream {index} packet", times, got[index], sent.tbs.get(index, out_tbs[index]),
+                                      out_tbs[index], shift)
+    return problem
+
+
+def _compare(what: str, sent: list, got: list, in_tb: Fraction, out_tb: Fraction, shift: Fraction) -> str | None:
+    """How ``got`` differs from ``sent`` (moved by ``shift``), in words, or None."""
+    if len(got) < len(sent):
+        return f"{len(sent) - len(got)} of {len(sent)} {what}s would be lost or hidden"
+    if len(got) > len(sent):
+        return f"{len(got)} {what}s came back where {len(sent)} were written"
+    tolerance = timestamp_tolerance(in_tb, out_tb)
+    for want, have in zip(sent, got):
+        if want is None:
+            continue
+        if have is None:
+            return f"the {what} at {float(want):.6f}s would lose its time"
+        if abs(want + shift - have) > tolerance:
+            return f"the {what} at {float(want):.6f}s would come out at {float(have - shift):.6f}s"
+    return None
+
+
+def _better_extension(container: Container) -> str:
+    """The output type to suggest when ``container`` cannot keep a job's times: MPEG-TS stores
+    90 kHz ticks and moves a video that starts before zero as a whole (verify allows for it)."""
+    return ".mkv" if container.muxer == "mpegts" else ".ts"
+
+
+def check_muxing(sample: bytes, input_path: str | os.PathLike, video: VideoStreamInfo, first_pts: Sequence[int],
+                 streams: CopyPlan, output_path: str | os.PathLike) -> None:
+    """Before any work: write the start of OUTPUT in memory and read its timestamps back.
+
+    ``sample`` is the encoder's one-frame NUT segment (:func:`~stylempi.media.encoding.check_encoder`),
+    muxed at the video's first times ``first_pts``, with the first packets of every copied
+    stream. A muxer that refuses the codec (rawvideo in Matroska), or that would move a
+    timestamp (a video that starts before zero, which MP4 and Matroska cannot show), fails
+    here, in one line that says so and names a type that works, not after the whole job.
+    """
+    container = output_format(output_path)
+    problem = _trial(sample, input_path, video, first_pts, streams, container)
+    if problem is None:
+        return
+    kind, detail = problem
+    codec = _sample_codec(sample)
+    start = first_pts[0] * video.time_base if first_pts else 0
+    if kind == "times" and start < 0:
+        detail = f"the video starts before zero, at {float(start):.6f}s: {detail}"
+    if kind == "header":
+        raise OutputFailure(f"a .{container.extension} file cannot hold {codec} video ({detail}); choose "
+                            f"another --codec or another OUTPUT type")
+    works = [c for c in _alternatives(container)
+             if _trial(sample, input_path, video, first_pts, streams, c) is None]
+    fix = f"name OUTPUT .{works[0].extension}" if works else "cut the input so that it starts at zero"
+    raise OutputFailure(f"a .{container.extension} file cannot keep the input's timestamps exactly ({detail}); {fix}")
+
+
+def _alternatives(container: Container) -> list[Container]:
+    names = [e for e in ("mkv", "mp4", "ts") if CONTAINERS[e].muxer != container.muxer]
+    return [CONTAINERS[e] for e in names]
+
+
+def _sample_codec(sample: bytes) -> str:
+    with av.open(io.BytesIO(sample), format="nut") as seg:
+        return seg.streams.video[0].codec_context.name
+
+
+def _trial(sample: bytes, input_path, video: VideoStreamInfo, first_pts: Sequence[int], streams: CopyPlan,
+           container: Container) -> tuple[str, str] | None:
+    """Mux the start of OUTPUT into memory as ``container``; ("header", why) when the muxer
+    refuses its streams, ("times", what) when a timestamp came back moved, None when all is kept."""
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(sample), format="nut") as seg, open_input(input_path) as inp:
+        template = seg.streams.video[0]
+        packet = next(p for p in seg.demux(template) if p.size)
+        time_bases = [video.time_base, *(Fraction(inp.streams[i].time_base) for i in streams.copy)]
+        try:
+            out = av.open(buffer, "w", format=container.muxer, options=muxer_options(container, time_bases))
+        except av.error.FFmpegError as exc:
+            return "header", ffmpeg_reason(exc)
+        try:
+            try:
+                ovideo = _add_video_output(out, template, video)
+                copies, encoded = _add_other_outputs(out, inp, streams)
+                out.start_encoding()
+            except (av.error.FFmpegError, ValueError) as exc:
+                return "header", ffmpeg_reason(exc)
+            video_packets = []
+            for pts in first_pts[:SAMPLE_PACKETS]:  # the sample frame, at each of the first times
+                clone = av.Packet(bytes(packet))
+                clone.pts = clone.dts = pts
+                clone.time_base = video.time_base
+                clone.is_keyframe = True
+                clone.stream = ovideo
+                video_packets.append(clone)
+            sent = _SentTimes(ovideo, copies)
+            for p in heapq.merge(video_packets, _first_packets(inp, copies), key=_packet_time):
+                sent.note(p)
+                out.mux(p)
+            out.close()
+        except av.error.FFmpegError as exc:
+            return "times", f"the muxer refused the first packets: {ffmpeg_reason(exc)}"
+        finally:
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001 - already closed, or failing anyway
+                pass
+    problem = _check_times(buffer.getvalue(), container, sent)
+    return ("times", problem) if problem else None
+
+
+def _first_packets(inp, copies: dict) -> Iterator[av.Packet]:
+    """The first :data:`SAMPLE_PACKETS` packets of each copied stream, by decode time."""
+    if not copies:
+        return iter(())
+    counts = {i: 0 for i in copies}
+    taken = []
+    for packet in inp.demux(*[inp.streams[i] for i in copies]):
+        if packet.size == 0 or packet.dts is None and packet.pts is None or counts[packet.stream_index] >= SAMPLE_PACKETS:
+            if all(n >= SAMPLE_PACKETS for n in counts.values()):
+                break
+            continue
+        counts[packet.stream_index] += 1
+        packet.stream = copies[packet.stream_index]
+        taken.append(packet)
+    return iter(sorted(taken, key=_packet_time))

@@ -290,13 +290,16 @@ def tag_colour(ctx, colour: Colour) -> None:
     ctx.color_trc = colour.transfer
 
 
-def check_encoder(settings: EncodeSettings) -> None:
-    """Open the encoder with the final settings and encode one blank frame, in memory.
+def check_encoder(settings: EncodeSettings) -> bytes:
+    """Open the encoder with the final settings and encode one blank frame, in memory; returns
+    the NUT segment that frame makes (a sample for the muxer check,
+    :func:`~stylempi.media.assembly.check_muxing`).
 
     Encoders read most options only when they open (x264's preset, a CRF out of
     range), which would otherwise happen on every rank after work started.
     """
-    container = av.open(io.BytesIO(), "w", format="nut")
+    buffer = io.BytesIO()
+    container = av.open(buffer, "w", format="nut", options=dict(SEGMENT_OPTIONS))
     try:
         with stderr_captured() as said:  # x264 prints its complaint straight to fd 2
             stream = add_video_stream(container, settings)
@@ -307,6 +310,8 @@ def check_encoder(settings: EncodeSettings) -> None:
             frame.time_base = settings.time_base
             container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
+        container.close()
+        return buffer.getvalue()
     except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
         options = " ".join(f"{k}={v}" for k, v in settings.options)
         reason = next((line.strip() for line in said if line.strip()), "") or ffmpeg_reason(exc)

@@ -1,0 +1,157 @@
+"""Hostile media: timestamps at the edges, codecs and containers, misleading messages, silent drops
+(issue 26, defects 3, 4, 7, 9 and 10).
+
+Each case runs the real CLI as one plain process on a tiny clip made here, and ends in one of
+two ways only: exit 0 with ``stylempi verify`` passing, or a refusal before any work (one
+``stylempi: error:`` line, the documented exit code, no OUTPUT, no work dir).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import clips
+from conftest import stylempi
+
+TIMEOUT = 240
+
+#: MPEG-TS counts 90 kHz ticks in 33 bits: a capture that starts this close before the wrap
+#: reads as times before zero (FFmpeg unwraps the later ones past it).
+WRAP = 2 ** 33
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return clips.save_test_model(tmp_path_factory.mktemp("model") / "tiny8.pth")
+
+
+def run(inp: Path, out: Path, model: Path, *extra: str) -> subprocess.CompletedProcess:
+    return stylempi("run", inp, out, "--model", model, "--device", "cpu", "--compile", "off", "--quiet", *extra,
+                    timeout=TIMEOUT)
+
+
+def leftovers(output: Path) -> list[str]:
+    return sorted(p.name for p in output.parent.iterdir() if p.name.startswith(f".{output.name}"))
+
+
+def refused(res: subprocess.CompletedProcess, out: Path, code: int) -> str:
+    """The refusal contract; returns the one error line."""
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert res.returncode == code, f"exit {res.returncode}, expected {code}: {res.stderr}"
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("stylempi: error:"), res.stderr
+    assert not out.exists(), "a refused job left OUTPUT behind"
+    assert leftovers(out) == [], "a refusal before any work left a work dir or a partial file"
+    return lines[0]
+
+
+def kept_or_refused(inp: Path, out: Path, model: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Exit 0 and verify passes, or a refusal before any work (exit 5, naming a type that works)."""
+    res = run(inp, out, model, *extra)
+    if res.returncode == 0:
+        check = stylempi("verify", inp, out, timeout=TIMEOUT)
+        report = json.loads(check.stdout)
+        failed = {k: v for k, v in report["checks"].items() if not v["ok"]}
+        assert check.returncode == 0, f"run exited 0 on an output its own verify rejects: {failed}"
+    else:
+        line = refused(res, out, 5)
+        assert "name OUTPUT ." in line, line
+    return res
+
+
+# ---------------------------------------------------------------------------
+# Clips with timestamps at the edges
+# ---------------------------------------------------------------------------
+
+def wrap_ts(path: Path, frames: int = 10) -> Path:
+    """An MPEG-TS capture that starts 0.2 s before the 33-bit wrap: its first frames read as
+    times before zero, the later ones after it."""
+    return clips.make_clip(path, frames=frames, size=(32, 24), gop=4, start=Fraction(WRAP - 18000, 90000),
+                           bframes=False)
+
+
+def sub_ms_ts(path: Path) -> Path:
+    """An MPEG-TS clip (with audio) whose first frame is at 126001/90000 s: not a whole millisecond."""
+    return clips.make_clip(path, frames=6, size=(32, 24), gop=3, start=Fraction(126001, 90000), audio_tracks=1,
+                           real_audio=False)
+
+
+def negative_audio_mp4(path: Path, start: Fraction = Fraction(-14882, 44100)) -> Path:
+    """An MP4 whose AAC track (44.1 kHz) starts at -0.337460 s, as a ``-ss ... -c copy`` cut leaves
+    it: the packets before zero are kept in the file and hidden by the edit list."""
+    video = clips.make_clip(path.with_suffix(".video.mp4"), frames=10, size=(32, 24), gop=5)
+    rate = 44100
+    n = rate // 2
+    t = np.arange(n) / rate
+    sound = (0.3 * np.sin(2 * np.pi * (300 + 500 * t) * t)).astype(np.float32)[None, :]
+    with av.open(str(video)) as inp, av.open(str(path), "w", options={"avoid_negative_ts": "disabled"}) as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        vout.time_base = vin.time_base
+        aout = out.add_stream("aac", rate=rate)
+        aout.layout = "mono"
+        aout.codec_context.time_base = Fraction(1, rate)
+        frame = av.AudioFrame.from_ndarray(sound, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        frame.time_base = Fraction(1, rate)
+        frame.pts = 0
+        audio = [*aout.encode(frame), *aout.encode(None)]
+        shift = int(start * rate) - min(p.pts for p in audio)
+        for packet in audio:
+            packet.pts += shift
+            packet.dts += shift
+            out.mux(packet)
+        for packet in inp.demux(vin):
+            if packet.size:
+                packet.stream = vout
+                out.mux(packet)
+    video.unlink()
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Defect 3: a video that starts before zero
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", ["ts", "mkv", "mp4"])
+@pytest.mark.parametrize("chunk_frames", [100, 4], ids=["one-chunk", "several-chunks"])
+def test_capture_before_the_33_bit_wrap(tmp_path, model, ext, chunk_frames):
+    """Times before zero were shifted to 0 per chunk: exit 0 with every timestamp wrong (one
+    chunk), or the whole job then "Invalid argument" (several)."""
+    inp = wrap_ts(tmp_path / "wrap.ts")
+    out = tmp_path / f"out.{ext}"
+    res = kept_or_refused(inp, out, model, "--chunk-frames", str(chunk_frames))
+    if ext == "ts":  # MPEG-TS moves the whole video past zero, which verify allows for: it must work
+        assert res.returncode == 0, res.stderr
+    else:  # MP4 and Matroska cannot show frames before zero: refused, naming .ts
+        assert "before zero" in res.stderr and "name OUTPUT .ts" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------
+# Defect 4: sub-millisecond starts, negative audio starts
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", ["mp4", "mov", "mkv"])
+def test_sub_millisecond_start(tmp_path, model, ext):
+    """A TS start that is not a whole millisecond was rounded to 1 ms in MP4/MOV edit lists."""
+    inp = sub_ms_ts(tmp_path / "subms.ts")
+    out = tmp_path / f"out.{ext}"
+    res = kept_or_refused(inp, out, model)
+    if ext in ("mp4", "mov"):  # MP4's movie clock can count 90 kHz ticks: kept, not refused
+        assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4", "ts"])
+def test_negative_audio_start(tmp_path, model, ext):
+    """Audio at -0.337460 s came out of Matroska at -0.338 s, with exit 0."""
+    inp = negative_audio_mp4(tmp_path / "cut.mp4")
+    with av.open(str(inp)) as c:
+        first = next(p for p in c.demux(c.streams.audio[0]) if p.size)
+        assert first.pts * first.time_base == Fraction(-14882, 44100)
+    kept_or_refused(inp, tmp_path / f"out.{ext}", model)
