@@ -25,7 +25,7 @@ import av
 
 from ..containers import CONTAINERS, Container, timestamp_tolerance
 from ..errors import OutputFailure, UsageError
-from ._ffmpeg import ffmpeg_reason
+from ._ffmpeg import ffmpeg_log, ffmpeg_reason
 from .describe import VideoStreamInfo
 from .encoding import output_format, tag_colour
 from .inputs import open_input
@@ -432,11 +432,13 @@ def _trial(sample: bytes, input_path, video: VideoStreamInfo, first_pts: Sequenc
             return "header", ffmpeg_reason(exc)
         try:
             try:
-                ovideo = _add_video_output(out, template, video)
-                copies, encoded = _add_other_outputs(out, inp, streams)
-                out.start_encoding()
+                with ffmpeg_log() as logged:  # a muxer says why only in its log
+                    ovideo = _add_video_output(out, template, video)
+                    copies, encoded = _add_other_outputs(out, inp, streams)
+                    out.start_encoding()
             except (av.error.FFmpegError, ValueError) as exc:
-                return "header", ffmpeg_reason(exc)
+                return "header", (next((m.strip() for _, _, m in logged if m.strip()), "")
+                                  or ffmpeg_reason(exc)).rstrip(".")
             video_packets = []
             for pts in first_pts[:SAMPLE_PACKETS]:  # the sample frame, at each of the first times
                 clone = av.Packet(bytes(packet))

@@ -18,10 +18,10 @@ import numpy as np
 
 from .. import colour as colours
 from ..colour import Colour
-from ..containers import Container, container_for
+from ..containers import CONTAINERS, Container, container_for
 from ..errors import OutputFailure, UsageError
 from ..hardware import NVENC_ENCODERS as NVENC
-from ._ffmpeg import ffmpeg_reason, stderr_captured
+from ._ffmpeg import ffmpeg_log, ffmpeg_reason, stderr_captured
 from .describe import VideoStreamInfo
 from .pixels import encoder_frame, to_yuv
 
@@ -129,8 +129,11 @@ def _video_encoder(container: Container, wanted: Colour, codec: str | None) -> a
     if enc.type != "video":
         raise UsageError(f"{codec} is not a video encoder")
     if not container.holds(codec):
+        others = [c.extension for c in dict.fromkeys(CONTAINERS.values()) if c.muxer != container.muxer
+                  and c.holds(codec)]
+        fix = f" or name OUTPUT .{others[0]}" if others else ""
         raise OutputFailure(f"a .{container.extension} file cannot hold {codec} video; choose another "
-                            "--codec or name OUTPUT .mkv")
+                            f"--codec{fix}")
     return enc
 
 
@@ -216,8 +219,14 @@ def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:
         for chroma in chromas:
             if _encoder_pix_fmt(formats, colour.pix_fmt(chroma, depth)) is not None:
                 return replace(colour, depth=depth, chroma=chroma)
-    raise UsageError(f"{enc.name} cannot encode {video.width}x{video.height} frames exactly "
-                     "(odd sizes need 4:4:4); try --codec libx264")
+    if odd and not any(_encoder_pix_fmt(formats, colour.pix_fmt("444", d)) for d in (8, 10, 12)):
+        why = "odd sizes need 4:4:4, which it does not take"
+    else:  # RGB-only encoders (png, libx264rgb), or only deeper formats than the input's (prores_ks)
+        shown = ", ".join(sorted(formats)[:6]) + (", ..." if len(formats) > 6 else "")
+        why = (f"it takes {shown}, and stylempi gives an encoder the input's own YUV, at most "
+               f"{colour.depth}-bit")
+    raise UsageError(f"{enc.name} cannot encode this {video.width}x{video.height} {colour.depth}-bit video "
+                     f"exactly ({why}); try --codec libx264")
 
 
 #: Planar formats some encoders take only as a semi-planar twin with the samples in the
@@ -301,7 +310,7 @@ def check_encoder(settings: EncodeSettings) -> bytes:
     buffer = io.BytesIO()
     container = av.open(buffer, "w", format="nut", options=dict(SEGMENT_OPTIONS))
     try:
-        with stderr_captured() as said:  # x264 prints its complaint straight to fd 2
+        with stderr_captured() as said, ffmpeg_log() as logged:  # x264 prints to fd 2, FFmpeg logs
             stream = add_video_stream(container, settings)
             deep = settings.colour is not None and settings.colour.depth > 8
             frame = to_yuv(np.zeros((settings.height, settings.width, 3), np.uint16 if deep else np.uint8),
@@ -314,9 +323,14 @@ def check_encoder(settings: EncodeSettings) -> bytes:
         return buffer.getvalue()
     except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
         options = " ".join(f"{k}={v}" for k, v in settings.options)
-        reason = next((line.strip() for line in said if line.strip()), "") or ffmpeg_reason(exc)
-        raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
-                         f"{reason}; check --crf and --preset") from None
+        reason = (next((line.strip() for line in said if line.strip()), "")
+                  or next((m.strip() for _, _, m in logged if m.strip()), "") or ffmpeg_reason(exc)).rstrip(".")
+        if settings.codec in CRF_RANGES or settings.codec in DEFAULT_PRESET:
+            raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
+                             f"{reason}; check --crf and --preset") from None
+        # --crf and --preset do not reach this encoder: its refusal is of the frames themselves
+        raise UsageError(f"the {settings.codec} encoder refuses this video's {settings.pix_fmt} frames: "
+                         f"{reason}; choose another --codec, such as libx264") from None
     finally:
         try:
             container.close()

@@ -155,3 +155,39 @@ def test_negative_audio_start(tmp_path, model, ext):
         first = next(p for p in c.demux(c.streams.audio[0]) if p.size)
         assert first.pts * first.time_base == Fraction(-14882, 44100)
     kept_or_refused(inp, tmp_path / f"out.{ext}", model)
+
+
+# ---------------------------------------------------------------------------
+# Defect 7: codec and container problems, found before any work and worded by their cause
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def even_clip(tmp_path_factory) -> Path:
+    """160x96: even, a multiple of 16, nothing odd about its size."""
+    return clips.make_clip(tmp_path_factory.mktemp("even") / "in.mp4", frames=4, size=(160, 96), gop=2)
+
+
+def test_rawvideo_into_matroska_is_refused_before_the_job(tmp_path, model, even_clip):
+    """Matroska's muxer refuses raw video only when the header is written: once after the whole job."""
+    out = tmp_path / "out.mkv"
+    line = refused(run(even_clip, out, model, "--codec", "rawvideo"), out, 5)
+    assert "rawvideo" in line and "Matroska" in line, line
+
+
+def test_png_into_matroska_does_not_suggest_matroska(tmp_path, model, even_clip):
+    out = tmp_path / "out.mkv"
+    line = refused(run(even_clip, out, model, "--codec", "png"), out, 5)
+    assert "png" in line and ".mkv" not in line.split("cannot hold")[1], line
+
+
+@pytest.mark.parametrize("codec,ext", [("png", "mov"), ("libx264rgb", "mp4")])
+def test_rgb_encoders_are_not_blamed_on_odd_sizes(tmp_path, model, even_clip, codec, ext):
+    out = tmp_path / f"out.{ext}"
+    line = refused(run(even_clip, out, model, "--codec", codec), out, 2)
+    assert "odd" not in line and "rgb24" in line, line
+
+
+def test_mjpeg_refusal_names_its_cause_not_crf(tmp_path, model, even_clip):
+    out = tmp_path / "out.mkv"
+    line = refused(run(even_clip, out, model, "--codec", "mjpeg"), out, 2)
+    assert "--crf" not in line and "full-range" in line, line
