@@ -274,7 +274,9 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
     except StylempiError as exc:
         shared = isinstance(exc, SharedError)
         if not (shared and exc.reported):
-            print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            from .storage.urls import redact  # here, so that `stylempi --help` loads no storage code
+            # a password or SAS token in any URL the message quotes is never printed
+            print(f"stylempi: error: {one_line(redact(str(exc)))}", file=sys.stderr, flush=True)
         return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)

@@ -97,7 +97,7 @@ def prepare(options: RunOptions) -> Prepared:
     settings, sample = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
-    notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
+    notices = engine_notes + encoding_notes(video, settings, output_format(output_path)) + list(copy.dropped)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name, precision = _vetted_model(options, device)

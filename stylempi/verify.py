@@ -30,8 +30,8 @@ from .media import frame_colour, open_input, output_format, pick_video_stream
 NOT_CHECKED = ["pixels: which input frame each output frame was stylized from (frames swapped or "
                "duplicated in place, keeping their timestamps, pass)"]
 
-def _video_facts(path: str, stream_index: int | None) -> dict:
-    with open_input(path) as container:
+def _video_facts(path: str, stream_index: int | None, role: str = "input") -> dict:
+    with open_input(path, role=role) as container:
         stream = pick_video_stream(container, stream_index)
         stream.thread_type = "AUTO"
         time_base = Fraction(stream.time_base)
@@ -133,7 +133,7 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
     if not Path(output_path).exists():
         raise VideoOpenFailure(f"OUTPUT {output_path} does not exist")
     source = _video_facts(input_path, video_stream)
-    result = _video_facts(output_path, None)
+    result = _video_facts(output_path, None, "OUTPUT")
     in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
     shift = _undo_forced_shift(output_path, source, in_audio)
     checks = _video_checks(source, result, shift)

@@ -247,20 +247,26 @@ def _encoder_pix_fmt(formats: set[str], planar: str) -> str | None:
     return twin if twin in formats else None
 
 
-def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str]:
-    """What the chosen encoding does not keep of the input's picture, in the user's words."""
+def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings,
+                   container: Container | None = None) -> list[str]:
+    """What the chosen encoding does not keep of the input's picture, in the user's words;
+    ``container`` (OUTPUT's) decides what the advice may suggest."""
     notes = list(video.colour_notes)
     kept = settings.colour
+    holds_deep = container is None or container.holds(DEEP_CODEC)
     if kept is not None and kept.depth < video.colour.depth:
+        fix = (f"leave --codec out, or use {DEEP_CODEC}, to keep it" if holds_deep else
+               f"a .{container.extension} file cannot hold {DEEP_CODEC}: name OUTPUT .mkv to keep it")
         notes.append(f"{settings.codec} writes {kept.depth}-bit video: the input's {video.colour.depth}-bit "
-                     f"depth is reduced (leave --codec out, or use libx265, to keep it)")
+                     f"depth is reduced ({fix})")
     if kept is not None and kept.chroma != video.colour.chroma and video.colour.chroma != "other":
         notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} ({settings.codec} or the "
                      "frame size needs it)")
     if kept is not None and (video.colour.mastering or video.colour.light) \
             and settings.codec not in ("libx264", "libx265"):
+        fix = f"use {DEEP_CODEC} to keep it" if holds_deep else f"name OUTPUT .mkv and use {DEEP_CODEC} to keep it"
         notes.append(f"{settings.codec} cannot carry the input's HDR mastering display / light level "
-                     "metadata; it is dropped (use libx265 to keep it)")
+                     f"metadata; it is dropped ({fix})")
     return notes
 
 

@@ -8,6 +8,7 @@ two ways only: exit 0 with ``stylempi verify`` passing, or a refusal before any 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -191,3 +192,43 @@ def test_mjpeg_refusal_names_its_cause_not_crf(tmp_path, model, even_clip):
     out = tmp_path / "out.mkv"
     line = refused(run(even_clip, out, model, "--codec", "mjpeg"), out, 2)
     assert "--crf" not in line and "full-range" in line, line
+
+
+# ---------------------------------------------------------------------------
+# Defect 9: messages that name the wrong cause
+# ---------------------------------------------------------------------------
+
+def test_fifo_input_is_not_called_empty(tmp_path, model):
+    fifo = tmp_path / "live.mp4"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.mp4"
+    line = refused(run(fifo, out, model), out, 3)
+    assert "empty" not in line and "FIFO" in line, line
+
+
+def test_verify_calls_output_output(tmp_path):
+    inp = clips.basic_clip(tmp_path / "in.mp4", frames=3)
+    empty = tmp_path / "out.mp4"
+    empty.write_bytes(b"")
+    res = stylempi("verify", inp, empty, timeout=TIMEOUT)
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    assert f"OUTPUT {empty} is empty" in res.stderr and "input" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_url_password_is_never_echoed(tmp_path, model, which):
+    url = "https://bob:hunter2@127.0.0.1:9/clips/x.mp4"
+    local = clips.basic_clip(tmp_path / "in.mp4", frames=3)
+    inp, out = (url, tmp_path / "out.mp4") if which == "input" else (local, url)
+    res = stylempi("run", inp, out, "--model", model, "--device", "cpu", timeout=TIMEOUT)
+    assert res.returncode != 0 and "stylempi: error:" in res.stderr, res.stderr
+    assert "hunter2" not in res.stderr + res.stdout and "bob" not in res.stderr, res.stderr
+
+
+def test_ten_bit_into_webm_does_not_suggest_what_webm_cannot_hold(tmp_path, model):
+    inp = clips.make_clip(tmp_path / "deep.mkv", frames=3, size=(32, 24), codec="libx265", pix_fmt="yuv420p10le")
+    out = tmp_path / "out.webm"
+    res = stylempi("run", inp, out, "--model", model, "--device", "cpu", "--compile", "off", timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if "depth is reduced" in line]
+    assert notes and "use libx265" not in notes[0] and ".mkv" in notes[0], res.stderr
