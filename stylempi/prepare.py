@@ -103,6 +103,8 @@ def prepare(options: RunOptions) -> Prepared:
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
+    if index.undecodable:
+        notices.append(mid_gop_note(index))
     if index.pts:  # times before zero are lifted in the segment files (NUT holds none)
         settings = dataclasses.replace(settings, pts_offset=segment_offset(index.pts[0]))
     check_muxing(sample, input_path, video, index.pts, copy, output_path)  # OUTPUT's start, in memory
@@ -208,6 +210,15 @@ def _check_one_size(input_path: Path, index: FrameIndex) -> None:
     if change is not None:
         pts, (w0, h0), (w1, h1) = change
         raise VideoOpenFailure(size_change_message(str(input_path), float(index.seconds(pts)), (w0, h0), (w1, h1)))
+
+
+def mid_gop_note(index: FrameIndex) -> str:
+    """The note for a capture that starts mid-GOP (:attr:`FrameIndex.undecodable`)."""
+    first, last = (float(index.seconds(p)) for p in (index.undecodable[0], index.undecodable[-1]))
+    start = float(index.seconds(index.pts[0])) if index.pts else last
+    return (f"the input starts mid-GOP: its first {len(index.undecodable)} frame(s) ({first:.6f}s to {last:.6f}s) "
+            f"refer to pictures before the file's start and cannot be decoded; OUTPUT starts at the first "
+            f"keyframe, {start:.6f}s, as players show it")
 
 
 def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:

@@ -232,3 +232,30 @@ def test_ten_bit_into_webm_does_not_suggest_what_webm_cannot_hold(tmp_path, mode
     assert res.returncode == 0, res.stderr
     notes = [line for line in res.stderr.splitlines() if "depth is reduced" in line]
     assert notes and "use libx265" not in notes[0] and ".mkv" in notes[0], res.stderr
+
+
+def mid_gop_ts(path: Path, cut: int = 2) -> Path:
+    """An MPEG-TS capture that starts mid-GOP: the first ``cut`` packets (the keyframe among them)
+    are gone, so its first frames refer to pictures before the file's start."""
+    full = clips.make_clip(path.with_suffix(".full.ts"), frames=12, size=(32, 24), gop=6, bframes=False)
+    with av.open(str(full)) as inp, av.open(str(path), "w") as out:
+        video = inp.streams.video[0]
+        target = out.add_stream_from_template(video)
+        target.time_base = video.time_base
+        for packet in [p for p in inp.demux(video) if p.size][cut:]:
+            packet.stream = target
+            out.mux(packet)
+    full.unlink()
+    return path
+
+
+def test_capture_starting_mid_gop_starts_at_its_first_keyframe(tmp_path, model):
+    """It failed with "could not reach the frame at 0.080000s", no cause and no fix."""
+    inp = mid_gop_ts(tmp_path / "mid.ts")
+    out = tmp_path / "out.mp4"
+    res = stylempi("run", inp, out, "--model", model, "--device", "cpu", "--compile", "off", timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if "mid-GOP" in line]
+    assert len(notes) == 1 and "4 frame(s)" in notes[0] and "0.240000s" in notes[0], res.stderr
+    check = stylempi("verify", inp, out, timeout=TIMEOUT)
+    assert check.returncode == 0, check.stdout
