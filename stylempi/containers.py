@@ -38,6 +38,11 @@ class Container:
     default_codec: str = "libx264"
     options: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def holds_chapters(self) -> bool:
+        """Whether this container stores chapters (MPEG-TS has none)."""
+        return self.muxer != "mpegts"
+
     def holds(self, codec: str) -> bool:
         """Whether this container can carry ``codec`` (an encoder or a decoder name)."""
         import av  # here, so that `stylempi --help` does not load FFmpeg

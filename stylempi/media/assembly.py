@@ -61,6 +61,10 @@ def plan_stream_copy(input_path: str | os.PathLike, output_path: str | os.PathLi
             if s.index != video_index:
                 _plan_stream(plan, s, container, reencode_all)
         earliest = _earliest_time(inp, [video_index, *plan.copy]) if container.muxer == "mpegts" else 0.0
+        chapters = len(inp.chapters())
+    if chapters and not container.holds_chapters:
+        plan.dropped.append(f"the input's {chapters} chapter(s) are dropped: a .{container.extension} file has "
+                            "no chapters (name OUTPUT .mkv or .mp4 to keep them)")
     if earliest < 0:
         plan.dropped.append(f"MPEG-TS cannot store negative times: every frame and packet is shifted by "
                             f"+{-earliest:.6f} s (their spacing is kept exactly)")
@@ -163,6 +167,8 @@ def _assemble_to(input_path, video: VideoStreamInfo, segments, streams: CopyPlan
         extradata = template.codec_context.extradata
         ovideo = _add_video_output(out, template, video)
         copies, encoded = _add_other_outputs(out, inp, streams)
+        if container.holds_chapters and inp.chapters():
+            out.set_chapters(inp.chapters())  # titles and times, as they are (plan_stream_copy notes a drop)
         out.start_encoding()
         video_packets = _segment_packets(segments, extradata, ovideo, pts_offset * video.time_base)
         other_packets = _other_packets(inp, copies, encoded)

@@ -259,3 +259,84 @@ def test_capture_starting_mid_gop_starts_at_its_first_keyframe(tmp_path, model):
     assert len(notes) == 1 and "4 frame(s)" in notes[0] and "0.240000s" in notes[0], res.stderr
     check = stylempi("verify", inp, out, timeout=TIMEOUT)
     assert check.returncode == 0, check.stdout
+
+
+# ---------------------------------------------------------------------------
+# Defect 10: nothing dropped without a word
+# ---------------------------------------------------------------------------
+
+def chaptered_mkv(path: Path) -> Path:
+    """A Matroska clip (with audio) holding two titled chapters."""
+    src = clips.make_clip(path.with_suffix(".src.mp4"), frames=10, size=(32, 24), gop=5, audio_tracks=1,
+                          real_audio=False)
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        targets = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for s in inp.streams:
+            targets[s.index].time_base = s.time_base
+        out.set_chapters([{"id": 1, "start": 0, "end": 200, "time_base": Fraction(1, 1000), "metadata": {"title": "One"}},
+                          {"id": 2, "start": 200, "end": 400, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Two"}}])
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = targets[packet.stream_index]
+                out.mux(packet)
+    src.unlink()
+    return path
+
+
+def chapters(path: Path) -> list[tuple[Fraction, str]]:
+    with av.open(str(path)) as c:
+        return [(ch["start"] * ch["time_base"], ch["metadata"].get("title")) for ch in c.chapters()]
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4", "ts"])
+def test_chapters_are_copied_or_their_drop_is_noted(tmp_path, model, ext):
+    inp = chaptered_mkv(tmp_path / "chapters.mkv")
+    assert chapters(inp) == [(0, "One"), (Fraction(1, 5), "Two")]
+    out = tmp_path / f"out.{ext}"
+    res = stylempi("run", inp, out, "--model", model, "--device", "cpu", "--compile", "off", timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    if ext == "ts":  # MPEG-TS has no chapters: a note says so
+        assert "2 chapter(s) are dropped" in res.stderr, res.stderr
+    else:
+        assert chapters(out) == chapters(inp)
+    assert stylempi("verify", inp, out, timeout=TIMEOUT).returncode == 0
+
+
+def interlaced_mp4(path: Path) -> Path:
+    """H.264 coded interlaced (top field first): the decoder flags every frame interlaced."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.options = {"flags": "+ildct+ilme", "x264-params": "tff=1", "threads": "1"}
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(clips.picture(i, 32, 24), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["alpha", "interlaced"])
+def test_alpha_and_interlacing_are_not_dropped_silently(tmp_path, model, kind):
+    if kind == "alpha":
+        inp = clips.make_clip(tmp_path / "alpha.mkv", frames=4, size=(32, 24), codec="ffv1", pix_fmt="yuva420p")
+        words = "alpha channel (yuva420p) is dropped"
+    else:
+        inp = interlaced_mp4(tmp_path / "interlaced.mp4")
+        words = "the input is interlaced"
+    out = tmp_path / "out.mkv"
+    res = stylempi("run", inp, out, "--model", model, "--device", "cpu", "--compile", "off", timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    assert len([line for line in res.stderr.splitlines() if words in line]) == 1, res.stderr
+    assert stylempi("verify", inp, out, timeout=TIMEOUT).returncode == 0
+
+
+def test_preview_frames_are_capped_at_the_frame_count(tmp_path, model):
+    """--frames 100000 on a 72-frame clip ran for 10 minutes; it takes the clip's frames, with a note."""
+    inp = clips.basic_clip(tmp_path / "in.mp4", frames=4)
+    sheet = tmp_path / "sheet.png"
+    res = stylempi("preview", inp, "--model", model, "--frames", "100000", "--out", sheet, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--frames 100000 is more than the video's 4 frames: taking 4" in res.stderr, res.stderr
+    assert res.stdout.count(" s") == 1 and "frames at 0.00, 0.04, 0.08, 0.12 s" in res.stdout, res.stdout
