@@ -23,9 +23,9 @@ from typing import Iterator, Sequence
 
 import av
 
-from ..containers import CONTAINERS, Container, timestamp_tolerance
 from ..errors import OutputFailure, UsageError
 from ._ffmpeg import ffmpeg_log, ffmpeg_reason
+from .containers import CONTAINERS, Container, timestamp_tolerance
 from .describe import VideoStreamInfo
 from .encoding import output_format, tag_colour
 from .inputs import open_input
@@ -336,7 +336,7 @@ class _SentTimes:
 def _check_times(path: str | bytes, container: Container, sent: _SentTimes) -> str | None:
     """Read back a muxed file's timestamps and compare them with those ``sent``, as ``stylempi
     verify`` does (the video frames a player shows, every copied packet, within
-    :func:`~stylempi.containers.timestamp_tolerance`; MPEG-TS may move everything alike);
+    :func:`~stylempi.media.containers.timestamp_tolerance`; MPEG-TS may move everything alike);
     returns what differs first, or None."""
     try:
         with av.open(path if isinstance(path, str) else io.BytesIO(path)) as back:

@@ -1,0 +1,337 @@
+"""Every rank: decode, stylize and encode its chunks, three stages in parallel threads.
+
+::
+
+    decode thread (_Prefetch)        main thread             encoder thread (_EncoderThread)
+    seek to the chunk's keyframe,  ─► stylizer(batch)  ─►    SegmentWriter -> chunk-N.partial.nut;
+    decode its frames in batches      (the network)          at the chunk's end: rename, record,
+                                                             push to Blob storage (the job's Staging)
+
+Queues between the stages are bounded (:func:`_queue_depth`), so a rank's memory
+depends on the batch size, never on the video's length.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..colour.look import Look
+from ..errors import OutputFailure, StylempiError, VideoDecodeFailure
+from ..media import SegmentWriter, decode_frames, to_planes
+from ..network.placement import default_batch_size, resolve_compile, resolve_device, threads_per_rank
+from ..network.stylize import NetworkStylizer, Stylizer
+from ..options import Staging
+from ..storage.files import sha256_file
+from .comm import Comm
+from .plan import Chunk
+from .prepare import Prepared, size_change_message
+from .progress import ProgressBar
+from .workfiles import partial_segment_path, segment_path, write_record
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    frames: int
+    sha256: str
+
+
+@dataclass
+class RankStats:
+    rank: int
+    chunks: list[ChunkResult] = field(default_factory=list)
+    decode_s: float = 0.0
+    network_s: float = 0.0
+    encode_s: float = 0.0
+    damaged: list[int] = field(default_factory=list)
+    #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
+    engine: str = ""
+    #: Seconds this rank spent compiling the network or loading it from the compile cache
+    #: (part of ``network_s``).
+    compile_s: float = 0.0
+
+
+def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
+    """The real network on this rank's device (its own GPU among the node's ranks)."""
+    import torch
+
+    from ..network.model import load_network
+
+    device = resolve_device(prepared.device, comm.local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(threads_per_rank(comm.local_size))
+    network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
+    batch = prepared.batch_size or default_batch_size(device)
+    # Decided from the video alone (never from N), so every N computes the same pixels.
+    compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
+    stylizer = NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
+                               require_compile=prepared.compile == "on")
+    if prepared.convert == "torch":
+        from ..network.planes import PlanesStylizer
+        return PlanesStylizer(stylizer, prepared.video.colour, prepared.settings.colour, prepared.chroma_location)
+    return stylizer
+
+
+def describe_stylizer(stylizer: Stylizer) -> str:
+    """"cuda fp16 batch 8", "cpu bf16 batch 2 compiled": what a user needs to know the job ran as
+    expected (on the GPU, at the precision asked for); empty for stand-ins."""
+    device = getattr(stylizer, "device", None)
+    if device is None:
+        return ""
+    text = f"{device.type} {getattr(stylizer, 'precision', '?')} batch {getattr(stylizer, 'batch_size', '?')}"
+    text += " compiled" if getattr(stylizer, "compiled", False) else ""
+    look = getattr(stylizer, "look", None)
+    return text + (f" {look.describe()}" if isinstance(look, Look) and not look.plain else "")
+
+
+def _keep_heap_flat() -> None:
+    """Serve frame-sized buffers straight from mmap, so memory stays flat over a long video.
+
+    glibc raises its mmap threshold as big blocks are freed; frames (MBs each,
+    allocated and freed by three threads) then come from per-thread heaps that
+    fragment, and resident memory creeps up with the video's length
+    (docs/benchmarks.md, "Memory"). A fixed threshold (256 KiB) stops that.
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+#: Frames waiting between the stages of a rank are bounded by bytes as well as batches.
+QUEUE_BYTES = 64 * 2**20
+
+
+def _queue_depth(batch_bytes: int) -> int:
+    """Batches each queue between decode, network and encode may hold: 2, or 1 for big batches.
+
+    Two batches keep every stage busy; but a GPU batch of 8 frames at 1080p is 50 MB,
+    and with the encoder the slowest stage both queues stay full, so the in-flight
+    frames -- not the video's length -- set a rank's peak memory (docs/benchmarks.md).
+    """
+    return 2 if 2 * batch_bytes <= QUEUE_BYTES else 1
+
+
+def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm, bar: ProgressBar,
+         staging: Staging) -> RankStats:
+    """Decode, stylize and encode this rank's chunks, three stages in parallel threads (module docstring)."""
+    _keep_heap_flat()
+    stats = RankStats(rank=comm.rank, engine=describe_stylizer(stylizer))
+    batch_size = getattr(stylizer, "batch_size", 1) or 1
+    sample_bytes = 1 if prepared.video.colour.depth <= 8 else 2  # 16-bit RGB for deep inputs
+    depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * sample_bytes * batch_size)
+    device = getattr(stylizer, "device", None)
+    gpu = device.index if device is not None and device.type == "cuda" else None
+    frame_reader = _frame_reader(prepared, device)
+    batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
+    encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
+    try:
+        for chunk, pts, frames in batches:
+            if frames is None:
+                encoder.put((chunk, None, None))
+                continue
+            t = time.monotonic()
+            styled = stylizer(frames)
+            stats.network_s += time.monotonic() - t
+            if len(styled) != len(frames):
+                raise StylempiError("the stylizer returned a different number of frames than it was given")
+            encoder.put((chunk, pts, styled))
+            if comm.is_root:
+                bar.update(len(frames) + comm.poll_progress())
+            else:
+                comm.report_progress(len(frames))
+        encoder.close()
+    finally:
+        batches.stop()
+        encoder.stop()
+    stats.compile_s = float(getattr(stylizer, "compile_seconds", 0.0) or 0.0)
+    return stats
+
+
+def _frame_reader(prepared: Prepared, device) -> dict:
+    """How this rank's frames are decoded and handed over: RGB arrays (the default), the
+    job's YUV planes for the torch colour path, or CUDA planes from NVDEC (``--decode gpu``)."""
+    colour = prepared.video.colour
+    if prepared.decode == "gpu":
+        from ..media.nvdec import cuda_planes, nvdec
+        if prepared.convert == "torch":
+            return {"hwaccel": nvdec(device), "convert": lambda frame: cuda_planes(frame, colour.depth)}
+        return {"hwaccel": nvdec(device, keep_on_gpu=False), "convert": None}
+    if prepared.convert == "torch":
+        return {"convert": lambda frame: to_planes(frame, colour)}
+    return {}
+
+
+def picture_size(picture) -> tuple[int, int]:
+    """Width and height of an RGB array or of a frame's planes (Y first)."""
+    height, width = (picture[0] if isinstance(picture, tuple) else picture).shape[:2]
+    return width, height
+
+
+def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
+                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None]]:
+    for chunk in chunks:
+        pts: list[int] = []
+        frames: list = []
+        t = time.monotonic()
+        for p, picture in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
+                                        chunk.seek_from, prepared.video.colour, **frame_reader):
+            if picture_size(picture) != (prepared.video.width, prepared.video.height):  # between sampled keyframes
+                raise VideoDecodeFailure(size_change_message(
+                    prepared.input, float(p * prepared.video.time_base),
+                    (prepared.video.width, prepared.video.height), picture_size(picture)))
+            pts.append(p)
+            frames.append(picture)
+            if len(frames) == batch_size:
+                stats.decode_s += time.monotonic() - t
+                yield chunk, pts, frames
+                pts, frames = [], []
+                t = time.monotonic()
+        stats.decode_s += time.monotonic() - t
+        if frames:
+            yield chunk, pts, frames
+        yield chunk, None, None  # end of chunk
+
+
+class _Prefetch:
+    """Run an iterator in a thread, a few items ahead (decoding overlaps the network)."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fill, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                while not self._stopped.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stopped.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._error = exc
+        self._queue.put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class _EncoderThread:
+    """Encode stylized batches into segment files while the network runs on the next."""
+
+    def __init__(self, prepared: Prepared, stats: RankStats, staging: Staging, depth: int = 2,
+                 gpu: int | None = None):
+        self._prepared = prepared
+        self._gpu = gpu  # this rank's GPU, where an NVENC encoder opens its session
+        self._stats = stats
+        self._staging = staging
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._writer: SegmentWriter | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        self.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass
+        if self._writer is not None:
+            self._writer.abort()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                t = time.monotonic()
+                self._handle(*item)
+                self._stats.encode_s += time.monotonic() - t
+        except OSError as exc:  # a full disk, a read-only mount...
+            self._error = OutputFailure(f"cannot write a chunk in {self._prepared.job_dir}: "
+                                        f"{exc.strerror or exc}")
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            self._error = exc
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
+
+    def _handle(self, chunk: Chunk, pts: list[int] | None, frames: list[np.ndarray] | None) -> None:
+        partial = partial_segment_path(self._prepared.job_dir, chunk.index)
+        if frames is None:  # end of chunk: make it durable
+            self._finish_chunk(chunk, partial)
+            return
+        if self._writer is None:
+            self._writer = SegmentWriter(partial, self._prepared.settings, self._gpu)
+        for p, picture in zip(pts, frames):
+            if picture_size(picture) != (self._prepared.settings.width, self._prepared.settings.height):
+                raise StylempiError("the stylizer changed the frame size to {}x{}".format(*picture_size(picture)))
+            self._writer.write(p, picture)
+
+    def _finish_chunk(self, chunk: Chunk, partial: Path) -> None:
+        """The chunk's last frame is written: rename its segment into place, then record it."""
+        writer, self._writer = self._writer, None
+        if writer is None or writer.frames != chunk.frames:
+            raise StylempiError(f"chunk {chunk.index} produced {writer.frames if writer else 0} frames, "
+                                f"planned {chunk.frames}")
+        writer.close()
+        digest = sha256_file(partial)
+        final = segment_path(self._prepared.job_dir, chunk.index)
+        try:
+            os.replace(partial, final)
+        except OSError as exc:
+            raise OutputFailure(f"cannot write {final}: {exc.strerror or exc}") from None
+        record = write_record(self._prepared.job_dir, chunk, digest)
+        self._staging.push_chunk(final, record)
+        self._stats.chunks.append(ChunkResult(chunk.index, chunk.frames, digest))
