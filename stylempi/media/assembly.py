@@ -312,13 +312,14 @@ SAMPLE_PACKETS = 64
 
 class _SentTimes:
     """The time of every packet given to the muxer, and its clock: the video's, and each copied
-    stream's by OUTPUT stream index (re-encoded streams get new times, and are not followed)."""
+    audio stream's by OUTPUT stream index, as verify compares them (re-encoded streams get new
+    times; subtitles are compared by their bytes, and MP4 adds empty cues between them)."""
 
     def __init__(self, ovideo, copies: dict):
         self._video_index = ovideo.index
         self.video: list[Fraction] = []
         self.video_tb = Fraction(1)
-        self.copied: dict[int, list[Fraction | None]] = {t.index: [] for t in copies.values()}
+        self.copied: dict[int, list[Fraction | None]] = {t.index: [] for t in copies.values() if t.type == "audio"}
         self.tbs: dict[int, Fraction] = {}
 
     def note(self, packet: av.Packet) -> None:
