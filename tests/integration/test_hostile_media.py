@@ -19,6 +19,8 @@ import pytest
 
 import clips
 from conftest import stylempi
+from stylempi.media import assembly
+from stylempi.media.containers import CONTAINERS
 
 TIMEOUT = 240
 
@@ -340,3 +342,23 @@ def test_preview_frames_are_capped_at_the_frame_count(tmp_path, model):
     assert res.returncode == 0, res.stderr
     assert "--frames 100000 is more than the video's 4 frames: taking 4" in res.stderr, res.stderr
     assert res.stdout.count(" s") == 1 and "frames at 0.00, 0.04, 0.08, 0.12 s" in res.stdout, res.stdout
+
+
+def test_the_check_after_the_join_sees_a_moved_timestamp(tmp_path):
+    """The last guard before OUTPUT takes its name: a muxed file whose times are not those sent
+    is named, frame and time (here the file is right and the record of what was sent is moved)."""
+    clip = clips.basic_clip(tmp_path / "in.mkv", frames=3)
+    with av.open(str(clip)) as c:
+        stream = c.streams.video[0]
+        times = sorted(p.pts * Fraction(p.time_base) for p in c.demux(stream) if p.size)
+
+    class Sent:
+        video_tb, copied, tbs = Fraction(1, 90000), {}, {}
+        video = list(times)
+
+    assert assembly._check_times(str(clip), CONTAINERS["mkv"], Sent) is None
+    Sent.video = [times[0], times[1] + Fraction(1, 1000), times[2]]
+    problem = assembly._check_times(str(clip), CONTAINERS["mkv"], Sent)
+    assert problem == f"the video frame at {float(Sent.video[1]):.6f}s would come out at {float(times[1]):.6f}s"
+    Sent.video = times + [times[-1] + Fraction(1, 25)]
+    assert assembly._check_times(str(clip), CONTAINERS["mkv"], Sent) == "1 of 4 video frames would be lost or hidden"
