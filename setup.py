@@ -5,7 +5,8 @@ from setuptools import find_packages, setup
 
 # Keep these lists in step with environment.yml (a test checks it).
 INSTALL_REQUIRES = [
-    "torch>=2.1",
+    # The tested release (2.13); which CUDA build: docs/deploy.md, torch builds and GPUs.
+    "torch>=2.13,<2.14",
     "av>=14.0",
     "numpy>=1.24",
     "pillow>=10.0",

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,8 @@ class JobStaging:
 
     def __init__(self, options: Any, account_url: str | None, rank: int):
         self.rank = rank
+        #: Rank 0 names the transfers that take a while (a stage line), unless --quiet.
+        self.tell = rank == 0 and not getattr(options, "quiet", False)
         self.remote_input = self._remote(options.input, account_url)
         self.remote_output = self._remote(options.output, account_url)
         self.remote_model = self._remote(options.model, account_url)
@@ -151,10 +154,12 @@ class JobStaging:
         """
         local: dict[str, str] = {}
         if self.remote_input is not None:
+            self._stage(f"downloading {self.remote_input} from Blob storage (once per node)")
             local["input"] = self._local_input = self._node_copy(self.remote_input, comm)
         if self.remote_model is not None:
             dest = self.root / "model" / safe_local_name(self.remote_model.blob)
             if comm.is_root:
+                self._stage(f"downloading the model {self.remote_model} from Blob storage")
                 download(self.remote_model, dest)
             local["model"] = str(dest)
         if self.remote_output is not None:
@@ -164,6 +169,11 @@ class JobStaging:
             local["work_dir"] = str(self.root / "work")
             (self.root / "work").mkdir()
         return local
+
+    def _stage(self, text: str) -> None:
+        """A stage line, before a transfer starts (the job's own are stylempi.progress's)."""
+        if self.tell:
+            print(f"stylempi: {text}", file=sys.stderr, flush=True)
 
     def _node_copy(self, loc: BlobLocation, comm: Any) -> str:
         """Path of LOC on this node's disk: the node leader downloads, the others wait for it."""
@@ -245,6 +255,7 @@ class JobStaging:
         if self.remote_output is None:
             shown = local_output
         else:
+            self._stage(f"uploading the output to {self.remote_output}")
             upload(local_output, self.remote_output)
             shown = str(self.remote_output)
         if self._job_prefix is not None:
