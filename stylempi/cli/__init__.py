@@ -22,6 +22,7 @@ from ..errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, PipeClosed, StylempiError
                       out_of_memory)
 from ..job.comm import SharedError
 from ..job.launcher import shared_error_exit
+from ..storage.azure.urls import redact
 from . import export, models, preview, probe, run, train, verify
 from .parser import StylempiParser
 from .watch import command as watch_command
@@ -71,7 +72,8 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
     except StylempiError as exc:
         shared = isinstance(exc, SharedError)
         if not (shared and exc.reported):
-            print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            # a password or SAS token in any URL the message quotes is never printed
+            print(f"stylempi: error: {one_line(redact(str(exc)))}", file=sys.stderr, flush=True)
         return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)

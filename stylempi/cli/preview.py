@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UsageError
 from ..tools.preview import DEFAULT_FRAMES, DEFAULT_HEIGHT, look_label, preview, preview_looks
@@ -48,6 +49,8 @@ def preview_main(args: argparse.Namespace) -> int:
     looks = preview_looks(scales or [1.0], args.preserve_colors, args.compare_colors)
     info = preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
                    trust=args.trust_model, full_size=not args.fast, looks=looks)
+    for note in info["notes"]:
+        print(f"stylempi: note: {note}", file=sys.stderr, flush=True)
     times = ", ".join(f"{t:.2f}" for t in info["frames"])
     rows = "; ".join(look_label(look) for look in looks)
     print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): input on top, "

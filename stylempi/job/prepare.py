@@ -9,6 +9,7 @@ reuses (stylempi.job.workfiles). Its :class:`Prepared` is broadcast to all ranks
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from .. import __version__
 from ..colour.look import Look, check_scale
 from ..colour.matrices import MATRIX_NAMES
 from ..errors import OutputFailure, UsageError, VideoOpenFailure
-from ..media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
-                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
-                     output_format, partial_output_path, pick_video_stream, plan_stream_copy)
+from ..media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, check_muxing,
+                     choose_encoding, decode_frames, default_codec, describe_video, encoding_notes, index_frames,
+                     open_input, output_format, partial_output_path, pick_video_stream, plan_stream_copy,
+                     segment_offset)
 from ..media.engines import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
                              fit_frame_path, nvenc_to_probe)
 from ..media.gpu_support import codec_of, probe_capabilities
@@ -88,15 +90,20 @@ def prepare(options: RunOptions) -> Prepared:
     device = resolve_device(options.device)
     decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device,
                                                           look.plain)
-    settings = _checked_encoding(options, output_path, video, codec, engine_notes)
+    settings, sample = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
-    notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
+    notices = engine_notes + encoding_notes(video, settings, output_format(output_path)) + list(copy.dropped)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
+    if index.undecodable:
+        notices.append(mid_gop_note(index))
+    if index.pts:  # times before zero are lifted in the segment files (NUT holds none)
+        settings = dataclasses.replace(settings, pts_offset=segment_offset(index.pts[0]))
+    check_muxing(sample, input_path, video, index.pts, copy, output_path)  # OUTPUT's start, in memory
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
@@ -171,21 +178,21 @@ def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, vi
 
 
 def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStreamInfo, codec: str,
-                      notes: list[str]) -> EncodeSettings:
+                      notes: list[str]) -> tuple[EncodeSettings, bytes]:
     """The encoder settings, opened once here (bad --preset/--crf: here, not on every rank after
     work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
-    size it cannot take, a preset it lacks) gives way to the default, with a note."""
+    size it cannot take, a preset it lacks) gives way to the default, with a note. Returns
+    the settings and the encoder's one-frame sample (for :func:`check_muxing`)."""
     settings = choose_encoding(output_path, video, codec, options.crf, options.preset)
     try:
-        check_encoder(settings)
+        return settings, check_encoder(settings)
     except UsageError:
         fallback = default_codec(output_format(output_path), video.colour.depth)
         if options.codec != AUTO_CODEC or codec == fallback:
             raise
         notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
         settings = choose_encoding(output_path, video, fallback, options.crf, options.preset)
-        check_encoder(settings)
-    return settings
+        return settings, check_encoder(settings)
 
 
 def _vetted_model(options: RunOptions, device: torch.device) -> tuple[bytes, str, str]:
@@ -204,6 +211,15 @@ def _check_one_size(input_path: Path, index: FrameIndex) -> None:
     if change is not None:
         pts, (w0, h0), (w1, h1) = change
         raise VideoOpenFailure(size_change_message(str(input_path), float(index.seconds(pts)), (w0, h0), (w1, h1)))
+
+
+def mid_gop_note(index: FrameIndex) -> str:
+    """The note for a capture that starts mid-GOP (:attr:`FrameIndex.undecodable`)."""
+    first, last = (float(index.seconds(p)) for p in (index.undecodable[0], index.undecodable[-1]))
+    start = float(index.seconds(index.pts[0])) if index.pts else last
+    return (f"the input starts mid-GOP: its first {len(index.undecodable)} frame(s) ({first:.6f}s to {last:.6f}s) "
+            f"refer to pictures before the file's start and cannot be decoded; OUTPUT starts at the first "
+            f"keyframe, {start:.6f}s, as players show it")
 
 
 def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:
