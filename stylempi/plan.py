@@ -108,3 +108,31 @@ def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
         out[rank].append(chunk)
         done += chunk.frames
     return out
+
+
+#: With the temporal filter on, the default target chunk length is never below this: every chunk
+#: that starts mid-shot stylizes a few frames before it to warm the filter up, and on short chunks
+#: that extra network work would dominate (docs/benchmarks.md, "Temporal filter").
+TEMPORAL_MIN_CHUNK_FRAMES = 32
+
+
+def temporal_chunk_frames(total_frames: int) -> int:
+    """The default target chunk length with the temporal filter on (video alone, never the rank count)."""
+    return max(TEMPORAL_MIN_CHUNK_FRAMES, auto_chunk_frames(total_frames))
+
+
+def warmup_frames(chunks: Sequence[Chunk], index: int, count: int) -> tuple[tuple[int, ...], int | None]:
+    """(pts, seek_from): the ``count`` frames just before chunk ``index`` (fewer at the video's
+    start) and the keyframe a decoder starts from to reach them.
+
+    They depend on the plan alone, so every rank that stylizes the chunk warms up alike.
+    """
+    pts: list[int] = []
+    seek_from = chunks[index].seek_from
+    i = index - 1 if count > 0 else -1
+    while i >= 0 and len(pts) < count:
+        take = chunks[i].pts[-(count - len(pts)):]
+        pts[:0] = take
+        seek_from = chunks[i].seek_from
+        i -= 1
+    return tuple(pts), (seek_from if pts else None)

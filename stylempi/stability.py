@@ -54,12 +54,26 @@ def _cv2():
     return cv2
 
 
-def flow_pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(forward t-1 -> t, backward t -> t-1) DIS flows between two RGB uint8 frames, HxWx2."""
+#: The flow methods a figure can be scored with: the default, and a second one to check that a
+#: result steadied along one flow (the temporal filter uses DIS) holds along another.
+FLOWS = ("dis", "farneback")
+
+
+def flow_pair(previous: np.ndarray, current: np.ndarray, method: str = "dis") -> tuple[np.ndarray, np.ndarray]:
+    """(forward t-1 -> t, backward t -> t-1) flows between two RGB uint8 frames, HxWx2.
+
+    ``method``: "dis" (OpenCV DIS, preset MEDIUM) or "farneback" (OpenCV Farneback,
+    pyramid 0.5 x 3, window 15, 3 iterations, poly_n 5, sigma 1.2).
+    """
     cv2 = _cv2()
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     a = cv2.cvtColor(np.ascontiguousarray(previous), cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(np.ascontiguousarray(current), cv2.COLOR_RGB2GRAY)
+    if method == "farneback":
+        return (cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0),
+                cv2.calcOpticalFlowFarneback(b, a, None, 0.5, 3, 15, 3, 5, 1.2, 0))
+    if method != "dis":
+        raise UsageError(f"unknown flow method {method!r}; use one of {', '.join(FLOWS)}")
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(a, b, None), dis.calc(b, a, None)
 
 

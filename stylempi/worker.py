@@ -23,15 +23,17 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from .comm import Comm
+from .cuts import CutDetector
 from .engine import default_batch_size, resolve_compile, resolve_device, threads_per_rank
 from .errors import OutputFailure, StylempiError, VideoDecodeFailure
 from .files import sha256_file
 from .look import Look
 from .media import SegmentWriter, decode_frames, to_planes
-from .plan import Chunk
+from .plan import Chunk, warmup_frames
 from .prepare import Prepared, size_change_message
 from .progress import ProgressBar
 from .stylize import NetworkStylizer, Stylizer
+from .temporal_filter import FilterSettings, TemporalFilter
 from .workfiles import partial_segment_path, segment_path, write_record
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ class RankStats:
     decode_s: float = 0.0
     network_s: float = 0.0
     encode_s: float = 0.0
+    #: Seconds in the temporal filter (flow, masks, blend) and frames stylized only to warm it up.
+    filter_s: float = 0.0
+    warmup_frames: int = 0
     damaged: list[int] = field(default_factory=list)
     #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
     engine: str = ""
@@ -135,8 +140,9 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     frame_reader = _frame_reader(prepared, device)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
     encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
+    smoother = _ChunkFilter(prepared.temporal) if prepared.temporal is not None else None
     try:
-        for chunk, pts, frames in batches:
+        for chunk, pts, frames, warm in batches:
             if frames is None:
                 encoder.put((chunk, None, None))
                 continue
@@ -145,6 +151,13 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
             stats.network_s += time.monotonic() - t
             if len(styled) != len(frames):
                 raise StylempiError("the stylizer returned a different number of frames than it was given")
+            if smoother is not None:
+                t = time.monotonic()
+                styled = smoother(chunk, frames, styled)
+                stats.filter_s += time.monotonic() - t
+            if warm:  # only there to give the filter the state it would have mid-shot
+                stats.warmup_frames += len(frames)
+                continue
             encoder.put((chunk, pts, styled))
             if comm.is_root:
                 bar.update(len(frames) + comm.poll_progress())
@@ -178,29 +191,79 @@ def picture_size(picture) -> tuple[int, int]:
     return width, height
 
 
+class _ChunkFilter:
+    """The temporal filter over one chunk's frames (its warm-up first), reset at every new chunk
+    and at scene cuts, so a chunk's output depends on the input alone, whichever rank runs it."""
+
+    def __init__(self, settings: FilterSettings):
+        self._filter = TemporalFilter(settings)
+        self._cuts = CutDetector()
+        self._chunk: int | None = None
+
+    def __call__(self, chunk: Chunk, frames: list[np.ndarray], styled: list[np.ndarray]) -> list[np.ndarray]:
+        if chunk.index != self._chunk:
+            self._chunk = chunk.index
+            self._filter.reset()
+            self._cuts.reset()
+        return [self._filter.step(frame, out, cut=self._cuts.is_cut(frame)) for frame, out in zip(frames, styled)]
+
+
+def _warmup(prepared: Prepared, chunk: Chunk) -> list[tuple[int, np.ndarray]]:
+    """The frames before ``chunk`` that warm the filter up: the last ones of its shot, at most
+    ``warmup`` of them (none for the video's first chunk, or with the filter off)."""
+    if prepared.temporal is None or prepared.temporal.warmup < 1:
+        return []
+    wanted, seek_from = warmup_frames(prepared.chunks, chunk.index, prepared.temporal.warmup)
+    if not wanted:
+        return []
+    scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
+    decoded = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
+                                 prepared.video.colour))
+    return [(p, picture) for p, picture in decoded
+            if picture_size(picture) == (prepared.video.width, prepared.video.height)]
+
+
+def _since_last_cut(warm: list[tuple[int, np.ndarray]], first: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The warm-up frames after the last cut before ``first`` (the chunk's first frame): the
+    filter resets at a cut, so frames before it need no network."""
+    detector = CutDetector()
+    start = 0
+    for i, picture in enumerate([p for _, p in warm] + [first]):
+        if detector.is_cut(picture):
+            start = i
+    return warm[start:]
+
+
 def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
-                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None]]:
+                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None, bool]]:
     for chunk in chunks:
         pts: list[int] = []
         frames: list = []
         t = time.monotonic()
+        warm = _warmup(prepared, chunk)
         for p, picture in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
                                         chunk.seek_from, prepared.video.colour, **frame_reader):
             if picture_size(picture) != (prepared.video.width, prepared.video.height):  # between sampled keyframes
                 raise VideoDecodeFailure(size_change_message(
                     prepared.input, float(p * prepared.video.time_base),
                     (prepared.video.width, prepared.video.height), picture_size(picture)))
+            if warm is not None:  # the chunk's first frame: warm the filter up, in batches of its own
+                warm = _since_last_cut(warm, picture) if warm else []
+                for i in range(0, len(warm), batch_size):
+                    part = warm[i:i + batch_size]
+                    yield chunk, [q for q, _ in part], [w for _, w in part], True
+                warm = None
             pts.append(p)
             frames.append(picture)
             if len(frames) == batch_size:
                 stats.decode_s += time.monotonic() - t
-                yield chunk, pts, frames
+                yield chunk, pts, frames, False
                 pts, frames = [], []
                 t = time.monotonic()
         stats.decode_s += time.monotonic() - t
         if frames:
-            yield chunk, pts, frames
-        yield chunk, None, None  # end of chunk
+            yield chunk, pts, frames, False
+        yield chunk, None, None, False  # end of chunk
 
 
 class _Prefetch:
