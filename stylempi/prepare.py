@@ -30,8 +30,9 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check
                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
                     output_format, pick_video_stream, plan_stream_copy)
 from .media.gpu_support import codec_of, probe_capabilities
-from .plan import Chunk, auto_chunk_frames, plan_chunks
+from .plan import Chunk, auto_chunk_frames, plan_chunks, temporal_chunk_frames
 from .styles import read_model
+from .temporal_filter import FilterSettings
 from .workfiles import PLAN_NAME, reusable, write_json
 from .worklock import LOCK_NAME, WorkLock
 
@@ -74,6 +75,8 @@ class Prepared:
     convert: str = DEFAULT_CONVERT
     #: Where the input's chroma samples sit, for the torch conversion (stylempi.devicecolour).
     chroma_location: str = "left"
+    #: The temporal filter's settings, or None when it is off (stylempi.temporal_filter).
+    temporal: FilterSettings | None = None
 
 
 def prepare(options: RunOptions) -> Prepared:
@@ -97,16 +100,18 @@ def prepare(options: RunOptions) -> Prepared:
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
     notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
+    temporal = _temporal(options, convert, notices)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
-    chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
+    chunk_frames = options.chunk_frames or (temporal_chunk_frames(len(index.pts)) if temporal
+                                            else auto_chunk_frames(len(index.pts)))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
-                  decode, convert)
+                  decode, convert, temporal)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
@@ -115,7 +120,7 @@ def prepare(options: RunOptions) -> Prepared:
     write_json(job_dir / PLAN_NAME, {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
         "model": model_name, "precision": precision, "encoding": settings.as_dict(), "look": look.as_dict(),
-        "decode": decode, "convert": convert,
+        "decode": decode, "convert": convert, "temporal": temporal.as_dict() if temporal else None,
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
@@ -124,7 +129,20 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look,
-        decode=decode, convert=convert, chroma_location=siting)
+        decode=decode, convert=convert, chroma_location=siting, temporal=temporal)
+
+
+def _temporal(options: RunOptions, convert: str, notices: list[str]) -> FilterSettings | None:
+    """The temporal filter's settings, or None when it is off. It works on RGB frames, so the
+    torch colour path (YUV planes on the device) runs without it, and says so."""
+    if options.temporal not in ("on", "off"):
+        raise UsageError("--temporal must be on or off")
+    if options.temporal == "off":
+        return None
+    if convert == "torch":
+        notices.append("the temporal filter works on RGB frames: off with --convert torch")
+        return None
+    return FilterSettings()
 
 
 def _chroma_location(input_path: Path, video: VideoStreamInfo, first_pts: int) -> str:
@@ -213,7 +231,8 @@ def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tu
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
             settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto",
-            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT) -> str:
+            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT,
+            temporal: FilterSettings | None = None) -> str:
     """A digest of everything that decides the output's pixels and chunk boundaries."""
     identity = {
         "format": WORK_FORMAT, "stylempi": __version__,
@@ -226,6 +245,8 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
         identity["look"] = look.as_dict()
     if (decode, convert) != (DEFAULT_DECODE, DEFAULT_CONVERT):  # NVDEC and torch round differently
         identity["engines"] = {"decode": decode, "convert": convert}
+    if temporal is not None:  # off keeps the keys jobs always had, so their work dirs still resume
+        identity["temporal"] = temporal.as_dict()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
