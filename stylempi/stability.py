@@ -25,8 +25,9 @@ Independent noise of standard deviation s (on [0, 1]) in every frame adds
 2 s^2: it is in both the frame and the warped previous one.
 
 Everything here is pure (arrays in, numbers out) except :func:`read_frames`.
-OpenCV (``opencv-python-headless``, the ``stability`` extra) computes the
-flow and the warp; it is imported only when a figure is asked for.
+OpenCV (``opencv-python-headless``, a core dependency since the temporal
+filter) computes the flow and the warp; it is imported only when a figure is
+asked for.
 """
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise UsageError("the stability figure needs OpenCV: pip install 'stylempi[stability]' "
-                         "(opencv-python-headless)") from None
+        raise UsageError("the stability figure needs OpenCV, a dependency of stylempi: "
+                         "pip install opencv-python-headless") from None
     return cv2
 
 

@@ -191,7 +191,11 @@ class TemporalFilter:
         # what a viewer saw; cubic on integers rounds once per frame, a negligible noise.
         carried = cv2.remap(self._previous_out, xs + backward[..., 0], ys + backward[..., 1], interp,
                             borderMode=cv2.BORDER_REPLICATE)
-        out = cv2.blendLinear(carried, np.ascontiguousarray(styled), weight, 1.0 - weight)
+        if styled.dtype == np.uint8:
+            out = cv2.blendLinear(carried, np.ascontiguousarray(styled), weight, 1.0 - weight)
+        else:  # blendLinear takes 8-bit or float frames only
+            mixed = cv2.blendLinear(carried.astype(np.float32), styled.astype(np.float32), weight, 1.0 - weight)
+            out = np.clip(np.rint(mixed), 0, np.iinfo(styled.dtype).max).astype(styled.dtype)
         if self.settings.sharpen > 0:
             out = self._restore_detail(out, styled)
         self._previous_grey, self._previous_out = grey, out
