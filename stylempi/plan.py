@@ -110,29 +110,21 @@ def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
     return out
 
 
-#: With the temporal filter on, the default target chunk length is never below this: every chunk
-#: that starts mid-shot stylizes a few frames before it to warm the filter up, and on short chunks
-#: that extra network work would dominate (docs/benchmarks.md, "Temporal filter").
-TEMPORAL_MIN_CHUNK_FRAMES = 32
 
+def warmup_frames(chunks: Sequence[Chunk], index: int, count: int, batch: int = 1
+                  ) -> tuple[tuple[int, ...], int | None]:
+    """(pts, seek_from): the frames that warm the temporal filter up before chunk ``index``,
+    and the keyframe a decoder starts from to reach them.
 
-def temporal_chunk_frames(total_frames: int) -> int:
-    """The default target chunk length with the temporal filter on (video alone, never the rank count)."""
-    return max(TEMPORAL_MIN_CHUNK_FRAMES, auto_chunk_frames(total_frames))
-
-
-def warmup_frames(chunks: Sequence[Chunk], index: int, count: int) -> tuple[tuple[int, ...], int | None]:
-    """(pts, seek_from): the ``count`` frames just before chunk ``index`` (fewer at the video's
-    start) and the keyframe a decoder starts from to reach them.
-
-    They depend on the plan alone, so every rank that stylizes the chunk warms up alike.
+    They are the last ``count`` or more frames of the chunk before (none before the first
+    chunk), starting at a multiple of ``batch`` frames from that chunk's start: the network then
+    sees them in exactly the batches it saw them in when that chunk was stylized, so a rank that
+    has just stylized it reuses its frames, and one that has not computes the same pixels.
+    They depend on the plan alone, so every rank warms up alike.
     """
-    pts: list[int] = []
-    seek_from = chunks[index].seek_from
-    i = index - 1 if count > 0 else -1
-    while i >= 0 and len(pts) < count:
-        take = chunks[i].pts[-(count - len(pts)):]
-        pts[:0] = take
-        seek_from = chunks[i].seek_from
-        i -= 1
-    return tuple(pts), (seek_from if pts else None)
+    if index < 1 or count < 1:
+        return (), None
+    previous = chunks[index - 1]
+    start = max(0, previous.frames - count)
+    start -= start % max(1, batch)
+    return previous.pts[start:], previous.seek_from

@@ -30,7 +30,7 @@ from .media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check
                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
                     output_format, pick_video_stream, plan_stream_copy)
 from .media.gpu_support import codec_of, probe_capabilities
-from .plan import Chunk, auto_chunk_frames, plan_chunks, temporal_chunk_frames
+from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .styles import read_model
 from .temporal_filter import FilterSettings
 from .workfiles import PLAN_NAME, reusable, write_json
@@ -106,8 +106,7 @@ def prepare(options: RunOptions) -> Prepared:
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
-    chunk_frames = options.chunk_frames or (temporal_chunk_frames(len(index.pts)) if temporal
-                                            else auto_chunk_frames(len(index.pts)))
+    chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,

@@ -140,9 +140,14 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     frame_reader = _frame_reader(prepared, device)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
     encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
-    smoother = _ChunkFilter(prepared.temporal) if prepared.temporal is not None else None
+    smoother = _ChunkFilter(prepared.temporal, batch_size) if prepared.temporal is not None else None
     try:
-        for chunk, pts, frames, warm in batches:
+        for chunk, pts, frames, kind in batches:
+            if kind == REUSE:  # the warm-up frames are the tail of the chunk this rank just did
+                t = time.monotonic()
+                smoother.warm_up_again(chunk, pts)
+                stats.filter_s += time.monotonic() - t
+                continue
             if frames is None:
                 encoder.put((chunk, None, None))
                 continue
@@ -153,9 +158,9 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
                 raise StylempiError("the stylizer returned a different number of frames than it was given")
             if smoother is not None:
                 t = time.monotonic()
-                styled = smoother(chunk, frames, styled)
+                styled = smoother(chunk, pts, frames, styled)
                 stats.filter_s += time.monotonic() - t
-            if warm:  # only there to give the filter the state it would have mid-shot
+            if kind == WARM:  # only there to give the filter the state it would have mid-shot
                 stats.warmup_frames += len(frames)
                 continue
             encoder.put((chunk, pts, styled))
@@ -191,79 +196,93 @@ def picture_size(picture) -> tuple[int, int]:
     return width, height
 
 
+#: What a decoded batch is for: the chunk's own frames, frames decoded and stylized only to warm
+#: the temporal filter up, or warm-up frames this rank stylized a moment ago (no pictures sent).
+OWN, WARM, REUSE = "own", "warm", "reuse"
+
+
 class _ChunkFilter:
     """The temporal filter over one chunk's frames (its warm-up first), reset at every new chunk
-    and at scene cuts, so a chunk's output depends on the input alone, whichever rank runs it."""
+    and at scene cuts, so a chunk's output depends on the input alone, whichever rank runs it.
 
-    def __init__(self, settings: FilterSettings):
+    It keeps the last network frames of the chunk it saw, enough for the next chunk's warm-up
+    (stylempi.plan.warmup_frames): when this rank runs the next chunk too, the warm-up costs
+    no network work.
+    """
+
+    def __init__(self, settings: FilterSettings, batch_size: int):
         self._filter = TemporalFilter(settings)
         self._cuts = CutDetector()
         self._chunk: int | None = None
+        self._keep = settings.warmup + batch_size
+        self._tail: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def __call__(self, chunk: Chunk, frames: list[np.ndarray], styled: list[np.ndarray]) -> list[np.ndarray]:
+    def _start(self, chunk: Chunk) -> None:
         if chunk.index != self._chunk:
             self._chunk = chunk.index
             self._filter.reset()
             self._cuts.reset()
+
+    def __call__(self, chunk: Chunk, pts: list[int], frames: list[np.ndarray], styled: list[np.ndarray]
+                 ) -> list[np.ndarray]:
+        self._start(chunk)
+        for p, frame, out in zip(pts, frames, styled):
+            self._tail[p] = (frame, out)
+        while len(self._tail) > self._keep:
+            del self._tail[next(iter(self._tail))]
         return [self._filter.step(frame, out, cut=self._cuts.is_cut(frame)) for frame, out in zip(frames, styled)]
 
-
-def _warmup(prepared: Prepared, chunk: Chunk) -> list[tuple[int, np.ndarray]]:
-    """The frames before ``chunk`` that warm the filter up: the last ones of its shot, at most
-    ``warmup`` of them (none for the video's first chunk, or with the filter off)."""
-    if prepared.temporal is None or prepared.temporal.warmup < 1:
-        return []
-    wanted, seek_from = warmup_frames(prepared.chunks, chunk.index, prepared.temporal.warmup)
-    if not wanted:
-        return []
-    scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
-    decoded = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
-                                 prepared.video.colour))
-    return [(p, picture) for p, picture in decoded
-            if picture_size(picture) == (prepared.video.width, prepared.video.height)]
-
-
-def _since_last_cut(warm: list[tuple[int, np.ndarray]], first: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """The warm-up frames after the last cut before ``first`` (the chunk's first frame): the
-    filter resets at a cut, so frames before it need no network."""
-    detector = CutDetector()
-    start = 0
-    for i, picture in enumerate([p for _, p in warm] + [first]):
-        if detector.is_cut(picture):
-            start = i
-    return warm[start:]
+    def warm_up_again(self, chunk: Chunk, pts: list[int]) -> None:
+        """Warm up for ``chunk`` on frames stylized as the tail of the chunk before it."""
+        missing = [p for p in pts if p not in self._tail]
+        if missing:
+            raise StylempiError(f"chunk {chunk.index}: warm-up frames {missing[:3]} were not kept")
+        self._start(chunk)
+        for p in pts:
+            frame, out = self._tail[p]
+            self._filter.step(frame, out, cut=self._cuts.is_cut(frame))
 
 
 def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
-                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None, bool]]:
+                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None, str]]:
+    """Each chunk's frames in batches, after its filter warm-up (:data:`WARM` or :data:`REUSE`
+    batches, see stylempi.plan.warmup_frames), then an end-of-chunk item (frames None)."""
+    done: int | None = None  # the chunk this rank decoded last
+    warmup = prepared.temporal.warmup if prepared.temporal is not None else 0
     for chunk in chunks:
+        wanted, seek_from = warmup_frames(prepared.chunks, chunk.index, warmup, batch_size)
+        if wanted and done == chunk.index - 1:
+            yield chunk, list(wanted), None, REUSE
+        elif wanted:
+            t = time.monotonic()
+            scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
+            warm = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
+                                      prepared.video.colour))
+            stats.decode_s += time.monotonic() - t
+            for i in range(0, len(warm), batch_size):
+                part = warm[i:i + batch_size]
+                yield chunk, [q for q, _ in part], [w for _, w in part], WARM
         pts: list[int] = []
         frames: list = []
         t = time.monotonic()
-        warm = _warmup(prepared, chunk)
         for p, picture in decode_frames(prepared.input, prepared.video.index, chunk.pts, stats.damaged,
                                         chunk.seek_from, prepared.video.colour, **frame_reader):
             if picture_size(picture) != (prepared.video.width, prepared.video.height):  # between sampled keyframes
                 raise VideoDecodeFailure(size_change_message(
                     prepared.input, float(p * prepared.video.time_base),
                     (prepared.video.width, prepared.video.height), picture_size(picture)))
-            if warm is not None:  # the chunk's first frame: warm the filter up, in batches of its own
-                warm = _since_last_cut(warm, picture) if warm else []
-                for i in range(0, len(warm), batch_size):
-                    part = warm[i:i + batch_size]
-                    yield chunk, [q for q, _ in part], [w for _, w in part], True
-                warm = None
             pts.append(p)
             frames.append(picture)
             if len(frames) == batch_size:
                 stats.decode_s += time.monotonic() - t
-                yield chunk, pts, frames, False
+                yield chunk, pts, frames, OWN
                 pts, frames = [], []
                 t = time.monotonic()
         stats.decode_s += time.monotonic() - t
         if frames:
-            yield chunk, pts, frames, False
-        yield chunk, None, None, False  # end of chunk
+            yield chunk, pts, frames, OWN
+        yield chunk, None, None, OWN  # end of chunk
+        done = chunk.index
 
 
 class _Prefetch:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("cv2")
 
 from stylempi.cuts import CutDetector, content_score  # noqa: E402
-from stylempi.plan import Chunk, plan_chunks, temporal_chunk_frames, auto_chunk_frames, warmup_frames  # noqa: E402
+from stylempi.plan import Chunk, plan_chunks, warmup_frames  # noqa: E402
 from stylempi.stability import warping_error  # noqa: E402
 from stylempi.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
 
@@ -112,19 +112,16 @@ def test_a_slow_pan_and_a_fade_do_not_cut():
     assert content_score(fade[0], fade[1]) < 5
 
 
-def test_warm_up_frames_come_from_the_chunks_before():
+def test_warm_up_frames_are_the_tail_of_the_chunk_before_in_its_own_batches():
     pts = list(range(0, 100))
     chunks = plan_chunks(pts, {0, 10, 20, 30, 40}, 10)
     assert warmup_frames(chunks, 0, 6) == ((), None)
     assert warmup_frames(chunks, 2, 6) == (tuple(range(14, 20)), 10)
+    assert warmup_frames(chunks, 2, 6, batch=3) == (tuple(range(13, 20)), 10)  # batches 10-12, 13-15...
     assert warmup_frames(chunks, 2, 0) == ((), None)
     short = [Chunk(0, (0, 1)), Chunk(1, (2, 3, 4), 2), Chunk(2, (5, 6), 5)]
-    assert warmup_frames(short, 2, 4) == ((1, 2, 3, 4), None)
-
-
-def test_chunks_are_longer_with_the_filter_on():
-    assert temporal_chunk_frames(100) >= 32 > auto_chunk_frames(100)
-    assert temporal_chunk_frames(10_000) == auto_chunk_frames(10_000)
+    assert warmup_frames(short, 2, 4) == ((2, 3, 4), 2)
+    assert warmup_frames(short, 2, 2, batch=2) == ((2, 3, 4), 2)  # from the batch that holds frame 3
 
 
 def test_the_key_changes_only_when_the_filter_is_on(tmp_path):
