@@ -32,7 +32,7 @@ setup-demo: $(BIN)/stylempi
 setup: setup-demo $(VENV)/.test-extras node_modules/.bin/azurite-blob
 
 demo: setup-demo
-	$(BIN)/python -m stylempi.demo
+	$(BIN)/python -m stylempi.tools.demo
 
 test: setup
 	$(BIN)/python -m pytest -q -rs tests

@@ -38,7 +38,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["stylempi", "stylempi.*"]),
-    package_data={"stylempi.styles": ["*.pth", "*.json"]},
+    package_data={"stylempi.network.styles": ["*.pth", "*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["stylempi = stylempi.cli:main"]},

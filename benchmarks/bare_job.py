@@ -2,7 +2,7 @@
 
 Each rank takes the chunks `stylempi run` would give it (same plan, same
 assignment), decodes them into memory *before* timing, builds the stylizer with
-:func:`stylempi.worker.build_stylizer` (same device, precision, batch size, threads
+:func:`stylempi.job.worker.build_stylizer` (same device, precision, batch size, threads
 per rank, compile decision), runs one untimed warm-up batch (the compile, when
 compiling), then, after a barrier, times only the network over its frames,
 batched chunk by chunk exactly as the job batches them. The bare time is the
@@ -26,13 +26,13 @@ import stylempi  # noqa: E402
 
 stylempi.prefer_huge_pages()  # as the stylempi command does, before torch allocates
 
-from stylempi.comm import get_comm  # noqa: E402
-from stylempi.styles import read_model  # noqa: E402
-from stylempi.worker import build_stylizer  # noqa: E402
+from stylempi.job.comm import get_comm  # noqa: E402
+from stylempi.network.styles import read_model  # noqa: E402
+from stylempi.job.worker import build_stylizer  # noqa: E402
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402
-from stylempi.plan import assign_chunks, auto_chunk_frames, plan_chunks  # noqa: E402
-from stylempi.model import load_network  # noqa: E402
-from stylempi.engine import network_width, resolve_device, resolve_precision  # noqa: E402
+from stylempi.job.plan import assign_chunks, auto_chunk_frames, plan_chunks  # noqa: E402
+from stylempi.network.model import load_network  # noqa: E402
+from stylempi.network.placement import network_width, resolve_device, resolve_precision  # noqa: E402
 
 
 def main() -> int:

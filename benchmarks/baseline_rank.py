@@ -35,7 +35,7 @@ from mpi4py import MPI
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stylempi.model import TransformerNet, clean_state_dict, infer_width  # noqa: E402
+from stylempi.network.model import TransformerNet, clean_state_dict, infer_width  # noqa: E402
 
 
 def load_image(path: Path) -> torch.Tensor:

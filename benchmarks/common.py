@@ -128,7 +128,7 @@ def load_note() -> str:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"stylempi.train" in cmd and b"-m" in cmd:
+        if b"stylempi.training.train" in cmd and b"-m" in cmd:
             training += 1
     return f"load average {load:.2f} at start, {training} training process(es) running"
 
@@ -242,7 +242,7 @@ def cached_clip(cache: Path, **kw) -> Path:
 def random_model(path: str | os.PathLike, width: int = 32, seed: int = 0) -> Path:
     """A randomly initialised TransformerNet checkpoint (timing does not depend on the weights)."""
     import torch
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     torch.manual_seed(seed)
     net = TransformerNet(width)
     path = Path(path)

@@ -157,8 +157,8 @@ def bare(network_path: Path, frames: list, precision: str, batch: int, device_na
     """Frames/s of the network on the GPU alone, and called from host memory as the job calls it."""
     import numpy as np
     import torch
-    from stylempi.model import load_network
-    from stylempi.stylize import NetworkStylizer
+    from stylempi.network.model import load_network
+    from stylempi.network.stylize import NetworkStylizer
     device = torch.device(device_name)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     stylizer = NetworkStylizer(load_network(network_path.read_bytes()), device, precision, batch,
@@ -193,8 +193,8 @@ def levers(network_path: Path, frames: list, batch: int = 8) -> list[dict]:
     and where the time of one batch goes (torch.profiler, the default setting)."""
     import numpy as np
     import torch
-    from stylempi.model import load_network
-    from stylempi.stylize import NetworkStylizer
+    from stylempi.network.model import load_network
+    from stylempi.network.stylize import NetworkStylizer
     device = torch.device("cuda")
     on_gpu = {b: torch.from_numpy(np.stack(frames[:b])).to(device) for b in (batch, 4)}
     rows = []

@@ -1,6 +1,6 @@
 """The bare network's speed under each lever, one at a time (docs/benchmarks.md, "Levers").
 
-Times :class:`stylempi.stylize.NetworkStylizer` (the code `stylempi run` uses) on
+Times :class:`stylempi.network.stylize.NetworkStylizer` (the code `stylempi run` uses) on
 real frames of the benchmark clip, after one untimed warm-up call (which holds
 the compile when compiling; its time is reported apart). Each configuration runs
 in fresh processes: ``--procs 2 --threads 1`` runs two processes of one thread
@@ -42,8 +42,8 @@ def worker(args: argparse.Namespace) -> None:
     """One process: time one configuration on the clip's first frames; print JSON."""
     import torch
     from stylempi.media import decode_frames, index_frames
-    from stylempi.model import load_network
-    from stylempi.stylize import NetworkStylizer
+    from stylempi.network.model import load_network
+    from stylempi.network.stylize import NetworkStylizer
     torch.set_num_threads(args.threads)
     precision, channels_last, batch, compile_ = CONFIGS[args.config]
     index = index_frames(args.clip, 0)

@@ -1,7 +1,7 @@
 """The quality cost of lower precision: bf16 (the CPU default) or fp16 (the GPU default) against fp32.
 
 For every clip in ../shared/media it stylizes ~20 evenly spaced frames with a real
-checkpoint (mosaic_nc16 by default) through :class:`stylempi.stylize.NetworkStylizer`
+checkpoint (mosaic_nc16 by default) through :class:`stylempi.network.stylize.NetworkStylizer`
 in fp32 and in bf16 (eager, and compiled as `stylempi run` does by default with
 ``--compiled``), and reports the mean PSNR (RGB, uint8, before any encoding) of
 each bf16 output against the fp32 one (target >= 38 dB on every clip).
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="cuda: fp16 (the GPU default) and bf16 against fp32 (TF32 off) on the GPU")
     args = ap.parse_args(argv)
     import torch
-    from stylempi.model import load_network
-    from stylempi.stylize import NetworkStylizer
+    from stylempi.network.model import load_network
+    from stylempi.network.stylize import NetworkStylizer
     if args.model is None or not args.model.exists():
         print("quality: no real checkpoint (../shared/models/pretrained/mosaic_nc16.pth); skipped")
         return 0

@@ -5,7 +5,7 @@ every rank decodes, "stylizes", encodes its segments; rank 0 gathers and joins),
 only the network is replaced through ``run_job(..., stylizer_factory=...)`` by a
 stand-in that sleeps ``--sleep`` seconds per frame and returns the frames
 unchanged: GPU-like, it leaves the CPU free. ``--network`` uses the real network
-instead (``stylempi.worker.build_stylizer``).
+instead (``stylempi.job.worker.build_stylizer``).
 
 Rank 0 prints one JSON line: the launch-to-ready start-up, the window from the
 scatter (the moment the first rank builds its stylizer, right after the scatter)
@@ -26,8 +26,8 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stylempi.comm import get_comm  # noqa: E402
-from stylempi.job import RunOptions, build_stylizer, run_job  # noqa: E402
+from stylempi.job.comm import get_comm  # noqa: E402
+from stylempi.job.run import RunOptions, build_stylizer, run_job  # noqa: E402
 
 
 class SleepStylizer:

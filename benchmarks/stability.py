@@ -4,15 +4,15 @@ For each clip (default: every real clip of ../shared/media; first --frames frame
 --height rows at most) and each style it stylizes the frames with the network itself (CPU, fp32,
 eager: the same pixels on every run) and prints
 
-* E_warp of the stylized frames and of the input (stylempi.stability: Lai et al. 2018, DIS
+* E_warp of the stylized frames and of the input (stylempi.tools.stability: Lai et al. 2018, DIS
   MEDIUM flow on the input, Ruder et al. 2016 mask, MSE of RGB on [0, 1]) and their ratio;
 * the mean absolute difference from the input on [0, 1] (how strongly the frames are changed);
 * the Gram style distance to the style's painting on the loss network the styles were trained
-  with (stylempi.lossnet.style_distance, SqueezeNet v1.0), mean over --style-frames frames
+  with (stylempi.training.lossnet.style_distance, SqueezeNet v1.0), mean over --style-frames frames
   spread over the clip.
 
 ``--baseline-rev REV`` also measures the built-in styles as they were at git revision REV
-(``git show REV:stylempi/styles/NAME.pth``) and prints new/old ratios (also for a
+(``git show REV:stylempi/network/styles/NAME.pth``) and prints new/old ratios (also for a
 ``--pair NAME+TAG=...`` candidate whose NAME is a built-in): the issue's acceptance
 (E_warp <= 0.5x on average, <= 0.7x on every clip; difference >= 0.9x; style distance <= 1.1x).
 
@@ -41,13 +41,13 @@ from common import MEDIA, ROOT, SHARED, load_note, machine  # also puts ROOT on 
 import stylempi  # noqa: E402,F401 - before torch, as in a job (it turns on torch's huge pages)
 import torch  # noqa: E402
 
-from stylempi.lossnet import build_lossnet, gram, style_distance  # noqa: E402
-from stylempi.look import Look  # noqa: E402
-from stylempi.model import load_network  # noqa: E402
-from stylempi.stability import DEFAULT_FRAMES, DEFAULT_HEIGHT, read_frames, warping_error  # noqa: E402
-from stylempi.styles import BUILTIN, builtin_checkpoint  # noqa: E402
-from stylempi.stylize import NetworkStylizer  # noqa: E402
-from stylempi.trainset import load_image  # noqa: E402
+from stylempi.training.lossnet import build_lossnet, gram, style_distance  # noqa: E402
+from stylempi.colour.look import Look  # noqa: E402
+from stylempi.network.model import load_network  # noqa: E402
+from stylempi.tools.stability import DEFAULT_FRAMES, DEFAULT_HEIGHT, read_frames, warping_error  # noqa: E402
+from stylempi.network.styles import BUILTIN, builtin_checkpoint  # noqa: E402
+from stylempi.network.stylize import NetworkStylizer  # noqa: E402
+from stylempi.training.trainset import load_image  # noqa: E402
 
 CLIPS = ("flower.mp4", "flower_vfr.mp4", "nasa_13013.mp4", "cockatoo.mp4", "cityCC0.mpg")
 LOSS_WEIGHTS = SHARED / "models" / "lossnet" / "squeezenet1_0_caffe_bgr_fp16.pth"
@@ -105,11 +105,11 @@ def models(args) -> list[tuple[str, bytes, Path | None, bytes | None]]:
         name, rest = pair.split("=", 1)
         ckpt, _, painting = rest.partition(":")
         base = name.split("+")[0]  # "wave+w100" is a candidate for the built-in "wave"
-        old = git_bytes(args.baseline_rev, f"stylempi/styles/{base}.pth") if args.baseline_rev and base in BUILTIN else None
+        old = git_bytes(args.baseline_rev, f"stylempi/network/styles/{base}.pth") if args.baseline_rev and base in BUILTIN else None
         out.append((name, Path(ckpt).read_bytes(), Path(painting) if painting else None, old))
     if not args.pair or args.styles:
         for name in (args.styles.split(",") if args.styles else sorted(BUILTIN)):
-            old = git_bytes(args.baseline_rev, f"stylempi/styles/{name}.pth") if args.baseline_rev else None
+            old = git_bytes(args.baseline_rev, f"stylempi/network/styles/{name}.pth") if args.baseline_rev else None
             out.append((name, builtin_checkpoint(name).read_bytes(), SHARED / "styles" / BUILTIN[name].image, old))
     return out
 

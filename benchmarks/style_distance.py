@@ -5,7 +5,7 @@ on the loss network's style layers (SqueezeNet v1.0, the network the styles were
 
     d(frame) = sum_l w_l * ||G_l(frame) - G_l(painting)||^2 / ||G_l(painting)||^2
 
-(the relative Gram distance of :func:`stylempi.lossnet.style_distance`, the training objective's
+(the relative Gram distance of :func:`stylempi.training.lossnet.style_distance`, the training objective's
 style term, layer weights summing to 1) for the input frames and for the frames stylized by each
 built-in style, and prints the mean distances and their ratio (output / input; acceptance needs
 <= 0.5). The painting is scaled to the training ``--style-size`` (long side 256 px).
@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from stylempi.lossnet import build_lossnet, gram, style_distance  # noqa: E402
-from stylempi.model import open_model  # noqa: E402
-from stylempi.preview import sample_frames, stylize_image  # noqa: E402
-from stylempi.styles import BUILTIN  # noqa: E402
-from stylempi.trainset import load_image  # noqa: E402
+from stylempi.training.lossnet import build_lossnet, gram, style_distance  # noqa: E402
+from stylempi.network.model import open_model  # noqa: E402
+from stylempi.tools.preview import sample_frames, stylize_image  # noqa: E402
+from stylempi.network.styles import BUILTIN  # noqa: E402
+from stylempi.training.trainset import load_image  # noqa: E402
 
 
 def _grams(net, rgb: torch.Tensor) -> dict[str, torch.Tensor]:

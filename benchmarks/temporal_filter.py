@@ -1,4 +1,4 @@
-"""The temporal filter (stylempi.temporal_filter) on real clips: steadiness, style, sharpness, seams, cost.
+"""The temporal filter (stylempi.network.temporal_filter) on real clips: steadiness, style, sharpness, seams, cost.
 
 For each clip of ../shared/media that moves (input E_warp >= 1e-5; a still picture gives a
 meaningless ratio), its first --frames frames at --height rows, and each built-in style, it
@@ -6,12 +6,12 @@ stylizes the frames once with the network as ``stylempi run`` does on a CPU (bf1
 has it, eager, batch 2) -- the ``--temporal off`` output -- and runs the filter over them with
 its default settings, and prints, relative to the input (E_warp) or to the off output:
 
-* E_warp ratio output / input, scored with DIS (stylempi.stability's definition) and with
+* E_warp ratio output / input, scored with DIS (stylempi.tools.stability's definition) and with
   a second flow, OpenCV Farneback, both for off and on;
 * style strength (mean |out - in|) and sharpness (mean gradient magnitude of the grey
   frame), on / off;
 * the seam: the filter run chunk by chunk as a job runs it (chunks of --chunk-frames, each
-  warmed up on the tail of the chunk before, stylempi.plan.warmup_frames), the mean E_warp
+  warmed up on the tail of the chunk before, stylempi.job.plan.warmup_frames), the mean E_warp
   (DIS) of the pairs that straddle a chunk boundary over that of the other pairs;
 * the filter's time per frame (one thread).
 
@@ -36,13 +36,14 @@ from common import MEDIA, load_note, machine  # also puts ROOT on sys.path
 import stylempi  # noqa: E402,F401 - before torch, as in a job
 import torch  # noqa: E402
 
-from stylempi.engine import resolve_precision  # noqa: E402
-from stylempi.model import load_network  # noqa: E402
-from stylempi.plan import Chunk, warmup_frames  # noqa: E402
-from stylempi.stability import flow_pair, read_frames, valid_mask, warp  # noqa: E402
-from stylempi.styles import BUILTIN, builtin_checkpoint  # noqa: E402
-from stylempi.stylize import NetworkStylizer  # noqa: E402
-from stylempi.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
+from stylempi.network.placement import resolve_precision  # noqa: E402
+from stylempi.network.model import load_network  # noqa: E402
+from stylempi.job.plan import Chunk, warmup_frames  # noqa: E402
+from stylempi.media.cuts import CutDetector  # noqa: E402
+from stylempi.tools.stability import flow_pair, read_frames, valid_mask, warp  # noqa: E402
+from stylempi.network.styles import BUILTIN, builtin_checkpoint  # noqa: E402
+from stylempi.network.stylize import NetworkStylizer  # noqa: E402
+from stylempi.network.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
 
 CLIPS = ("flower.mp4", "flower_vfr.mp4", "nasa_13013.mp4", "cockatoo.mp4", "cityCC0.mpg")
 STILL = 1e-5
@@ -50,7 +51,7 @@ BATCH = 2
 
 
 def scored_flows(frames, method):
-    """Per pair: (backward flow, mask) of stylempi.stability, with ``method``'s flow."""
+    """Per pair: (backward flow, mask) of stylempi.tools.stability, with ``method``'s flow."""
     out = []
     for t in range(1, len(frames)):
         forward, backward = flow_pair(frames[t - 1], frames[t], method)
@@ -82,7 +83,6 @@ def sequential(settings, inputs, styled):
 
 def chunked(settings, inputs, styled, chunk_frames):
     """The filter as a job runs it: chunk by chunk, each warmed up on the tail of the one before."""
-    from stylempi.cuts import CutDetector
     chunks = [Chunk(i, tuple(range(s, min(s + chunk_frames, len(inputs)))))
               for i, s in enumerate(range(0, len(inputs), chunk_frames))]
     out = []

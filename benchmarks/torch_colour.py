@@ -2,7 +2,7 @@
 
 For the first frames of each clip: the planes the encoder would get from the torch path
 (decoded planes -> ``planes_to_rgb`` at the siting rank 0 infers -> network ->
-``rgb_to_planes``, :class:`stylempi.devicecolour.PlanesStylizer`) against the default
+``rgb_to_planes``, :class:`stylempi.network.planes.PlanesStylizer`) against the default
 path's (swscale -> network -> swscale), PSNR of the worst plane; and, to show the
 figure can fail, the same with the chroma siting or the range wrong. Network: a built-in
 style (``wave`` by default: a real style's strokes, where random weights give flat,
@@ -32,13 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from stylempi import colour as colours  # noqa: E402
-from stylempi.devicecolour import PlanesStylizer, chroma_location  # noqa: E402
+from stylempi.colour import matrices as colours  # noqa: E402
+from stylempi.network.planes import PlanesStylizer, chroma_location  # noqa: E402
 from stylempi.media import describe_video, to_planes, to_rgb, to_yuv  # noqa: E402
-from stylempi.model import load_network  # noqa: E402
-from stylempi.styles import read_model  # noqa: E402
-from stylempi.tensor_colour import planes_to_rgb, rgb_to_planes  # noqa: E402
-from stylempi.stylize import NetworkStylizer  # noqa: E402
+from stylempi.network.model import load_network  # noqa: E402
+from stylempi.network.styles import read_model  # noqa: E402
+from stylempi.colour.tensors import planes_to_rgb, rgb_to_planes  # noqa: E402
+from stylempi.network.stylize import NetworkStylizer  # noqa: E402
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, top: float) -> float:

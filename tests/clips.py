@@ -428,7 +428,7 @@ def test_network():
     show, and a full disk would not fill. The output layer is scaled up.
     """
     import torch
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     torch.manual_seed(1234)
     net = TransformerNet(8).eval()
     with torch.no_grad():

@@ -126,7 +126,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A width-8 TransformerNet with fixed random weights, saved as a plain state_dict."""
     import torch
 
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-model") / "tiny8.pth"
     torch.save(TransformerNet(8).state_dict(), path)

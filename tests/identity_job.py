@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stylempi.comm import get_comm  # noqa: E402
-from stylempi.job import RunOptions, run_job  # noqa: E402
+from stylempi.job.comm import get_comm  # noqa: E402
+from stylempi.job.run import RunOptions, run_job  # noqa: E402
 
 
 class Identity:

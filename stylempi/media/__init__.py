@@ -26,18 +26,22 @@ The data path of a job, and the module of each step:
 
 Callers import from here (``from stylempi.media import ...``); the submodules
 are how the code is arranged, not part of the interface.
+
+Imports stylempi.colour, stylempi.errors and PyAV (torch only for NVDEC frames); never
+stylempi.network, options, job, storage or above.
 """
 from __future__ import annotations
 
 from .assembly import CopyPlan, assemble, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
-from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncodeSettings,
-                       SegmentWriter, add_video_stream, check_crf, check_encoder, choose_encoding, default_codec,
-                       encoder_options, encoding_notes, output_format, tag_colour)
+from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, SegmentWriter,
+                       add_video_stream, check_crf, check_encoder, choose_encoding, default_codec, encoder_options,
+                       encoding_notes, output_format, tag_colour)
 from .indexing import FrameIndex, index_frames
 from .inputs import open_input, pick_video_stream
 from .pixels import TO_RGB, TO_YUV, frame_colour, planes_frame, to_planes, to_rgb, to_yuv
+from .settings import EncodeSettings
 
 __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",

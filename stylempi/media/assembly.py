@@ -16,9 +16,9 @@ from typing import Iterator, Sequence
 
 import av
 
-from ..containers import Container
 from ..errors import OutputFailure, UsageError
 from ._ffmpeg import ffmpeg_reason
+from .containers import Container
 from .describe import VideoStreamInfo
 from .encoding import output_format, tag_colour
 from .inputs import open_input

@@ -7,7 +7,7 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 
 import av
 
-from ..colour import Colour
+from ..colour.matrices import Colour
 from ..errors import VideoDecodeFailure
 from ._ffmpeg import ffmpeg_reason
 from .inputs import open_input
@@ -55,7 +55,7 @@ def decode_frames(path: str | os.PathLike, stream_index: int, pts: Sequence[int]
     altogether fail the job instead: that would silently shorten the video.
 
     ``seek_from`` is the clean keyframe to start decoding from (the chunk's
-    :attr:`~stylempi.plan.Chunk.seek_from`, from the index); ``None`` decodes
+    :attr:`~stylempi.job.plan.Chunk.seek_from`, from the index); ``None`` decodes
     from the start of the stream, and the default ``-1`` trusts the container's
     keyframe before the first frame (exact for codecs whose keyframes are all
     clean). Seeking is not exact on every container (on an MPEG-2 program

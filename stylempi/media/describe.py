@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import av
 
-from .. import colour as colours
-from ..colour import Colour
+from ..colour import matrices as colours
+from ..colour.matrices import Colour
 from ..errors import VideoOpenFailure
 from ._ffmpeg import ffmpeg_reason
 from .indexing import index_frames

@@ -9,51 +9,29 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 
-from .. import colour as colours
-from ..colour import Colour
-from ..containers import Container, container_for
+from ..colour import matrices as colours
+from ..colour.matrices import Colour
 from ..errors import OutputFailure, UsageError
-from ..hardware import NVENC_ENCODERS as NVENC
 from ._ffmpeg import ffmpeg_reason, stderr_captured
+from .containers import Container, container_for
 from .describe import VideoStreamInfo
+from .engines import NVENC_ENCODERS as NVENC
 from .pixels import encoder_frame, to_yuv
+from .settings import EncodeSettings
 
 #: Encoder for inputs deeper than 8 bits when --codec is not given: HEVC Main 10 is what
 #: HDR players and TVs decode (x264's High 10 is barely supported in hardware).
 DEEP_CODEC = "libx265"
 
 
-@dataclass(frozen=True)
-class EncodeSettings:
-    """Everything that decides the bytes of the encoded video (part of the resume key)."""
-
-    codec: str
-    pix_fmt: str
-    options: tuple[tuple[str, str], ...]
-    width: int
-    height: int
-    time_base: Fraction
-    sample_aspect_ratio: Fraction | None
-    #: The output's colour: conversion, tags, depth, HDR metadata (None: stand-in settings).
-    colour: Colour | None = None
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["time_base"] = str(self.time_base)
-        d["sample_aspect_ratio"] = str(self.sample_aspect_ratio) if self.sample_aspect_ratio else None
-        d["options"] = dict(self.options)
-        return d
-
-
 def output_format(path: str | os.PathLike) -> Container:
-    """OUTPUT's container (accepted types only; see :mod:`stylempi.containers`)."""
+    """OUTPUT's container (accepted types only; see :mod:`stylempi.media.containers`)."""
     return container_for(path)
 
 

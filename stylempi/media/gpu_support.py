@@ -1,6 +1,6 @@
 """What this node's GPU media engines do for a job, found by trying them (rank 0, only what
-the job asks for): the :class:`~stylempi.hardware.Capabilities` table that
-stylempi.hardware's pure choices read.
+the job asks for): the :class:`~stylempi.media.engines.Capabilities` table that
+stylempi.media.engines's pure choices read.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from fractions import Fraction
 from typing import TYPE_CHECKING, Iterable
 
-from ..hardware import CPU_ONLY, Capabilities
+from .engines import CPU_ONLY, Capabilities
 
 if TYPE_CHECKING:
     import torch

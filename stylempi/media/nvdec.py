@@ -4,7 +4,7 @@
 
     packets ──NVDEC──► CUDA frame (NV12, or P010/P016 for deeper video)
             ──DLPack──► torch planes on the rank's GPU (Y, Cb, Cr; copies)
-            ──► stylempi.devicecolour: YUV -> RGB -> network -> YUV, on the GPU
+            ──► stylempi.network.planes: YUV -> RGB -> network -> YUV, on the GPU
 
 Imported only when a job decodes on the GPU (``--decode gpu``), so a CPU-only
 machine never loads it. Not yet run on a GPU: the README names ``--decode gpu``
@@ -25,7 +25,7 @@ HIGH_BIT_FORMATS = ("p010le", "p016le")
 def nvdec(device: torch.device, keep_on_gpu: bool = True) -> HWAccel:
     """Decode on DEVICE's NVDEC; frames kept on the card, or copied to host memory (NV12)
     for swscale when ``keep_on_gpu`` is False. No silent software fallback: the job chose
-    this engine on rank 0 (stylempi.hardware), so a decoder that cannot is an error."""
+    this engine on rank 0 (stylempi.media.engines), so a decoder that cannot is an error."""
     return HWAccel("cuda", device=str(device.index or 0), allow_software_fallback=False,
                    is_hw_owned=keep_on_gpu)
 

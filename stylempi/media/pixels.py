@@ -9,21 +9,18 @@ the encoder's planes (:func:`planes_frame`).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
-from .. import colour as colours
-from ..colour import Colour
+from ..colour import matrices as colours
+from ..colour.matrices import Colour
 from ..errors import VideoOpenFailure
-
-if TYPE_CHECKING:
-    from .encoding import EncodeSettings
+from .settings import EncodeSettings
 
 
 def frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str) -> tuple[Colour, list[str]]:
-    """The job's :class:`~stylempi.colour.Colour` from a decoded frame, and what cannot be kept.
+    """The job's :class:`~stylempi.colour.matrices.Colour` from a decoded frame, and what cannot be kept.
 
     ``frame`` None (a stream that decodes nothing) gives the guess for ``width`` x ``height``.
     """

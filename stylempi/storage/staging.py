@@ -2,7 +2,7 @@
 
 :class:`staged_run` wraps the job on every rank; the job itself only ever sees
 local paths, and calls back into :class:`JobStaging` (the
-:class:`stylempi.job.Staging` the job needs) at the points where files must
+:class:`stylempi.options.Staging` the job needs) at the points where files must
 move:
 
 * INPUT (remote): downloaded **once per node**: the first rank of each
@@ -25,11 +25,11 @@ move:
   record last); :meth:`JobStaging.pull_chunks` gives rank 0 the finished chunks
   of an earlier, killed run, and :meth:`JobStaging.fetch_chunks` the chunks
   other ranks made. Rank 0 holds a lease on the work root's ``lock`` blob for
-  the job's life (one job per OUTPUT: stylempi.worklock).
+  the job's life (one job per OUTPUT: stylempi.job.worklock).
 
 With a local ``--work-dir`` (and remote INPUT/OUTPUT) the work dir must be
 shared by all ranks, exactly as without Blob storage. Each rank's temp dir is
-removed even when the rank is killed (stylempi.tempdirs).
+removed even when the rank is killed (stylempi.storage.tempdirs).
 """
 from __future__ import annotations
 
@@ -39,16 +39,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..comm import SharedError
 from ..errors import StorageFailure, StylempiError
-from ..tempdirs import reaped_temp_dir, remove as remove_temp_dir
-from ..workfiles import (finished_pairs, record_name, record_path, segment_matches, segment_name,
-                         segment_path)
-from ..worklock import LOCK_NAME, BlobWorkLease
-from .auth import locate
-from .blobs import delete, download, list_blobs, read_bytes, upload
-from .failures import failure_reason
-from .urls import BlobLocation, is_remote, safe_local_name
+from ..job.comm import SharedError
+from ..job.workfiles import finished_pairs, record_name, record_path, segment_matches, segment_name, segment_path
+from ..job.worklock import LOCK_NAME
+from .azure.auth import locate
+from .azure.blobs import delete, download, list_blobs, read_bytes, upload
+from .azure.failures import failure_reason
+from .azure.lease import BlobWorkLease
+from .azure.urls import BlobLocation, is_remote, safe_local_name
+from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$")
 
@@ -63,7 +63,7 @@ class BlobWorkDir:
     """A job's work dir under a blob prefix: entry NAME is the blob ``PREFIX/NAME``.
 
     Flat names only (letters, digits, ``._-``), as in a local work dir. Files go
-    up with :func:`~stylempi.storage.blobs.upload` (committed last), so an entry
+    up with :func:`~stylempi.storage.azure.blobs.upload` (committed last), so an entry
     is either absent or complete.
     """
 
@@ -113,7 +113,7 @@ class BlobWorkDir:
 class JobStaging:
     """The Blob side of one rank's job (module docstring); made by :class:`staged_run`.
 
-    OPTIONS is the job's :class:`~stylempi.job.RunOptions`; only its four
+    OPTIONS is the job's :class:`~stylempi.options.RunOptions`; only its four
     locations are read: ``input``, ``output``, ``model``, ``work_dir``.
     """
 
@@ -145,7 +145,7 @@ class JobStaging:
 
     def localize(self, comm: Any) -> dict[str, str]:
         """Download what this rank needs; the local path of each remote location, by
-        :class:`~stylempi.job.RunOptions` field name.
+        :class:`~stylempi.options.RunOptions` field name.
 
         Every rank must call it (the node's ranks wait for their leader's download).
         """
@@ -179,7 +179,7 @@ class JobStaging:
             raise StorageFailure(f"cannot download {loc}: it failed on this node's downloading rank")
         return shared
 
-    # The job's side (stylempi.job.Staging) ----------------------------------
+    # The job's side (stylempi.options.Staging) ----------------------------------
     def _prefix_for(self, job_dir: Path | str) -> BlobLocation:
         job_dir = Path(job_dir)
         assert self.remote_work is not None

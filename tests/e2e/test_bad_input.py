@@ -24,7 +24,7 @@ import torch
 import clips
 import oracle
 from conftest import stylempi
-from stylempi.model import TransformerNet
+from stylempi.network.model import TransformerNet
 
 TIMEOUT = 240
 

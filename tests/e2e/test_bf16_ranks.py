@@ -17,7 +17,7 @@ import pytest
 
 import clips
 from conftest import stylempi
-from stylempi.engine import cpu_has_fast_bf16
+from stylempi.network.placement import cpu_has_fast_bf16
 
 RUN_TIMEOUT = 300
 #: Open MPI's message when its launcher could not start (before any rank runs).
@@ -27,7 +27,7 @@ LAUNCH_FAILED = "PMIx server's listener thread failed to start"
 def width16_model(path: Path) -> Path:
     """A seeded width-16 network with pictures far from black (see clips.test_network)."""
     import torch
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     torch.manual_seed(4321)
     net = TransformerNet(16).eval()
     with torch.no_grad():
@@ -44,8 +44,8 @@ def test_eager_bf16_pixels_do_not_depend_on_threads_or_batch(tmp_path, size):
     gets 2 threads here, 2 ranks 1 each: oneDNN picks its bf16 blocking by thread count) and a
     batch cut short at a chunk's end (batch 1 against 2). Both give the same pixels."""
     import torch
-    from stylempi.model import TransformerNet
-    from stylempi.stylize import NetworkStylizer
+    from stylempi.network.model import TransformerNet
+    from stylempi.network.stylize import NetworkStylizer
     state = torch.load(width16_model(tmp_path / "w16.pth"), weights_only=True)
     frames = [(clips.smooth_picture(i, *size) >> 8).astype(np.uint8) for i in range(5)]
     old = torch.get_num_threads()

@@ -18,7 +18,7 @@ import pytest
 
 import clips
 from conftest import ROOT
-from stylempi.styles import BUILTIN
+from stylempi.network.styles import BUILTIN
 
 #: What a user's login shell has: no venv on PATH, none of the Open MPI variables the tests set.
 LAUNCHER_VARS = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "OMPI_MCA_rmaps_base_oversubscribe",
@@ -41,7 +41,7 @@ def printed_commands(stdout: str) -> list[str]:
 def test_demo_commands_work_as_printed(tmp_path):
     clip = clips.basic_clip(tmp_path / "clip.mp4", frames=16, size=(64, 48))
     env = user_env()
-    demo = subprocess.run([sys.executable, "-m", "stylempi.demo", "clip.mp4", "--out-dir", "out"],
+    demo = subprocess.run([sys.executable, "-m", "stylempi.tools.demo", "clip.mp4", "--out-dir", "out"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert clip.exists() and (tmp_path / "out" / "clip-scream.mp4").is_file()
@@ -58,7 +58,7 @@ def test_demo_names_the_venv_for_bare_commands(tmp_path):
     clip = clips.basic_clip(tmp_path / "clip.mp4", frames=8, size=(32, 32))
     if shutil.which("stylempi", path=user_env()["PATH"]):
         pytest.skip("stylempi is installed on the plain PATH here")
-    demo = subprocess.run([sys.executable, "-m", "stylempi.demo", str(clip), "--out-dir", "out", "--ranks", "1"],
+    demo = subprocess.run([sys.executable, "-m", "stylempi.tools.demo", str(clip), "--out-dir", "out", "--ranks", "1"],
                           cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     bin_dir = os.path.dirname(sys.executable)
@@ -86,7 +86,7 @@ def test_make_demo_installs_only_what_the_demo_uses(tmp_path):
     assert "npm" not in recipe and "azurite" not in recipe
     installs = [line for line in recipe.splitlines() if "pip install" in line and "-e" in line]
     assert installs and all(line.endswith('-e ".[mpi]"') for line in installs), installs
-    assert "-m stylempi.demo" in recipe
+    assert "-m stylempi.tools.demo" in recipe
 
 
 def test_make_test_adds_the_test_stack(tmp_path):

@@ -17,8 +17,8 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.engine import default_batch_size, resolve_compile, resolve_device, resolve_precision
-from stylempi.stylize import NetworkStylizer
+from stylempi.network.placement import default_batch_size, resolve_compile, resolve_device, resolve_precision
+from stylempi.network.stylize import NetworkStylizer
 
 RUN_TIMEOUT = 420  # liveness deadline, not a speed check
 
@@ -62,8 +62,8 @@ def test_cuda_fp32_gives_the_cpu_fp32_pixels(one_torch_thread):
 @pytest.mark.gpu
 def test_cuda_fp16_stays_close_to_fp32():
     """The GPU default precision against fp32 on a real built-in style: PSNR >= 38 dB."""
-    from stylempi.model import load_network
-    from stylempi.styles import HERE
+    from stylempi.network.model import load_network
+    from stylempi.network.styles import HERE
     network = load_network((HERE / "wave.pth").read_bytes())
     frames = _frames(4, 320, 180)
     reference = NetworkStylizer(network, torch.device("cuda"), "fp32", 8)(frames)
@@ -150,7 +150,7 @@ def test_summary_line_names_the_engine_on_cpu(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# The media engines on a GPU (stylempi.hardware): not yet run on one. These are the
+# The media engines on a GPU (stylempi.media.engines): not yet run on one. These are the
 # checks a lent GPU should run first; tests/integration/test_engines.py has the CPU halves.
 # ---------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ def _gpu_caps(clip):
 @pytest.mark.gpu
 def test_probing_this_gpu_agrees_with_nvidias_tables(tmp_path):
     """Every NVDEC decodes H.264; NVENC opens exactly where NVIDIA's family table says it exists."""
-    from stylempi.hardware import gpu_family
+    from stylempi.media.engines import gpu_family
     caps = _gpu_caps(clips.make_clip(tmp_path / "in.mp4", frames=3, size=(256, 144)))
     assert caps.cuda and caps.gpu_name, caps
     assert caps.nvdec == frozenset({"h264"}), f"NVDEC did not decode H.264 on {caps.gpu_name}"
@@ -246,10 +246,10 @@ def _decoded(clip, reader) -> tuple[list, list, object]:
 def test_nvdec_gives_the_cpu_decoders_frames(tmp_path, codec, pix_fmt):
     """The same YUV samples as FFmpeg's CPU decoder (P010 shifted down for 10-bit), and RGB
     through the torch conversion within 45 dB of FFmpeg's conversion of the CPU frames."""
-    from stylempi.devicecolour import chroma_location
+    from stylempi.network.planes import chroma_location
     from stylempi.media import to_planes
     from stylempi.media.nvdec import cuda_planes, nvdec
-    from stylempi.tensor_colour import planes_to_rgb
+    from stylempi.colour.tensors import planes_to_rgb
     clip = clips.make_clip(tmp_path / "in.mkv", frames=14, size=(320, 180), codec=codec, pix_fmt=pix_fmt, gop=6)
     cuda = torch.device("cuda")
     cpu_pts, cpu_planes, colour = _decoded(clip, lambda c: {"convert": lambda f: to_planes(f, c)})

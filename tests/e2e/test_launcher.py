@@ -1,7 +1,7 @@
 """What a user sees from ``mpirun`` (Open MPI 5, PRRTE) when a job fails or is interrupted.
 
 * A planning error (every rank stops on it): the ``stylempi: error:`` line is the
-  last line on stderr and ``mpirun`` exits with the error's code (stylempi.launcher).
+  last line on stderr and ``mpirun`` exits with the error's code (stylempi.job.launcher).
 * Ctrl-C on ``mpirun``: Open MPI's own handling (README, "Interrupted"): exit 1,
   every rank gone, no OUTPUT, and the same command resumes from the finished chunks.
 
@@ -21,7 +21,7 @@ import torch
 
 import clips
 from conftest import mpirun_path, stylempi, stylempi_cli
-from stylempi.launcher import local_peers, shared_error_exit
+from stylempi.job.launcher import local_peers, shared_error_exit
 
 TIMEOUT = 240
 

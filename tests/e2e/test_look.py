@@ -15,8 +15,8 @@ import pytest
 
 import clips
 from conftest import stylempi
-from stylempi.job import RunOptions, prepare
-from stylempi.look import Look, keep_colors, luma, luma_coefficients, resize, scaled_size
+from stylempi.job.run import RunOptions, prepare
+from stylempi.colour.look import Look, keep_colors, luma, luma_coefficients, resize, scaled_size
 from stylempi.errors import UsageError
 
 
@@ -146,7 +146,7 @@ def test_preserve_colors_keeps_the_inputs_chroma(hd_clip, tmp_path):
 
 def test_preview_shows_scales_and_colours_side_by_side(tmp_path):
     from PIL import Image
-    from stylempi.preview import GAP
+    from stylempi.tools.preview import GAP
     clip = clips.make_clip(tmp_path / "c.mp4", frames=10, size=(64, 48))
     model = clips.save_test_model(tmp_path / "m.pth")
     sheet = tmp_path / "s.png"

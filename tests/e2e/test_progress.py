@@ -18,8 +18,8 @@ import pytest
 
 import clips
 from conftest import mpirun_path, stylempi_cli
-from stylempi.progress import progress_style
-from stylempi.styles import BUILTIN
+from stylempi.job.progress import progress_style
+from stylempi.network.styles import BUILTIN
 
 FRAMES = 90
 

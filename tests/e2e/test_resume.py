@@ -23,7 +23,7 @@ import torch
 
 import clips
 from conftest import BIN, stylempi, stylempi_lines
-from stylempi.model import TransformerNet
+from stylempi.network.model import TransformerNet
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,7 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
     # The job dir (named by the job's key) as the command below will find it, made by the
     # library's own planning step: a first run stopped with SIGKILL would race the test (its
     # ranks go on for up to a moment and can finish chunks after they are cleared).
-    from stylempi.job import RunOptions, prepare, release_work_lock
+    from stylempi.job.run import RunOptions, prepare, release_work_lock
     job_dir = Path(prepare(RunOptions(input=str(clip), output=str(out), model=str(model), precision="fp32",
                                       chunk_frames=6, batch_size=1)).job_dir)
     release_work_lock()  # planning took OUTPUT's lock, as the job's rank 0 would: the job below needs it
@@ -173,7 +173,7 @@ def test_ranks_stop_when_mpirun_is_killed():
     ranks running (a sleeping MPI process outlived it by 20 s here) unless they notice
     that their launcher is gone. The ranks here hold a communicator and sleep, as ranks
     deep in a long network call do."""
-    code = ("import os, sys, time; from stylempi.comm import get_comm; c = get_comm(); "
+    code = ("import os, sys, time; from stylempi.job.comm import get_comm; c = get_comm(); "
             "print(os.getpid(), c.size, flush=True); time.sleep(60)")
     proc = subprocess.Popen([str(BIN / "mpirun"), "-n", "2", sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -214,7 +214,7 @@ def test_other_options_never_reuse_chunks(job, tmp_path):
 
 def test_a_changed_option_gets_a_new_job_dir_and_drops_the_old(job, tmp_path):
     """Chunks are keyed by everything that changes pixels: stale ones are never reused."""
-    from stylempi.job import RunOptions, prepare
+    from stylempi.job.run import RunOptions, prepare
 
     _, _, model = job
     clip = clips.make_clip(tmp_path / "small.mp4", frames=12, size=(64, 48), gop=4)

@@ -172,7 +172,7 @@ def test_sbatch_script_srun_launcher(slurm: SlurmCluster, tmp_path: Path):
                      "fake rank=1 gpu=6 threads=1 args=run in.mp4 out.mp4 --model m.pth"], text
 
 
-#: Each rank reports the CPUs it may run on, counted as engine.threads_per_rank counts
+#: Each rank reports the CPUs it may run on, counted as network.placement.threads_per_rank counts
 #: them (os.sched_getaffinity), and the thread count it was given. Not nproc: GNU nproc
 #: prints OMP_NUM_THREADS when that is set, and the script sets it, so it would say 2 for
 #: a rank pinned to one CPU.

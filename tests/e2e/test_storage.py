@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from stylempi import storage
+from stylempi.storage.staging import BlobWorkDir
 from stylempi.errors import StorageFailure, UsageError
 
 from azurite import ACCOUNT, KEY, azurite_https_server, azurite_server, blob_env, free_port  # noqa: F401 (fixtures)
@@ -146,7 +147,7 @@ def test_round_trip_multi_block_with_checksum(blob_env, tmp_path, monkeypatch):
     server, container = blob_env
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(250_000))
-    monkeypatch.setattr(storage.blobs, "BLOCK_SIZE", 64 * 1024)  # download chunks too: several GETs
+    monkeypatch.setattr(storage.azure.blobs, "BLOCK_SIZE", 64 * 1024)  # download chunks too: several GETs
     url = f"{server.account_url}/{container}/dir/in.bin"
     digest = storage.upload(src, url, block_size=64 * 1024)
     assert digest == hashlib.md5(src.read_bytes()).hexdigest()
@@ -365,7 +366,7 @@ def test_no_credential_found_is_one_clear_line(monkeypatch, tmp_path):
             monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")  # skip the managed-identity network probe
-    monkeypatch.setattr(storage.auth, "_default_credential", None)
+    monkeypatch.setattr(storage.azure.auth, "_default_credential", None)
     with pytest.raises(StorageFailure) as e:
         storage.read_bytes("https://nosuchacct0.blob.core.windows.net/c01/x.mp4")
     msg = str(e.value)
@@ -380,7 +381,7 @@ def test_no_credential_found_is_one_clear_line(monkeypatch, tmp_path):
 def test_blob_work_dir(blob_env, tmp_path):
     """The Blob work dir a job's staging keeps chunks in: flat entries, complete or absent."""
     server, container = blob_env
-    work_dir = storage.BlobWorkDir(storage.locate(f"az://{container}/jobs/job1"))
+    work_dir = BlobWorkDir(storage.locate(f"az://{container}/jobs/job1"))
     assert work_dir.list() == [] and work_dir.get_json("chunk-00012.json") is None
     seg = tmp_path / "seg.nut"
     seg.write_bytes(os.urandom(3000))
@@ -402,7 +403,7 @@ def test_blob_work_dir(blob_env, tmp_path):
 
 def test_blob_work_dir_ignores_nested_blobs(blob_env, tmp_path):
     server, container = blob_env
-    wd = storage.BlobWorkDir(storage.locate(f"{server.account_url}/{container}/w"))
+    wd = BlobWorkDir(storage.locate(f"{server.account_url}/{container}/w"))
     storage.upload_bytes(b"{}", f"az://{container}/w/sub/plan.json")
     storage.upload_bytes(b"{}", f"az://{container}/wx.json")
     storage.upload_bytes(b"{}", f"az://{container}/w/plan.json")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from stylempi import storage, watch
+from stylempi import storage
+from stylempi.cli import watch
 
 from azurite import azurite_server, blob_env  # noqa: F401 (fixtures)
 
@@ -56,7 +57,7 @@ def job(tmp_path, monkeypatch):
 
 
 def watch_cmd(source, dest, launcher, *extra, work_dir=None):
-    cmd = [sys.executable, "-m", "stylempi.watch", source, "--output", dest, "--model", "candy",
+    cmd = [sys.executable, "-m", "stylempi.cli.watch", source, "--output", dest, "--model", "candy",
            "--launcher", launcher, "--poll", "0.3", *extra]
     if work_dir is not None:
         cmd += ["--work-dir", str(work_dir)]
@@ -116,19 +117,20 @@ def test_candidates_exclude_own_things():
 
 def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     """An in-process job builds its RunOptions from `stylempi run`'s own flags as the CLI does."""
-    import stylempi.job
+    import stylempi.job.run
     from stylempi import cli
+    from stylempi.options import RunOptions
     run = ["in.mp4", "out.mkv", "--model", "m.pth", "--trust-model", "--device", "cpu", "--precision", "fp32",
            "--batch-size", "3", "--compile", "off", "--decode", "auto", "--convert", "torch", "--style-scale", "0.5",
            "--preserve-colors",
            "--video-stream", "0", "--codec", "libx265", "--crf", "20", "--preset", "fast", "--audio-codec",
            "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet"]
     seen = []
-    monkeypatch.setattr(stylempi.job, "run_job", lambda options, **kw: seen.append(options))
+    monkeypatch.setattr(stylempi.job.run, "run_job", lambda options, **kw: seen.append(options))
     assert cli.main(["run", *run]) == 0
-    assert stylempi.job.RunOptions.from_args(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
+    assert RunOptions.from_args(watch.parse_run_args(*run[:2], run[3], run[4:])) == seen[0]
     # every flag reached its field (each is given a value other than its default above)
-    unset = [f.name for f in dataclasses.fields(stylempi.job.RunOptions)
+    unset = [f.name for f in dataclasses.fields(RunOptions)
              if f.name not in ("input", "output", "model", "color_matrix", "staging")
              and getattr(seen[0], f.name) == f.default]
     assert not unset, unset
@@ -251,7 +253,8 @@ def test_sigterm_stops_cleanly_and_releases_the_claim(blob_env, job, tmp_path):
 #: right before it writes the blob named by argv[1] (a substring), after everything before it.
 CRASHING_WATCHER = r'''
 import os, sys
-from stylempi import storage, watch
+from stylempi import storage
+from stylempi.cli import main
 crash_at = sys.argv.pop(1)
 real = storage.upload_bytes
 def upload_bytes(data, loc, **kw):
@@ -260,7 +263,7 @@ def upload_bytes(data, loc, **kw):
         os._exit(137)
     return real(data, loc, **kw)
 storage.upload_bytes = upload_bytes
-sys.exit(watch.main(sys.argv[1:]))
+sys.exit(main(["watch", *sys.argv[1:]]))
 '''
 
 
@@ -310,14 +313,14 @@ def test_watch_end_to_end_with_real_stylempi_run(blob_env, tmp_path):
     import clips
     import torch
     from conftest import BIN, stylempi
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     server, container = blob_env
     torch.manual_seed(0)
     torch.save(TransformerNet(8).state_dict(), tmp_path / "tiny8.pth")
     storage.upload(tmp_path / "tiny8.pth", f"az://{container}/models/tiny8.pth")
     clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
     storage.upload(clip, f"az://{container}/up/clip.mp4")
-    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/up/", "--output",
+    r = subprocess.run([sys.executable, "-m", "stylempi.cli.watch", f"az://{container}/up/", "--output",
                         f"az://{container}/done/", "--model", f"az://{container}/models/tiny8.pth",
                         "--launcher", f"{BIN / 'mpirun'} -n 2", "--once"],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -334,7 +337,7 @@ def test_bad_run_args_fail_at_start(blob_env, mode):
     """An option `stylempi run` does not take fails once, before any listing, in both modes."""
     server, container = blob_env
     put(container, "in/clip.mp4", b"video")
-    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/in/", "--output",
+    r = subprocess.run([sys.executable, "-m", "stylempi.cli.watch", f"az://{container}/in/", "--output",
                         f"az://{container}/out/", "--model", "candy", *mode, "--once", "--run-args=--nope"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
@@ -355,7 +358,7 @@ def test_in_process_job_takes_run_args(blob_env, tmp_path):
     import numpy as np
     import torch
     from conftest import stylempi
-    from stylempi.model import TransformerNet
+    from stylempi.network.model import TransformerNet
     server, container = blob_env
     torch.manual_seed(0)
     model = tmp_path / "tiny8.pth"
@@ -363,7 +366,7 @@ def test_in_process_job_takes_run_args(blob_env, tmp_path):
     clip = clips.make_clip(tmp_path / "clip.mp4", frames=8)
     storage.upload(clip, f"az://{container}/up/clip.mp4")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "stylempi.watch", f"az://{container}/up/", "--output",
+    r = subprocess.run([sys.executable, "-m", "stylempi.cli.watch", f"az://{container}/up/", "--output",
                         f"az://{container}/done/", "--model", str(model), "--in-process", "--once",
                         "--run-args", "--style-scale 0.5 --preserve-colors"],
                        capture_output=True, text=True, timeout=300, env=env)

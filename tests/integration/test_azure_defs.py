@@ -183,7 +183,7 @@ def test_asset_versions_follow_the_content(tmp_path: Path):
     assert changed_env["component"] != first["component"]
     assert changed_env["pipeline_component"] != first["pipeline_component"]
 
-    code = here.parent / "stylempi" / "plan.py"
+    code = here.parent / "stylempi" / "job" / "plan.py"
     code.write_text(code.read_text() + "\n# changed\n")
     changed_code = submit.asset_versions(here)
     assert changed_code["environment"] == changed_env["environment"]

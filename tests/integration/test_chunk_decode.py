@@ -15,7 +15,7 @@ import pytest
 import clips
 from conftest import need_shared
 from stylempi.media import decode_frames, index_frames, open_input, pick_video_stream
-from stylempi.plan import plan_chunks
+from stylempi.job.plan import plan_chunks
 
 
 def _sequential(path, stream_index: int) -> dict[int, str]:

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from stylempi.errors import UsageError
-from stylempi.model import TransformerNet
-from stylempi.aot import GilFreeRunner
-from stylempi.engine import COMPILE_MIN_FRAMES, have_c_compiler, resolve_compile
-from stylempi.stylize import NetworkStylizer
+from stylempi.network.model import TransformerNet
+from stylempi.network.aot import GilFreeRunner
+from stylempi.network.placement import COMPILE_MIN_FRAMES, have_c_compiler, resolve_compile
+from stylempi.network.stylize import NetworkStylizer
 
 CPU = torch.device("cpu")
 needs_compiler = pytest.mark.skipif(not have_c_compiler(), reason="no C++ compiler for Inductor")

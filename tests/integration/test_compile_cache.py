@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stylempi import compile_cache
-from stylempi.compile_cache import Entry, Limits, plan_removals
+from stylempi.network import compile_cache
+from stylempi.network.compile_cache import Entry, Limits, plan_removals
 
 NOW = 1_000_000_000.0
 DAY = 86400.0
@@ -123,12 +123,12 @@ def test_concurrent_cleaners_remove_each_file_once_and_never_fail(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("stylempi.engine", fromlist=["x"]).have_c_compiler(),
+@pytest.mark.skipif(not __import__("stylempi.network.placement", fromlist=["x"]).have_c_compiler(),
                     reason="no C++ compiler for Inductor")
 def test_a_real_compile_names_its_package_by_format_and_cleans_old_ones(tmp_path, monkeypatch):
     import torch
-    from stylempi import aot, stylize
-    from stylempi.model import TransformerNet
+    from stylempi.network import aot, stylize
+    from stylempi.network.model import TransformerNet
     now = time.time()
     _make(tmp_path, "v1-0123.pt2", 1000, 3 * DAY, now)     # an old format
     _make(tmp_path, "89abcdef0123.pt2", 1000, 3 * DAY, now)  # named before formats were in names

@@ -9,7 +9,7 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.model import TransformerNet
+from stylempi.network.model import TransformerNet
 
 
 @pytest.fixture(scope="module")

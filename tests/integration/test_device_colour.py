@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import clips
-from stylempi import colour as colours
-from stylempi.devicecolour import PlanesStylizer, chroma_location
+from stylempi.colour import matrices as colours
+from stylempi.network.planes import PlanesStylizer, chroma_location
 from stylempi.media import to_planes, to_rgb, to_yuv
-from stylempi.stylize import NetworkStylizer
+from stylempi.network.stylize import NetworkStylizer
 
 BT709 = colours.Colour(colours.BT709, colours.RANGE_LIMITED, colours.BT709, colours.BT709)
 

@@ -16,7 +16,7 @@ import clips
 from conftest import ROOT, stylempi
 from stylempi.cli import build_parser
 from stylempi.errors import ModelLoadFailure
-from stylempi.styles import BUILTIN, builtin_checkpoint, closest_style, read_model, resolve_model
+from stylempi.network.styles import BUILTIN, builtin_checkpoint, closest_style, read_model, resolve_model
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w-])")

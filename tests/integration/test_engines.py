@@ -113,7 +113,7 @@ def test_a_narrowed_cpu_affinity_encodes_the_same_pixels(model, tmp_path, extens
 def _deep_video(range_: int):
     from fractions import Fraction
 
-    from stylempi import colour as colours
+    from stylempi.colour import matrices as colours
     from stylempi.media import VideoStreamInfo
     colour = colours.Colour(colours.BT2020_NCL, range_, 9, 16, depth=10)  # BT.2020, PQ
     return VideoStreamInfo(index=0, codec="hevc", width=64, height=48, time_base=Fraction(1, 25), start_pts=0,
@@ -134,7 +134,7 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
 
     import numpy as np
 
-    from stylempi import colour as colours
+    from stylempi.colour import matrices as colours
     from stylempi.media import choose_encoding, encoding_notes, to_yuv
     video = _deep_video(colours.RANGE_LIMITED if range_name == "limited" else colours.RANGE_FULL)
     settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc", None, None)
@@ -149,8 +149,9 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
 
 
 def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip, model, tmp_path):
-    from stylempi.job import RunOptions
-    from stylempi.prepare import job_key, prepare, release_work_lock
+    from stylempi.job.run import RunOptions
+    from stylempi.job.key import job_key
+    from stylempi.job.prepare import prepare, release_work_lock
     keys = {}
     for convert in ("ffmpeg", "torch"):  # torch converts on the CPU too
         prepared = prepare(RunOptions(input=str(clip), output=str(tmp_path / f"{convert}.mp4"), model=str(model),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import clips
-from stylempi import colour as colours
+from stylempi.colour import matrices as colours
 from stylempi.media import planes_frame, to_planes
 
 

@@ -14,10 +14,11 @@ from PIL import Image
 import clips
 from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
-from stylempi.export import add_export_arguments, export, export_main, onnx_available
-from stylempi.model import TransformerNet, load_network, network_from_state_dict
-from stylempi.preview import GAP, contact_sheet, list_models, preview, sample_frames, stylize_image
-from stylempi.styles import BUILTIN, builtin_checkpoint
+from stylempi.cli.export import add_export_arguments, export_main
+from stylempi.tools.export import export, onnx_available
+from stylempi.network.model import TransformerNet, load_network, network_from_state_dict
+from stylempi.tools.preview import GAP, contact_sheet, list_models, preview, sample_frames, stylize_image
+from stylempi.network.styles import BUILTIN, builtin_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,8 +74,8 @@ def test_preview_pixels_are_the_runs(tmp_path, monkeypatch):
     """A stylized tile of the sheet is what `stylempi run`'s own stylizer makes of the tile above
     it (same flags). 70x46 is no multiple of 4, so the network sees padded frames and every
     pixel near the borders depends on how they were padded (reflected, as run does)."""
-    from stylempi.comm import get_comm
-    from stylempi.job import RunOptions, build_stylizer, prepare
+    from stylempi.job.comm import get_comm
+    from stylempi.job.run import RunOptions, build_stylizer, prepare
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the run's stylizer takes its thread count from it
     clip = clips.basic_clip(tmp_path / "c.mp4", frames=10, size=(70, 46))

@@ -17,7 +17,7 @@ from conftest import stylempi
 
 cv2 = pytest.importorskip("cv2", reason="the stability figure needs opencv-python-headless (the [test] extra)")
 
-from stylempi.stability import analysis_size, valid_mask, warping_error  # noqa: E402
+from stylempi.tools.stability import analysis_size, valid_mask, warping_error  # noqa: E402
 
 
 def panning_frames(count: int = 6, step: tuple[int, int] = (2, 1), size: tuple[int, int] = (128, 96),

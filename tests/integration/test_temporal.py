@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import pytest
 
-from stylempi.temporal import compound_loss, random_flow, warp
+from stylempi.training.temporal import compound_loss, random_flow, warp
 from test_train import _args, _content_dir
-from stylempi.model import load_network
-from stylempi.train import train
+from stylempi.network.model import load_network
+from stylempi.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

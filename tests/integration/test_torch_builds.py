@@ -12,7 +12,7 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.engine import cuda_arch_supported
+from stylempi.network.placement import cuda_arch_supported
 
 #: torch.cuda.get_arch_list() of builds of the kind docs/deploy.md's table names.
 CUDA_13_LIKE = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]

@@ -11,9 +11,10 @@ from PIL import Image
 
 from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
-from stylempi.lossnet import build_lossnet, gram, load_squeezenet, squeezenet1_0_features
-from stylempi.model import load_network
-from stylempi.train import TrainOptions, add_train_arguments, state_path, train, train_main
+from stylempi.training.lossnet import build_lossnet, gram, load_squeezenet, squeezenet1_0_features
+from stylempi.network.model import load_network
+from stylempi.cli.train import add_train_arguments, train_main
+from stylempi.training.train import TrainOptions, state_path, train
 
 LOSS_WEIGHTS = ("models", "lossnet", "squeezenet1_0_caffe_bgr_fp16.pth")
 

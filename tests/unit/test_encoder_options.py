@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from stylempi import colour as colours
-from stylempi.colour import Colour
+from stylempi.colour import matrices as colours
+from stylempi.colour.matrices import Colour
 from stylempi.errors import UsageError
 from stylempi.media import CRF_RANGES, DEFAULT_CRF, DEFAULT_PRESET, check_crf, encoder_options
 

@@ -1,4 +1,4 @@
-"""Which engines decode, convert and encode a job (stylempi.hardware), on fake GPUs.
+"""Which engines decode, convert and encode a job (stylempi.media.engines), on fake GPUs.
 
 The choices are pure: each test hands them a :class:`Capabilities` table shaped like a
 real node (what opened there), so the GPU rules are checked on a machine without one.
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from stylempi import hardware
+from stylempi.media import engines as hardware
 from stylempi.media import gpu_support
 from stylempi.errors import UsageError
-from stylempi.hardware import CPU_ONLY, Capabilities, Choice, choose_codec, choose_convert, choose_decode
+from stylempi.media.engines import CPU_ONLY, Capabilities, Choice, choose_codec, choose_convert, choose_decode
 
 V100 = Capabilities(cuda=True, gpu_name="Tesla V100-SXM2-32GB", nvdec=frozenset({"h264", "hevc"}),
                     nvenc=frozenset({"h264_nvenc", "hevc_nvenc"}))
@@ -23,7 +23,7 @@ H200 = Capabilities(cuda=True, gpu_name="NVIDIA H200", nvdec=frozenset({"h264", 
 
 @dataclass(frozen=True)
 class FakeContainer:
-    """An output container that holds the codecs listed (stylempi.containers.Container's interface)."""
+    """An output container that holds the codecs listed (stylempi.media.containers.Container's interface)."""
 
     extension: str
     codecs: frozenset[str]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stylempi.errors import ModelLoadFailure
-from stylempi.model import TransformerNet, infer_width, load_network
-from stylempi.stylize import NetworkStylizer
+from stylempi.network.model import TransformerNet, infer_width, load_network
+from stylempi.network.stylize import NetworkStylizer
 
 from conftest import need_shared
 
@@ -101,7 +101,7 @@ def test_stylizer_keeps_exact_sizes(size):
 ])
 def test_space_to_depth_layer_equals_the_plain_convolution(in_ch, out_ch, kernel, size):
     """The last layer's CPU rearrangement (stylize._SpaceToDepthConv2d) sums the same products."""
-    from stylempi.stylize import _SpaceToDepthConv2d
+    from stylempi.network.stylize import _SpaceToDepthConv2d
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(in_ch, out_ch, kernel).eval()
     batch, height, width = size
@@ -151,7 +151,7 @@ def test_stylizer_leaves_the_callers_network_as_it_was():
 
 def test_auto_precision_keeps_narrow_networks_in_fp32_on_cpus():
     """bf16 costs a width-8 network ~3 dB more than the 38 dB line (docs/benchmarks.md)."""
-    from stylempi.engine import BF16_MIN_WIDTH, cpu_has_fast_bf16, network_width, resolve_precision
+    from stylempi.network.placement import BF16_MIN_WIDTH, cpu_has_fast_bf16, network_width, resolve_precision
     cpu = torch.device("cpu")
     wide = "bf16" if cpu_has_fast_bf16() else "fp32"
     assert resolve_precision("auto", cpu, 8) == "fp32"

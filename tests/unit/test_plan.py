@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from stylempi.plan import assign_chunks, plan_chunks
+from stylempi.job.plan import assign_chunks, plan_chunks
 
 
 @st.composite
@@ -67,7 +67,7 @@ def test_keyframe_alignment():
 
 
 def test_auto_chunk_length_depends_on_video_only():
-    from stylempi.plan import auto_chunk_frames
+    from stylempi.job.plan import auto_chunk_frames
     assert auto_chunk_frames(1) == 8
     assert auto_chunk_frames(90) == 8
     assert auto_chunk_frames(300) == 19

@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from stylempi.cuts import CutDetector, content_score  # noqa: E402
-from stylempi.plan import Chunk, plan_chunks, warmup_frames  # noqa: E402
-from stylempi.stability import warping_error  # noqa: E402
-from stylempi.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
+from stylempi.media.cuts import CutDetector, content_score  # noqa: E402
+from stylempi.job.plan import Chunk, plan_chunks, warmup_frames  # noqa: E402
+from stylempi.tools.stability import warping_error  # noqa: E402
+from stylempi.network.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
 
 
 def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_warm_up_frames_are_the_tail_of_the_chunk_before_in_its_own_batches():
 
 def test_the_key_changes_only_when_the_filter_is_on(tmp_path):
     from stylempi.media import EncodeSettings  # noqa: F401 - the key's own types
-    from stylempi import prepare as prep
+    from stylempi.job import key as prep
     clip = tmp_path / "x.bin"
     clip.write_bytes(b"video")
 
@@ -146,7 +146,7 @@ def test_the_key_changes_only_when_the_filter_is_on(tmp_path):
     # today's key, computed as main computed it before the filter existed (format 2)
     import json
     from stylempi import __version__
-    from stylempi.files import sha256_file
+    from stylempi.storage.files import sha256_file
     identity = {"format": prep.WORK_FORMAT, "stylempi": __version__, "input_size": 5,
                 "input_sha256": sha256_file(clip), "video_stream": 0,
                 "model_sha256": hashlib.sha256(b"model").hexdigest(), "precision": "bf16",

@@ -1,4 +1,4 @@
-"""stylempi.tensor_colour against FFmpeg's conversions (stylempi.media.pixels), both ways.
+"""stylempi.colour.tensors against FFmpeg's conversions (stylempi.media.pixels), both ways.
 
 The bar is 45 dB PSNR against swscale, on 8-bit RGB or planes (16-bit RGB for deep inputs),
 on a noisy gradient picture (tests/clips.py) and on colour bars with 1-pixel strokes whose
@@ -19,10 +19,10 @@ import torch
 
 import clips
 from conftest import need_shared
-from stylempi.colour import BT709, BT2020_NCL, RANGE_FULL, RANGE_LIMITED, SMPTE170M, Colour
+from stylempi.colour.matrices import BT709, BT2020_NCL, RANGE_FULL, RANGE_LIMITED, SMPTE170M, Colour
 from stylempi.media.encoding import EncodeSettings
 from stylempi.media.pixels import TO_YUV, _flags, frame_colour, to_rgb, to_yuv
-from stylempi.tensor_colour import planes_to_rgb, rgb_to_nv12, rgb_to_planes, split_nv12
+from stylempi.colour.tensors import planes_to_rgb, rgb_to_nv12, rgb_to_planes, split_nv12
 
 BAR = 45.0
 W, H = 100, 66

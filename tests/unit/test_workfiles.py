@@ -1,11 +1,11 @@
-"""The work dir's files (stylempi.workfiles) and the atomic writes under them (stylempi.files); pure."""
+"""The work dir's files (stylempi.job.workfiles) and the atomic writes under them (stylempi.storage.files); pure."""
 from __future__ import annotations
 
 import pytest
 
-from stylempi.files import atomic_write, sha256_file
-from stylempi.plan import Chunk
-from stylempi.workfiles import finished_pairs, reusable, segment_path, write_record
+from stylempi.storage.files import atomic_write, sha256_file
+from stylempi.job.plan import Chunk
+from stylempi.job.workfiles import finished_pairs, reusable, segment_path, write_record
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
