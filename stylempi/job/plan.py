@@ -116,15 +116,21 @@ def warmup_frames(chunks: Sequence[Chunk], index: int, count: int, batch: int = 
     """(pts, seek_from): the frames that warm the temporal filter up before chunk ``index``,
     and the keyframe a decoder starts from to reach them.
 
-    They are the last ``count`` or more frames of the chunk before (none before the first
-    chunk), starting at a multiple of ``batch`` frames from that chunk's start: the network then
-    sees them in exactly the batches it saw them in when that chunk was stylized, so a rank that
-    has just stylized it reuses its frames, and one that has not computes the same pixels.
-    They depend on the plan alone, so every rank warms up alike.
+    They are the last ``count`` or more frames before the chunk (fewer at the video's start),
+    taken from the chunks before it, in the oldest of them from a multiple of ``batch`` frames
+    after its start: the network then sees every warm-up frame in exactly the batch it saw it in
+    when its own chunk was stylized, so a rank that has just stylized those chunks reuses their
+    frames, and one that has not computes the same pixels. They depend on the plan alone, so
+    every rank warms up alike.
     """
-    if index < 1 or count < 1:
-        return (), None
-    previous = chunks[index - 1]
-    start = max(0, previous.frames - count)
-    start -= start % max(1, batch)
-    return previous.pts[start:], previous.seek_from
+    pts: list[int] = []
+    seek_from = None
+    i = index - 1
+    while i >= 0 and len(pts) < count:
+        chunk = chunks[i]
+        start = max(0, chunk.frames - (count - len(pts)))
+        start -= start % max(1, batch)
+        pts[:0] = chunk.pts[start:]
+        seek_from = chunk.seek_from
+        i -= 1
+    return tuple(pts), seek_from

@@ -52,7 +52,7 @@ class FilterSettings:
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
     brightness_sigma: float = 12.0
     #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
-    warmup: int = 6
+    warmup: int = 12
     #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
     #: resampling along an imperfect flow accumulates (0: none). Kept below 1/weight - 1 (+ the
     #: resampling's own loss), so the loop's gain stays under 1 at every spatial frequency.

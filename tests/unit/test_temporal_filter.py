@@ -120,7 +120,8 @@ def test_warm_up_frames_are_the_tail_of_the_chunk_before_in_its_own_batches():
     assert warmup_frames(chunks, 2, 6, batch=3) == (tuple(range(13, 20)), 10)  # batches 10-12, 13-15...
     assert warmup_frames(chunks, 2, 0) == ((), None)
     short = [Chunk(0, (0, 1)), Chunk(1, (2, 3, 4), 2), Chunk(2, (5, 6), 5)]
-    assert warmup_frames(short, 2, 4) == ((2, 3, 4), 2)
+    assert warmup_frames(short, 2, 4) == ((1, 2, 3, 4), None)  # over two chunks
+    assert warmup_frames(short, 2, 4, batch=2) == ((0, 1, 2, 3, 4), None)  # chunk 0's batch (0, 1) whole
     assert warmup_frames(short, 2, 2, batch=2) == ((2, 3, 4), 2)  # from the batch that holds frame 3
 
 
