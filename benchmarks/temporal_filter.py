@@ -19,6 +19,7 @@ its default settings, and prints, relative to the input (E_warp) or to the off o
 
     python benchmarks/temporal_filter.py [--frames 90] [--height 360] [--clips a,b] [--styles a,b]
         [--chunk-frames 8] [--cache DIR] [--json out.json] [--set weight=0.85 ...]
+    python benchmarks/temporal_filter.py --cost 10
 """
 from __future__ import annotations
 
@@ -110,6 +111,38 @@ def network_frames(style, clip, inputs, cache: Path | None):
     return out
 
 
+def cost(rounds: int) -> None:
+    """The filter's time per frame against the network's, interleaved in one process (one thread),
+    at 640x360 and, for the filter alone, 1920x1080: a loaded machine slows both alike."""
+    inputs = read_frames(str(MEDIA / "flower.mp4"), 2 * rounds + 1, 360)
+    big = read_frames(str(MEDIA / "flower.mp4"), 2 * rounds + 1, None)
+    big = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, axis=0), 2, axis=1)[:1080, :1920]) for f in big]
+    net = load_network(builtin_checkpoint("wave").read_bytes(), name="wave")
+    stylizer = NetworkStylizer(net, torch.device("cpu"), resolve_precision("auto", torch.device("cpu"), 32),
+                               batch_size=BATCH, compile=False)
+    small, large = TemporalFilter(), TemporalFilter()
+    small.step(inputs[0], inputs[0])
+    large.step(big[0], big[0])
+    network_s = filter_s = big_s = 0.0
+    for r in range(rounds):
+        pair = inputs[1 + 2 * r:3 + 2 * r]
+        t = time.perf_counter()
+        styled = stylizer(pair)
+        network_s += time.perf_counter() - t
+        t = time.perf_counter()
+        for frame, out in zip(pair, styled):
+            small.step(frame, out)
+        filter_s += time.perf_counter() - t
+        t = time.perf_counter()
+        for frame in big[1 + 2 * r:3 + 2 * r]:
+            large.step(frame, frame)
+        big_s += time.perf_counter() - t
+    n = 2 * rounds
+    print(f"640x360, one thread: network {network_s / n * 1000:.0f} ms/frame, filter {filter_s / n * 1000:.0f} "
+          f"ms/frame ({filter_s / network_s:.2f}x the network); 1920x1080: filter {big_s / n * 1000:.0f} ms/frame "
+          f"per core, {16 / (big_s / n):.0f} frames/s on 16 cores")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", default=",".join(CLIPS))
@@ -121,8 +154,14 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a filter setting")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cost", type=int, default=0, metavar="ROUNDS",
+                    help="only time the filter against the network, ROUNDS batches of 2 frames")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.cost:
+        print(f"# {machine()}; {load_note()}", flush=True)
+        cost(args.cost)
+        return 0
     defaults = FilterSettings()
     changes = {}
     for item in args.set:
