@@ -254,8 +254,10 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, s
         elif wanted:
             t = time.monotonic()
             scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
+            # decoded as the chunk's own frames are (NVDEC where the job uses it), or a reused
+            # warm-up and a decoded one would differ
             warm = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
-                                      prepared.video.colour))
+                                      prepared.video.colour, **frame_reader))
             stats.decode_s += time.monotonic() - t
             for i in range(0, len(warm), batch_size):
                 part = warm[i:i + batch_size]
