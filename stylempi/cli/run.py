@@ -44,7 +44,7 @@ def _add_temporal_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal", choices=("on", "off"), default="on",
                    help="steady the strokes: blend each frame with the previous output carried along the "
                         "input's optical flow, where that flow is trusted; resets at scene cuts; costs about "
-                        "a tenth more time on CPUs; off = every frame painted on its own, as the network "
+                        "a fifth more time on CPUs; off = every frame painted on its own, as the network "
                         "makes it (default: on)")
 
 
