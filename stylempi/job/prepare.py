@@ -29,6 +29,7 @@ from ..media.engines import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose
 from ..media.gpu_support import codec_of, probe_capabilities
 from ..network.placement import network_width, resolve_device, resolve_precision
 from ..network.styles import read_model
+from ..network.temporal_filter import FilterSettings
 from ..options import RunOptions
 from ..storage.safefiles import link_refusal, make_dir, probe_writable, refuse_link, remove_tree
 from .key import job_key
@@ -71,6 +72,8 @@ class Prepared:
     convert: str = DEFAULT_CONVERT
     #: Where the input's chroma samples sit, for the torch conversion (stylempi.network.planes).
     chroma_location: str = "left"
+    #: The temporal filter's settings, or None when it is off (stylempi.network.temporal_filter).
+    temporal: FilterSettings | None = None
 
 
 def prepare(options: RunOptions) -> Prepared:
@@ -94,6 +97,7 @@ def prepare(options: RunOptions) -> Prepared:
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
     notices = engine_notes + encoding_notes(video, settings, output_format(output_path)) + list(copy.dropped)
+    temporal = _temporal(options, convert, notices)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name, precision = _vetted_model(options, device)
@@ -108,7 +112,7 @@ def prepare(options: RunOptions) -> Prepared:
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
     key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
-                  decode, convert)
+                  decode, convert, temporal)
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
@@ -117,7 +121,7 @@ def prepare(options: RunOptions) -> Prepared:
     write_json(job_dir / PLAN_NAME, {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
         "model": model_name, "precision": precision, "encoding": settings.as_dict(), "look": look.as_dict(),
-        "decode": decode, "convert": convert,
+        "decode": decode, "convert": convert, "temporal": temporal.as_dict() if temporal else None,
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
@@ -128,7 +132,20 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look,
-        decode=decode, convert=convert, chroma_location=siting)
+        decode=decode, convert=convert, chroma_location=siting, temporal=temporal)
+
+
+def _temporal(options: RunOptions, convert: str, notices: list[str]) -> FilterSettings | None:
+    """The temporal filter's settings, or None when it is off. It works on RGB frames, so the
+    torch colour path (YUV planes on the device) runs without it, and says so."""
+    if options.temporal not in ("on", "off"):
+        raise UsageError("--temporal must be on or off")
+    if options.temporal == "off":
+        return None
+    if convert == "torch":
+        notices.append("the temporal filter works on RGB frames: off with --convert torch")
+        return None
+    return FilterSettings()
 
 
 def _chroma_location(input_path: Path, video: VideoStreamInfo, first_pts: int) -> str:

@@ -23,11 +23,14 @@ from PIL import Image, ImageDraw
 
 from ..colour.look import Look, check_scale
 from ..errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from ..media.cuts import CutDetector
 from ..network.model import open_model
 from ..network.placement import (DEFAULT_DEVICE, DEFAULT_PRECISION, default_batch_size, network_width, resolve_device,
                                  resolve_precision)
 from ..network.stylize import NetworkStylizer
+from ..network.temporal_filter import FilterSettings, TemporalFilter
 from ..storage.safefiles import replacing
+from .stability import read_frames
 
 #: Pixels between and around the tiles of a contact sheet.
 GAP = 4
@@ -208,6 +211,39 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
     except OSError as exc:
         raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
     return {"out": str(out), "frames": [t for t, _ in shots], "size": sheet.size, "notes": notes}
+
+
+def temporal_preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = DEFAULT_FRAMES,
+                     height: int = DEFAULT_HEIGHT, trust: bool = False, full_size: bool = True,
+                     device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION) -> dict:
+    """A sheet of K *consecutive* frames without and with the temporal filter (rows: input,
+    ``--temporal off``, ``--temporal on``), after the filter has warmed up on the frames before
+    them as a job's chunk does; returns ``{"out", "frames": [times], "size": (w, h)}``.
+
+    Shimmer shows as strokes that change between neighbouring tiles of the middle row."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise UsageError(f"--out {out}: give a .png (or .jpg/.webp) file name")
+    if not out.parent.is_dir():
+        raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
+    if frames < 1:
+        raise UsageError("--frames must be at least 1")
+    network = preview_stylizer(open_model(model, trust=trust), device, precision)
+    settings = FilterSettings()
+    decoded = read_frames(str(input_path), settings.warmup + frames, None if full_size else height)
+    styled: list[np.ndarray] = []
+    for i in range(0, len(decoded), 2):
+        styled += network(decoded[i:i + 2])
+    steady, cuts = TemporalFilter(settings), CutDetector()
+    filtered = [steady.step(f, s, cut=cuts.is_cut(f)) for f, s in zip(decoded, styled)]
+    shown = slice(max(0, len(decoded) - frames), len(decoded))
+    rows = [[_fit(img, height) for img in group[shown]] for group in (decoded, styled, filtered)]
+    sheet = contact_grid(rows, ["input", "--temporal off", "--temporal on"])
+    try:
+        sheet.save(out)
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
+    return {"out": str(out), "frames": list(range(shown.start, len(decoded))), "size": sheet.size}
 
 
 # --------------------------------------------------------------------------
