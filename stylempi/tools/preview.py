@@ -240,7 +240,8 @@ def temporal_preview(input_path: str | Path, model: str, out: str | Path, *, fra
     rows = [[_fit(img, height) for img in group[shown]] for group in (decoded, styled, filtered)]
     sheet = contact_grid(rows, ["input", "--temporal off", "--temporal on"])
     try:
-        sheet.save(out)
+        with replacing(out, "--out") as tmp:  # renamed onto OUT: a link there is replaced, not written through
+            sheet.save(tmp)
     except OSError as exc:
         raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
     return {"out": str(out), "frames": list(range(shown.start, len(decoded))), "size": sheet.size}

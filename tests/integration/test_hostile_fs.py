@@ -167,11 +167,12 @@ def test_a_work_root_of_another_user_is_refused(clip, model, tmp_path):
 # preview, export, train --out: the file each writes
 # ---------------------------------------------------------------------------
 
-def test_preview_out_link_is_replaced_not_written_through(clip, model, victim, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--temporal",)], ids=["looks", "temporal"])
+def test_preview_out_link_is_replaced_not_written_through(extra, clip, model, victim, tmp_path):
     sheet = tmp_path / "sheet.png"
     sheet.symlink_to(victim["file"])
     before = snapshot(victim["file"])
-    res = stylempi("preview", clip, "--model", model, "--out", sheet, "--frames", "1", timeout=TIMEOUT)
+    res = stylempi("preview", clip, "--model", model, "--out", sheet, "--frames", "1", *extra, timeout=TIMEOUT)
     assert res.returncode == 0, res.stderr
     assert snapshot(victim["file"]) == before
     assert sheet.is_file() and not sheet.is_symlink()
