@@ -148,7 +148,12 @@ def _factory(scheme: str | None) -> Factory | None:
         entry = _plugin_entry_points().get(scheme)
         if entry is None:
             return None
-        register([scheme], entry.load())
+        try:
+            factory = entry.load()
+        except Exception as exc:  # a broken plugin: one line, not a traceback
+            raise StorageFailure(f"cannot load the storage backend for {scheme}:// URLs ({entry.value}): "
+                                 f"{type(exc).__name__}: {exc}") from None
+        register([scheme], factory)
     return _factories[scheme]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import dirbucket
 from conftest import ROOT
-from stylempi.errors import UsageError
+from stylempi.errors import StorageFailure, UsageError
 from stylempi.storage import backend
 from stylempi.storage.azure.backend import AzureBackend
 from stylempi.storage.azure.urls import BlobLocation
@@ -99,6 +99,18 @@ def test_a_plugin_entry_point_adds_a_scheme(tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "_plugins", None)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(site)])
     assert not backend.served("dirbucket://media/x.mp4")
+
+
+def test_a_broken_plugin_is_one_clean_storage_failure(tmp_path, monkeypatch):
+    site = dirbucket.install_plugin(tmp_path / "site")
+    entry_points = next(site.glob("*.dist-info")) / "entry_points.txt"
+    entry_points.write_text(entry_points.read_text().replace("dirbucket:DirBucket", "no_such_module_here:X"))
+    monkeypatch.setattr(backend, "_plugins", None)
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(StorageFailure, match=r"cannot load the storage backend for dirbucket:// URLs "
+                                             r"\(no_such_module_here:X\): ModuleNotFoundError"):
+        backend.served("dirbucket://media/x.mp4")
+    monkeypatch.setattr(backend, "_plugins", None)
 
 
 def test_staging_and_the_work_lease_import_no_backend():
