@@ -68,6 +68,8 @@ class DirLease:
 class DirBucket:
     """The backend (stylempi.storage.backend.Backend) over ``$DIRBUCKET_ROOT/BUCKET/KEY``."""
 
+    service = "a directory bucket"
+
     def __init__(self, settings=None):
         self.root = Path(os.environ[ENV_ROOT])
         self.seconds = 15

@@ -1,4 +1,4 @@
-"""``stylempi preview``: a before/after contact sheet of a few frames, in seconds."""
+"""``stylempi preview``: a before/after contact sheet of a few frames, without a whole job."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ from ..tools.preview import DEFAULT_FRAMES, DEFAULT_HEIGHT, look_label, preview,
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preview", help="before/after contact sheet of a few frames, in seconds",
+    p = sub.add_parser("preview",
+                       help="before/after contact sheet of a few frames, without running a whole job",
                        description="Stylize K frames spread over INPUT (decoding only those) and write a "
                                    "contact sheet: input frames on top, stylized below.")
     add_preview_arguments(p)

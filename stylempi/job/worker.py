@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,8 +58,11 @@ class RankStats:
     compile_s: float = 0.0
 
 
-def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
-    """The real network on this rank's device (its own GPU among the node's ranks)."""
+def build_stylizer(prepared: Prepared, comm: Comm, stage: Callable[[str], None] | None = None) -> Stylizer:
+    """The real network on this rank's device (its own GPU among the node's ranks).
+
+    STAGE (rank 0's :meth:`ProgressBar.stage`) is told of the model's load and of the
+    compile, before each starts."""
     import torch
 
     from ..network.model import load_network
@@ -67,12 +70,14 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
     device = resolve_device(prepared.device, comm.local_rank)
     if device.type == "cpu":
         torch.set_num_threads(threads_per_rank(comm.local_size))
+    if stage is not None:
+        stage(f"loading {prepared.model_name} onto {device.type}")
     network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
     batch = prepared.batch_size or default_batch_size(device)
     # Decided from the video alone (never from N), so every N computes the same pixels.
     compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
     stylizer = NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
-                               require_compile=prepared.compile == "on")
+                               require_compile=prepared.compile == "on", stage=stage)
     if prepared.convert == "torch":
         from ..network.planes import PlanesStylizer
         return PlanesStylizer(stylizer, prepared.video.colour, prepared.settings.colour, prepared.chroma_location)

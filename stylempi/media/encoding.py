@@ -219,13 +219,21 @@ def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str
         notes.append(f"{settings.codec} writes {kept.depth}-bit video: the input's {video.colour.depth}-bit "
                      f"depth is reduced (leave --codec out, or use libx265, to keep it)")
     if kept is not None and kept.chroma != video.colour.chroma and video.colour.chroma != "other":
-        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} ({settings.codec} or the "
-                     "frame size needs it)")
+        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} "
+                     f"({_chroma_reason(video, settings)})")
     if kept is not None and (video.colour.mastering or video.colour.light) \
             and settings.codec not in ("libx264", "libx265"):
         notes.append(f"{settings.codec} cannot carry the input's HDR mastering display / light level "
                      "metadata; it is dropped (use libx265 to keep it)")
     return notes
+
+
+def _chroma_reason(video: VideoStreamInfo, settings: EncodeSettings) -> str:
+    """Which of the two reasons changed the subsampling (:func:`_encodable_colour`): an odd
+    frame size (4:2:0 and 4:2:2 need even sizes), or an encoder without the input's."""
+    if video.width % 2 or video.height % 2:
+        return f"the frame size {video.width}x{video.height} is odd, and {video.colour.chroma} needs even sizes"
+    return f"{settings.codec} cannot write {video.colour.chroma}"
 
 
 def add_video_stream(container: av.container.OutputContainer, settings: EncodeSettings,

@@ -76,6 +76,9 @@ class Backend(Protocol):
     """One storage service. Every failure is a :class:`StorageFailure` with a one-line message
     that holds no secret; an absent object is a :class:`Missing` where a method says so."""
 
+    #: What the service is called in a job's stage lines ("Blob storage"); optional: "remote storage".
+    service: str
+
     def locate(self, url: str) -> Location:
         """URL (of a scheme this backend serves) as a location; UsageError when malformed."""
 
@@ -226,6 +229,11 @@ class Place:
 
     def delete(self, *, lease: Lease | None = None) -> bool:
         return self.backend.delete(self.loc, lease=lease)
+
+
+def service_name(where: Place) -> str:
+    """What WHERE's service is called in messages: its backend's ``service``, else "remote storage"."""
+    return getattr(where.backend, "service", None) or "remote storage"
 
 
 def as_prefix_key(key: str) -> str:

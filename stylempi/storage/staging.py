@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ from ..errors import StorageFailure, StylempiError
 from ..job.comm import SharedError
 from ..job.workfiles import finished_pairs, record_name, record_path, segment_matches, segment_name, segment_path
 from ..job.worklock import LOCK_NAME
-from .backend import Location, Missing, Place, backend_for_scheme, parent_key, place, safe_local_name, served
+from .backend import (Location, Missing, Place, backend_for_scheme, parent_key, place, safe_local_name, served,
+                      service_name)
 from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
 from .worklease import WorkLease
 
@@ -124,6 +126,8 @@ class JobStaging:
     def __init__(self, options: Any, account_url: str | None, rank: int):
         self.rank = rank
         settings = {"account_url": account_url}
+        #: Rank 0 names the transfers that take a while (a stage line), unless --quiet.
+        self.tell = rank == 0 and not getattr(options, "quiet", False)
         self.remote_input = self._remote(options.input, settings)
         self.remote_output = self._remote(options.output, settings)
         self.remote_model = self._remote(options.model, settings)
@@ -155,10 +159,12 @@ class JobStaging:
         """
         local: dict[str, str] = {}
         if self.remote_input is not None:
+            self._stage(f"downloading {self.remote_input} from {service_name(self.remote_input)} (once per node)")
             local["input"] = self._local_input = self._node_copy(self.remote_input, comm)
         if self.remote_model is not None:
             dest = self.root / "model" / safe_local_name(self.remote_model.key)
             if comm.is_root:
+                self._stage(f"downloading the model {self.remote_model} from {service_name(self.remote_model)}")
                 self.remote_model.get(dest)
             local["model"] = str(dest)
         if self.remote_output is not None:
@@ -168,6 +174,11 @@ class JobStaging:
             local["work_dir"] = str(self.root / "work")
             (self.root / "work").mkdir()
         return local
+
+    def _stage(self, text: str) -> None:
+        """A stage line, before a transfer starts (the job's own are stylempi.progress's)."""
+        if self.tell:
+            print(f"stylempi: {text}", file=sys.stderr, flush=True)
 
     def _node_copy(self, loc: Place, comm: Any) -> str:
         """Path of LOC on this node's disk: the node leader downloads, the others wait for it."""
@@ -248,6 +259,7 @@ class JobStaging:
         if self.remote_output is None:
             shown = local_output
         else:
+            self._stage(f"uploading the output to {self.remote_output}")
             self.remote_output.put(local_output)
             shown = str(self.remote_output)
         if self._job_prefix is not None:

@@ -338,10 +338,12 @@ def test_bad_run_args_fail_at_start(blob_env, mode):
     server, container = blob_env
     put(container, "in/clip.mp4", b"video")
     r = subprocess.run([sys.executable, "-m", "stylempi.cli.watch", f"az://{container}/in/", "--output",
-                        f"az://{container}/out/", "--model", "candy", *mode, "--once", "--run-args=--nope"],
+                        f"az://{container}/out/", "--model", "candy", *mode, "--once",
+                        "--run-args=--preserve-color"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr == "stylempi: error: --run-args: unrecognized arguments: --nope\n"
+    assert r.stderr == ("stylempi: error: --run-args: stylempi run has no option --preserve-color "
+                        "(did you mean --preserve-colors?)\n")
     assert names(container) == ["in/clip.mp4"]
 
 

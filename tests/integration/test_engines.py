@@ -163,3 +163,23 @@ def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip,
     key = lambda *engines: job_key(clip, prepared.video, model.read_bytes(), "fp32", prepared.settings, 8,  # noqa: E731
                                    "auto", None, *engines)
     assert key() == key("cpu", "ffmpeg") != key("gpu", "ffmpeg")  # a default job's key has no engines entry
+
+
+@pytest.mark.parametrize("width, chroma, codec, reason", [
+    (65, "420", "libx264", "the frame size 65x48 is odd, and 420 needs even sizes"),
+    (64, "422", "h264_nvenc", "h264_nvenc cannot write 422"),
+])
+def test_the_chroma_note_says_which_reason_applies(tmp_path, width, chroma, codec, reason):
+    """4:4:4 is written for one of two reasons, and the note names the one that holds."""
+    import dataclasses
+    from fractions import Fraction
+
+    from stylempi.colour import matrices as colours
+    from stylempi.media import VideoStreamInfo, choose_encoding, encoding_notes
+    colour = dataclasses.replace(colours.Colour(colours.BT709, colours.RANGE_LIMITED, 1, 1), chroma=chroma)
+    video = VideoStreamInfo(index=0, codec="h264", width=width, height=48, time_base=Fraction(1, 25), start_pts=0,
+                            sample_aspect_ratio=None, rotation=0, pix_fmt=colour.pix_fmt(), frame_rate=Fraction(25),
+                            colour=colour)
+    settings = choose_encoding(tmp_path / "out.mp4", video, codec, None, None)
+    assert settings.colour.chroma == "444"
+    assert f"chroma {chroma} is written as 444 ({reason})" in encoding_notes(video, settings)

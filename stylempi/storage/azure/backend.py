@@ -33,6 +33,8 @@ class AzureBackend:
     """Blob storage; ``az://`` URLs take their account from ``settings["account_url"]``, else
     from the environment (stylempi.storage.azure.auth.locate)."""
 
+    service = "Blob storage"
+
     def __init__(self, settings: Mapping[str, Any] | None = None):
         self.account_url = (settings or {}).get("account_url")
 
