@@ -86,6 +86,7 @@ def test_a_job_in_a_test_backend_survives_a_kill_and_resumes(bucket_env, tiny_mo
     assert frames == 48 and chunks == 8, rerun.stdout
     assert work_left <= reused < chunks, (work_left, rerun.stdout)  # every pushed chunk reused, not redone
     assert rerun.stdout.rstrip().endswith("-> dirbucket://media/out/clip.mkv"), rerun.stdout
+    assert "downloading dirbucket://media/in/clip.mp4 from a directory bucket (once per node)" in rerun.stderr
     assert not list(work.rglob("chunk-*")) and not list(work.rglob("lock")), "work dir not cleaned after success"
     assert not list((root / ".leases").rglob("*.lease")), "a lease outlived the job"
 
