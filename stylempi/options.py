@@ -102,6 +102,8 @@ class RunOptions:
     #: The colour matrix for ``preserve_colors`` (a stylempi.colour.look.LUMA_COEFFICIENTS name);
     #: None = the input's own (the one its conversions use).
     color_matrix: str | None = None
+    #: The flow-guided temporal filter after the network (stylempi.network.temporal_filter): on or off.
+    temporal: str = "on"
     #: Blob storage staging (stylempi.storage.staging.staged_run sets it) when a path is a Blob URL.
     staging: Staging | None = None
 

@@ -20,6 +20,7 @@ from .. import __version__, prefer_huge_pages
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, one_line
 from ..job.comm import SharedError
 from ..job.launcher import shared_error_exit
+from ..storage.azure.urls import redact
 from . import export, models, preview, probe, run, train, verify
 from .parser import StylempiParser
 from .watch import command as watch_command
@@ -65,7 +66,8 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
     except StylempiError as exc:
         shared = isinstance(exc, SharedError)
         if not (shared and exc.reported):
-            print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            # a password or SAS token in any URL the message quotes is never printed
+            print(f"stylempi: error: {one_line(redact(str(exc)))}", file=sys.stderr, flush=True)
         return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)

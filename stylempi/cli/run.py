@@ -46,8 +46,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "sbatch instead, without -n")
     _add_engine_arguments(p)
     add_look_arguments(p)
+    _add_temporal_argument(p)
     _add_encoding_arguments(p)
     _add_work_arguments(p)
+
+
+def _add_temporal_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temporal", choices=("on", "off"), default="on",
+                   help="steady the strokes: blend each frame with the previous output carried along the "
+                        "input's optical flow, where that flow is trusted; resets at scene cuts; costs about "
+                        "a fifth more time on CPUs; off = every frame painted on its own, as the network "
+                        "makes it (default: on)")
 
 
 def _add_run_files(p: argparse.ArgumentParser) -> None:

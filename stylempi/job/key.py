@@ -14,6 +14,7 @@ from .. import __version__
 from ..colour.look import Look
 from ..media import EncodeSettings, VideoStreamInfo
 from ..media.engines import DEFAULT_CONVERT, DEFAULT_DECODE
+from ..network.temporal_filter import FilterSettings
 from ..storage.files import sha256_file
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
@@ -22,7 +23,8 @@ WORK_FORMAT = 2
 
 def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
             settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto",
-            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT) -> str:
+            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT,
+            temporal: FilterSettings | None = None) -> str:
     """A digest of everything that decides the output's pixels and chunk boundaries."""
     identity = {
         "format": WORK_FORMAT, "stylempi": __version__,
@@ -35,4 +37,6 @@ def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precis
         identity["look"] = look.as_dict()
     if (decode, convert) != (DEFAULT_DECODE, DEFAULT_CONVERT):  # NVDEC and torch round differently
         identity["engines"] = {"decode": decode, "convert": convert}
+    if temporal is not None:  # off keeps the keys jobs always had, so their work dirs still resume
+        identity["temporal"] = temporal.as_dict()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -227,7 +227,8 @@ def _finish(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging,
     segments = [segment_path(job_dir, c.index) for c in prepared.chunks]
     stage(f"joining {len(segments)} chunk{'s' if len(segments) != 1 else ''} into {one_line(prepared.output)}")
     staging.fetch_chunks(str(job_dir), [c.index for c in prepared.chunks])
-    assemble(prepared.input, prepared.video, segments, prepared.copy, prepared.output)
+    assemble(prepared.input, prepared.video, segments, prepared.copy, prepared.output,
+             prepared.settings.pts_offset)
     shown = staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
     release_work_lock(remove=True)

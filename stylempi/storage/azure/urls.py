@@ -36,8 +36,10 @@ def is_remote(location: str | os.PathLike | None) -> bool:
 
 
 def redact(url: str) -> str:
-    """URL without its query string or fragment (a SAS lives there); other text unchanged."""
-    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", str(url))
+    """Every URL in URL (a message, say) without its query string or fragment (a SAS lives
+    there) and without a user name and password before its host; other text unchanged."""
+    text = re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"]*@", r"\1", str(url))
+    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", text)
 
 
 class Account(NamedTuple):
