@@ -6,11 +6,18 @@ checkout; tests that need it skip with a reason when it is absent.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
 import re
+import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +192,53 @@ def stylempi(*args: str | os.PathLike, ranks: int | None = None, timeout: float 
         cmd = [mpirun_path(), "-n", str(ranks), *cmd]
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+def run_in_pty(cmd: list[str], env: dict[str, str], timeout: float,
+               size: tuple[int, int] | None = None) -> tuple[int, str]:
+    """Run CMD with a pseudo-terminal as stdin, stdout and stderr; return (status, output).
+
+    SIZE (rows, columns) gives the terminal a size as a real one has; without it the pty is
+    0x0, which some tests want (tqdm then has no columns to draw in)."""
+    master, slave = pty.openpty()
+    if size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal has exited
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return status, b"".join(chunks).decode("utf-8", "replace")
+
+
+def answer_json(handler, status: int, body: dict) -> None:
+    """Send BODY as a JSON response from a BaseHTTPRequestHandler (the tests' fake services)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, request) -> Path:
+    """A folder for one test module's shared files (its clip, its model)."""
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))

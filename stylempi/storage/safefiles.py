@@ -53,6 +53,17 @@ def refuse_link(path: str | os.PathLike, what: str) -> None:
         raise link_refusal(path, what)
 
 
+def _existing(path: Path, what: str, is_kind, not_kind: str) -> os.stat_result:
+    """PATH's own status (never its link target's) when it is of the kind IS_KIND accepts;
+    a link, or anything else, is refused (NOT_KIND says why)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise link_refusal(path, what)
+    if not is_kind(st.st_mode):
+        raise OutputFailure(f"{what} {path} {not_kind}")
+    return st
+
+
 def make_dir(path: str | os.PathLike, what: str, mode: int = 0o777) -> Path:
     """Make directory PATH (its parent must exist), or accept it when it already is a real
     directory of this user; a link, a file or another user's directory is refused."""
@@ -64,11 +75,7 @@ def make_dir(path: str | os.PathLike, what: str, mode: int = 0o777) -> Path:
         pass
     except OSError as exc:
         raise OutputFailure(f"cannot make {what} {path}: {exc.strerror or exc}") from None
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise link_refusal(path, what)
-    if not stat.S_ISDIR(st.st_mode):
-        raise OutputFailure(f"{what} {path} is a file, not a directory: remove it, or write somewhere else")
+    st = _existing(path, what, stat.S_ISDIR, "is a file, not a directory: remove it, or write somewhere else")
     if st.st_uid != os.geteuid():
         raise OutputFailure(f"{what} {path} belongs to another user (uid {st.st_uid}), who could plant "
                             "links in it: remove it, or write somewhere else")
@@ -88,11 +95,7 @@ def create_file(path: str | os.PathLike, what: str) -> int:
             if exc.errno == errno.ELOOP:
                 raise link_refusal(path, what) from None
             raise OutputFailure(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            raise link_refusal(path, what)
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputFailure(f"{what} {path} is in the way (not a plain file): remove it")
+        _existing(path, what, stat.S_ISREG, "is in the way (not a plain file): remove it")
         try:
             os.unlink(path)  # an earlier run's leftover; unlink removes a name, never follows it
         except FileNotFoundError:

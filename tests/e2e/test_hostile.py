@@ -27,11 +27,6 @@ TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile")
-
-
-@pytest.fixture(scope="module")
 def clip(work) -> Path:
     return clips.make_clip(work / "in.mp4", frames=10, size=(64, 48), gop=5, audio_tracks=1)
 

@@ -8,16 +8,13 @@ redrawn bar, the same job writing to a file must show only the plain lines.
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import subprocess
-import time
 
 import pytest
 
 import clips
-from conftest import mpirun_path, stylempi_cli
+from conftest import mpirun_path, run_in_pty, stylempi_cli
 from stylempi.job.progress import progress_style
 from stylempi.network.styles import BUILTIN
 
@@ -51,34 +48,6 @@ def _job(tmp_path) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
-def _run_in_pty(cmd: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
-    """Run ``cmd`` with a pseudo-terminal as stdin, stdout and stderr; return (status, output)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every holder of the terminal has exited
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return status, b"".join(chunks).decode("utf-8", "replace")
-
-
 def _bar_counts(text: str) -> list[int]:
     """Frame counts of every bar redraw (tqdm writes ``stylize:  40%|...| 24/60 [...``)."""
     return [int(m) for m in re.findall(rf"stylize:.*?\| *(\d+)/{FRAMES} \[", text)]
@@ -86,7 +55,7 @@ def _bar_counts(text: str) -> list[int]:
 
 def test_mpirun_in_a_terminal_shows_the_live_bar(tmp_path):
     cmd, env = _job(tmp_path)
-    status, text = _run_in_pty(cmd, env)
+    status, text = run_in_pty(cmd, env, timeout=240)
     assert status == 0, text
     counts = _bar_counts(text)
     assert "\r" in text and counts, text

@@ -22,7 +22,7 @@ import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from azurite import ACCOUNT, KEY, azurite_server  # noqa: F401 (fixture)
-from conftest import ROOT
+from conftest import ROOT, answer_json
 from logicapp import run_workflow
 
 TRIGGER = ROOT / "azure" / "trigger.json"
@@ -50,12 +50,7 @@ class FakeAzureML:
                 pass
 
             def answer(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer_json(self, code, body)
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))

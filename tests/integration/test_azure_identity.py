@@ -10,7 +10,6 @@ no network, which is fine, it is only the token request this test checks).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, answer_json
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 SECRET = "fake-msi-secret"
@@ -43,12 +42,7 @@ class FakeMSI(BaseHTTPRequestHandler):
                            "resource": query.get("resource", ""), "token_type": "Bearer"})
 
     def _answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, status, body)
 
     def log_message(self, *args) -> None:
         pass

@@ -24,11 +24,6 @@ EXIT_RESOURCE = 8
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("classes")
-
-
-@pytest.fixture(scope="module")
 def clip(work) -> Path:
     return clips.make_clip(work / "in.mp4", frames=4, size=(32, 32), gop=2)
 

@@ -38,11 +38,6 @@ EXIT_OUTPUT = 5
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile-fs")
-
-
-@pytest.fixture(scope="module")
 def clip(work) -> Path:
     return clips.make_clip(work / "in.mp4", frames=4, size=(32, 32), gop=2, audio_tracks=1)
 

@@ -10,20 +10,15 @@ had left.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
-import termios
 import time
 
 import pytest
 
 import clips
-from conftest import stylempi_cli
+from conftest import run_in_pty, stylempi_cli
 from stylempi.network.styles import BUILTIN
 
 FRAMES = 96
@@ -79,39 +74,9 @@ def test_log_lines_name_the_compile_first_and_no_eta_overshoots(tmp_path):
     assert all(eta - 0.5 <= 3 * left for eta, left in etas), (etas, text)
 
 
-def _run_in_pty(cmd: list[str], env: dict[str, str], timeout: float = 900) -> tuple[int, str]:
-    """Run CMD with a pseudo-terminal as stdin, stdout and stderr; return (status, output)."""
-    master, slave = pty.openpty()
-    # A terminal's size, as a real one has (a 0x0 pty gives tqdm no columns to draw in).
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every holder of the terminal has exited
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return status, b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_a_terminal_names_the_compile_before_the_bar(tmp_path):
     cmd, env = _job(tmp_path)
-    status, text = _run_in_pty(cmd, env)
+    status, text = run_in_pty(cmd, env, timeout=900, size=(30, 120))
     assert status == 0, text
     text = text.replace("\r\n", "\n")  # the terminal's line ends
     compiling = COMPILE_LINE.search(text)
