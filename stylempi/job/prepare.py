@@ -9,6 +9,7 @@ reuses (stylempi.job.workfiles). Its :class:`Prepared` is broadcast to all ranks
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -29,6 +30,7 @@ from ..media.gpu_support import codec_of, probe_capabilities
 from ..network.placement import network_width, resolve_device, resolve_precision
 from ..network.styles import read_model
 from ..options import RunOptions
+from ..storage.files import sha256_file
 from .key import job_key
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .workfiles import PLAN_NAME, reusable, write_json
@@ -100,8 +102,11 @@ def prepare(options: RunOptions) -> Prepared:
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
-    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
-                  decode, convert)
+    key = job_key({  # one value for each entry RunOptions' fields declare (stylempi.job.key)
+        "input_size": input_path.stat().st_size, "input_sha256": sha256_file(input_path),
+        "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
+        "compile": options.compile, "look": look.as_dict(), "engines": {"decode": decode, "convert": convert}})
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
