@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import torch
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stylempi.job.comm import get_comm  # noqa: E402
-from stylempi.job.run import RunOptions, run_job  # noqa: E402
+from stylempi.job.run import run_job  # noqa: E402
+from stylempi.options import RunOptions  # noqa: E402
 
 
 class Identity:
+    """Frames out as they came in (stylempi.network.stylize.Stylizer, written out here)."""
+
+    device = torch.device("cpu")
     batch_size = 2
+    precision = "identity"
+    compiled = False
+    compile_seconds = 0.0
+    input_kind = "rgb"
 
     def __call__(self, frames):
         return [f.copy() for f in frames]

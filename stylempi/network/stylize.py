@@ -1,9 +1,9 @@
 """Running the network on frames: padding, precision, batching, exact sizes.
 
-A *stylizer* is anything with ``__call__(frames: list[np.ndarray]) ->
-list[np.ndarray]`` taking and returning HxWx3 uint8 RGB arrays of the same
-size. :class:`NetworkStylizer` is the real one; benchmarks plug in stand-ins
-through :func:`stylempi.job.run.run_job` with the same interface. The device,
+A *stylizer* is what :class:`Stylizer` declares: a callable on batches of frames that says
+where it runs, how many frames it takes at once, its arithmetic, its compile time and the
+form of frames it takes (RGB arrays or YUV planes). :class:`NetworkStylizer` is the real
+one; a custom one plugs in through :func:`stylempi.job.run.run_job`'s ``stylizer_factory``. The device,
 precision, batch size and compile mode it is given are decided in
 :mod:`stylempi.network.placement`; compiling is :mod:`stylempi.network.aot`.
 """
@@ -22,10 +22,38 @@ from ..errors import ModelLoadFailure
 from . import aot
 
 
-class Stylizer(Protocol):
-    """Maps a batch of RGB uint8 frames to stylized frames of the same sizes."""
+#: Frames as HxWx3 RGB arrays: uint8, or uint16 (0..65535) for inputs deeper than 8 bits.
+RGB = "rgb"
+#: Frames as (Y, Cb, Cr) planes: the input's colour in (numpy arrays, or CUDA tensors when NVDEC
+#: decodes), the encoder's (the output's subsampling and depth) out, as numpy arrays.
+PLANES = "planes"
+INPUT_KINDS = (RGB, PLANES)
 
-    def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]: ...
+
+class Stylizer(Protocol):
+    """What a job needs of a stylizer, whether :class:`NetworkStylizer` or a custom one given to
+    :func:`stylempi.job.run.run_job` as ``stylizer_factory(prepared, comm)``.
+
+    ``__call__`` maps a batch of at most :attr:`batch_size` frames, in the form
+    :attr:`input_kind` names, to as many stylized frames of the same size and form. The job
+    decodes (and converts) frames into that form itself: a stylizer taking :data:`RGB` gets RGB
+    whatever ``--convert`` says.
+    """
+
+    #: Where it runs. A CUDA device is the GPU NVDEC decodes on and NVENC encodes on; any other
+    #: (``torch.device("cpu")``) keeps the media engines on the CPU.
+    device: torch.device
+    #: Frames per call; the job decodes batches of this size.
+    batch_size: int
+    #: Its arithmetic as the summary line shows it: "fp32", "bf16", "fp16" (or a stand-in's word).
+    precision: str
+    #: Whether it runs compiled, and the seconds spent compiling or loading compiled code so far.
+    compiled: bool
+    compile_seconds: float
+    #: :data:`RGB` or :data:`PLANES`.
+    input_kind: str
+
+    def __call__(self, frames: list) -> list: ...
 
 
 class _Float32(nn.Module):
@@ -205,6 +233,7 @@ class NetworkStylizer:
         self.compiled = bool(compile) and not isinstance(network, torch.jit.ScriptModule)
         self.require_compile = require_compile
         self.compile_seconds = 0.0
+        self.input_kind = RGB
         self.compile_notes: list[str] = []
         self._runners: dict[tuple, aot.Runner | None] = {}
 
