@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ModelLoadFailure
 from . import aot
+from .model import layout_of
 
 
 #: Frames as HxWx3 RGB arrays: uint8, or uint16 (0..65535) for inputs deeper than 8 bits.
@@ -128,19 +129,26 @@ def prepare_network(network: nn.Module, device: torch.device, precision: str,
     network = network.to(device).eval().to(memory_format=memory_format)
     if isinstance(network, torch.jit.ScriptModule):  # trusted TorchScript runs as it is
         return network
-    if precision in ("bf16", "fp16") and isinstance(getattr(network, "conv1", None), nn.Module) \
-            and not isinstance(network.conv1, _Float32):
-        # The 9x9 first layer in fp32: in bf16 it alone loses much of the quality, for a
+    layout = layout_of(network)
+    first = network.get_submodule(layout.first_layer)
+    if precision in ("bf16", "fp16") and not isinstance(first, _Float32):
+        # The first layer in fp32: in bf16 it alone loses much of the quality, for a
         # small share of the arithmetic (docs/benchmarks.md, section 9).
-        network.conv1 = _Float32(network.conv1)
-    last = getattr(getattr(network, "deconv3", None), "conv2d", None)
+        _replace(network, layout.first_layer, _Float32(first))
+    last = network.get_submodule(layout.last_conv)
     if device.type == "cpu" and isinstance(last, nn.Conv2d) and last.out_channels <= 4 \
             and last.kernel_size[0] >= 5:
         try:  # the output layer, rearranged for oneDNN (see _SpaceToDepthConv2d)
-            network.deconv3.conv2d = _SpaceToDepthConv2d(last).to(memory_format=memory_format)
+            _replace(network, layout.last_conv, _SpaceToDepthConv2d(last).to(memory_format=memory_format))
         except ValueError:  # strided, dilated...: left as it is
             pass
     return network
+
+
+def _replace(network: nn.Module, path: str, module: nn.Module) -> None:
+    """Put MODULE at the submodule PATH ("deconv3.conv2d") of NETWORK."""
+    parent, _, name = path.rpartition(".")
+    setattr(network.get_submodule(parent) if parent else network, name, module)
 
 
 NON_FINITE = ("the model computed non-finite values (NaN or Inf) for a batch of frames; its weights "
@@ -151,8 +159,8 @@ class FrameStep(nn.Module):
     """The whole per-batch step as one module, so it exports and compiles as one graph.
 
     uint8 (or 16-bit) NHWC in, the same type NHWC out, the same size. Frames
-    are padded to a multiple of 4 (the network's two stride-2 stages would
-    otherwise change the size: 405 becomes 408) and cropped back. 16-bit
+    are padded to a multiple of the network's stride (its ``LAYOUT``; TransformerNet's two
+    stride-2 stages would otherwise change the size: 405 becomes 408) and cropped back. 16-bit
     frames (inputs deeper than 8 bits) are scaled to the network's usual
     0..255 range and back, so the output keeps its depth without banding.
 
@@ -166,6 +174,7 @@ class FrameStep(nn.Module):
     def __init__(self, network: nn.Module, precision: str, memory_format: torch.memory_format):
         super().__init__()
         self.network = network
+        self.layout = layout_of(network)
         self.memory_format = memory_format
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -175,8 +184,9 @@ class FrameStep(nn.Module):
         batch = batch.permute(0, 3, 1, 2).float()  # NHWC memory seen as NCHW: channels-last already
         if deep:
             batch = batch * (255 / 65535)
-        # Multiples of 4, and at least 16 pixels: the 9x9 border layers reflect 4 pixels.
-        pad_h, pad_w = max(-height % 4, 16 - height), max(-width % 4, 16 - width)
+        # Multiples of the network's stride, and the smallest side its border layers take.
+        stride, side = self.layout.stride, self.layout.min_side
+        pad_h, pad_w = max(-height % stride, side - height), max(-width % stride, side - width)
         if pad_h or pad_w:
             # Reflection needs the pad smaller than the side; replicate covers tiny frames.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
