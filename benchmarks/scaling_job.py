@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from stylempi.job.comm import get_comm  # noqa: E402
+from stylempi.media import EncoderRequest  # noqa: E402
 from stylempi.job.run import RunOptions, build_stylizer, run_job  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def main() -> int:
         return built[-1]
 
     options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
-                         preset=args.preset, batch_size=args.batch_size if args.network else None,
+                         encoder=EncoderRequest(preset=args.preset), batch_size=args.batch_size if args.network else None,
                          chunk_frames=args.chunk_frames)
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()

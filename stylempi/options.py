@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .colour.look import Look
+from .media.encoding import EncoderRequest
 from .media.engines import DEFAULT_CONVERT, DEFAULT_DECODE
 from .network.placement import DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION
 
@@ -129,8 +130,8 @@ class RunOptions:
                                                                       "pixels do not depend on its batch"))
     video_stream: int | None = field(default=None, metadata=in_key("video_stream"))
     codec: str | None = field(default=None, metadata=in_key("encoding"))
-    crf: int | None = field(default=None, metadata=in_key("encoding"))
-    preset: str | None = field(default=None, metadata=in_key("encoding"))
+    #: --crf, --preset...: what is asked of the encoder, as one value (its fields are run's flags).
+    encoder: EncoderRequest = field(default_factory=EncoderRequest, metadata=in_key("encoding"))
     audio_codec: str | None = field(default=None, metadata=not_in_key("audio is copied or re-encoded at the "
                                                                        "join, after every chunk"))
     #: Re-encode every audio track with ``audio_codec``, not only those OUTPUT cannot hold.
@@ -156,5 +157,5 @@ class RunOptions:
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
         """The options of parsed ``stylempi run`` arguments: each field from the flag of its
         name (``stylempi run`` and ``watch --run-args`` both build them this way)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in vars(args).items() if k in names})
+        names = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
+        return cls(**{k: v for k, v in vars(args).items() if k in names}, encoder=EncoderRequest.from_args(args))

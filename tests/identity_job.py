@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stylempi.job.comm import get_comm  # noqa: E402
 from stylempi.job.run import run_job  # noqa: E402
+from stylempi.media import EncoderRequest  # noqa: E402
 from stylempi.options import RunOptions  # noqa: E402
 
 
@@ -46,7 +47,8 @@ def main() -> int:
     ap.add_argument("--audio-codec", default=None)
     args = ap.parse_args()
     options = RunOptions(input=args.input, output=args.output, model=args.model, quiet=True, restart=True,
-                         crf=args.crf, codec=args.codec, audio_codec=args.audio_codec)
+                         encoder=EncoderRequest(crf=args.crf), codec=args.codec,
+                         audio_codec=args.audio_codec)
     run_job(options, stylizer_factory=lambda prepared, comm: Identity(), comm=get_comm())
     return 0
 

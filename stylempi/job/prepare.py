@@ -175,7 +175,7 @@ def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStream
     """The encoder settings, opened once here (bad --preset/--crf: here, not on every rank after
     work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
     size it cannot take, a preset it lacks) gives way to the default, with a note."""
-    settings = choose_encoding(output_path, video, codec, options.crf, options.preset)
+    settings = choose_encoding(output_path, video, codec, options.encoder)
     try:
         check_encoder(settings)
     except UsageError:
@@ -183,7 +183,7 @@ def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStream
         if options.codec != AUTO_CODEC or codec == fallback:
             raise
         notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
-        settings = choose_encoding(output_path, video, fallback, options.crf, options.preset)
+        settings = choose_encoding(output_path, video, fallback, options.encoder)
         check_encoder(settings)
     return settings
 

@@ -138,7 +138,7 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
     from stylempi.colour import matrices as colours
     from stylempi.media import choose_encoding, encoding_notes, to_yuv
     video = _deep_video(colours.RANGE_LIMITED if range_name == "limited" else colours.RANGE_FULL)
-    settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc", None, None)
+    settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc")
     assert (settings.pix_fmt, settings.colour.depth, settings.colour.chroma) == ("p010le", 10, "420")
     assert not [n for n in encoding_notes(video, settings) if "depth" in n]
     rgb = np.random.default_rng(1).integers(0, 65536, (48, 64, 3)).astype(np.uint16)
