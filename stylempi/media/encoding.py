@@ -149,7 +149,7 @@ def encoder_options(encoder: str, colour: Colour, request: EncoderRequest = Enco
         # bytes of a segment's second frame depend on thread timing, so the same
         # pixels could encode to different packets (tests/e2e/test_run_matrix.py, same-N
         # test): it is off. Its threads stay on, as many as :func:`encoder_threads` says.
-        # Figures: docs/benchmarks.md, section 10.
+        # Figures: docs/benchmarks.md, "Why the media code does what it does".
         if encoder == "libx264":
             options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD), "threads": str(encoder_threads()),
                             "x264-params": ":".join(filter(None, ["sync-lookahead=0", hdr]))})

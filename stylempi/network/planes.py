@@ -12,7 +12,7 @@ on the network's device rather than by swscale on the CPU.
 
 Why: on a GPU node the CPU's share of a frame (swscale both ways, the copies of
 RGB, three bytes a pixel, over PCIe) is most of a job's time while the GPU
-waits (docs/benchmarks.md, section 6). Planes are half the bytes of RGB at
+waits (docs/benchmarks.md, "GPU: NVIDIA H200 at 1080p"). Planes are half the bytes of RGB at
 4:2:0, and the conversions are a few element-wise kernels on the GPU. On a CPU
 device the same code runs in torch on the CPU, which is how CI tests it.
 """

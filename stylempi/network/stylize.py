@@ -77,7 +77,7 @@ class _SpaceToDepthConv2d(nn.Module):
     CPU's speed. Rearranged with ``pixel_unshuffle(2)`` it becomes a 5x5
     convolution of 4x the channels (128 -> 12) on a half-size image: a few
     more multiply-adds (the folded kernel has zeros), in much less time
-    (docs/benchmarks.md, section 9). The same products are summed in another
+    (docs/benchmarks.md, "Why the stylizer does what it does"). The same products are summed in another
     order, so it equals the plain convolution up to float rounding. Odd sizes
     take the plain convolution.
     """
@@ -133,7 +133,7 @@ def prepare_network(network: nn.Module, device: torch.device, precision: str,
     first = network.get_submodule(layout.first_layer)
     if precision in ("bf16", "fp16") and not isinstance(first, _Float32):
         # The first layer in fp32: in bf16 it alone loses much of the quality, for a
-        # small share of the arithmetic (docs/benchmarks.md, section 9).
+        # small share of the arithmetic (docs/benchmarks.md, "Why the stylizer does what it does").
         _replace(network, layout.first_layer, _Float32(first))
     last = network.get_submodule(layout.last_conv)
     if device.type == "cpu" and isinstance(last, nn.Conv2d) and last.out_channels <= 4 \
@@ -230,7 +230,7 @@ class NetworkStylizer:
         self.batch_size = max(1, batch_size)
         if device.type == "cuda" and not compile:
             # Eager on a GPU, channels-last costs more than it gives: the instance norms copy
-            # every activation back to NCHW (docs/benchmarks.md, section 9).
+            # every activation back to NCHW (docs/benchmarks.md, "Why the stylizer does what it does").
             channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if device.type == "cuda" and precision == "fp32":
