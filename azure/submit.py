@@ -8,7 +8,9 @@ nothing when idle)::
         --video azureml://datastores/workspaceblobstore/paths/stylempi/input/clip.mp4 \\
         --model azureml://datastores/workspaceblobstore/paths/stylempi/models/candy.pth \\
         --output azureml://datastores/workspaceblobstore/paths/stylempi/output/clip/ \\
-        --nodes 2 --gpus-per-node 4 --vm-size Standard_NC96ads_A100_v4 [--low-priority]
+        --nodes 2 --gpus-per-node 4 --vm-size Standard_NC96ads_A100_v4 \\
+        --work-dir https://ACCOUNT.blob.core.windows.net/CONTAINER/stylempi-work/clip \\
+        [--low-priority | --serverless-spot]
 
 Also deploy the pipeline as a batch endpoint (what azure/trigger.json invokes on
 every upload): add ``--deploy-endpoint [--endpoint-name NAME]``; ``--no-submit``
@@ -36,6 +38,10 @@ COMPONENT_YML = HERE / "style_component.yml"
 PIPELINE_COMPONENT_YML = HERE / "style_pipeline_component.yml"
 PIPELINE_JOB_YML = HERE / "pipeline_job.yml"
 STYLE_NODE = "style"
+#: torch builds (docs/deploy.md, torch builds and GPUs): the pip index each comes from.
+TORCH_INDEXES = {"cu126": "https://download.pytorch.org/whl/cu126",
+                 "cu130": "https://download.pytorch.org/whl/cu130",
+                 "pypi": None}
 #: What the component uploads and runs: its version changes when any of it does.
 CODE_DIRS = ("stylempi", "azure")
 
@@ -67,7 +73,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cl.add_argument("--max-nodes", type=int, default=4,
                     help="cluster's maximum node count (minimum is always 0)")
     cl.add_argument("--low-priority", action="store_true",
-                    help="low-priority (spot) nodes: cheaper, may be preempted; rerun resumes")
+                    help="preemptible nodes: Azure ML retired low-priority VMs on 31 March 2026 "
+                         "and allocates such clusters' nodes as Spot VMs (Spot price, may be "
+                         "evicted); a rerun resumes")
+    cl.add_argument("--serverless-spot", action="store_true",
+                    help="run the pipeline job on serverless compute at the Spot tier "
+                         "(--vm-size, --nodes) instead of the cluster; batch endpoints still "
+                         "need the cluster")
+    cl.add_argument("--node-public-ip", action="store_true",
+                    help="give the cluster's nodes public IPs (default: none, which needs a "
+                         "workspace with a managed virtual network, or --subnet)")
+    cl.add_argument("--subnet", help="subnet resource id for the cluster's nodes (a VNet of "
+                                     "your own; not needed with a managed virtual network)")
+    cl.add_argument("--torch-cuda", default="cu126", choices=sorted(TORCH_INDEXES),
+                    help="which torch build the environment installs: cu126 (default: driver "
+                         ">= 525, V100 to H100), cu130 (driver >= 580, no V100), or pypi "
+                         "(PyPI's default wheel)")
     cl.add_argument("--idle-seconds", type=int, default=300,
                     help="idle time before the cluster scales down (default %(default)s)")
 
@@ -102,6 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="build and print every object, touch nothing (no network)")
     args = p.parse_args(argv)
+    if args.deploy_endpoint and args.nodes > 1:
+        # Each upload's job keeps its work directory in its own output folder, a blobfuse
+        # mount that nodes do not share promptly; one node per upload is what is safe.
+        refuse("--deploy-endpoint runs each upload on one node: use --nodes 1 and more "
+               "--gpus-per-node (the output folder's mount is not shared between nodes)")
+    if args.serverless_spot and args.low_priority:
+        refuse("--serverless-spot and --low-priority exclude each other")
     if args.nodes < 1 or args.gpus_per_node < 1 or args.max_nodes < args.nodes:
         p.error("need --nodes >= 1, --gpus-per-node >= 1 and --max-nodes >= --nodes")
     if args.nodes > 1 and not args.work_dir:
@@ -117,6 +145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not args.no_submit and not (args.video and args.model and args.output):
             p.error("a job needs --video, --model and --output (or pass --no-submit)")
     return args
+
+
+def refuse(message: str) -> None:
+    """One line on stderr and exit 2, like argparse's errors but without the usage."""
+    print(f"submit.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def content_version(*parts: bytes) -> str:
@@ -142,15 +176,28 @@ def code_bytes(root: Path) -> bytes:
     return b"\0".join(chunks)
 
 
-def asset_versions(here: Path = HERE) -> dict[str, str]:
+def asset_versions(here: Path = HERE, torch_cuda: str = "cu126") -> dict[str, str]:
     """Versions of the environment, the style component and the pipeline component."""
     environment = content_version((here / "environment.yml").read_bytes(),
-                                  (here / "conda.yml").read_bytes())
+                                  (here / "conda.yml").read_bytes(), torch_cuda.encode())
     component = content_version(environment.encode(), (here / "style_component.yml").read_bytes(),
                                 code_bytes(here.parent))
     pipeline = content_version(component.encode(),
                                (here / "style_pipeline_component.yml").read_bytes())
     return {"environment": environment, "component": component, "pipeline_component": pipeline}
+
+
+def use_torch_build(conda: dict, torch_cuda: str) -> None:
+    """Make CONDA's pip section install the TORCH_CUDA build of the pinned torch.
+
+    The extra index serves the same version with a local label (2.13.0+cu126), which
+    pip ranks above PyPI's plain 2.13.0; the other packages still come from PyPI.
+    """
+    for dep in conda["dependencies"]:
+        if isinstance(dep, dict) and "pip" in dep:
+            dep["pip"] = [e for e in dep["pip"] if not str(e).startswith("--extra-index-url")]
+            if TORCH_INDEXES[torch_cuda]:
+                dep["pip"].insert(0, f"--extra-index-url {TORCH_INDEXES[torch_cuda]}")
 
 
 def _pin_versions(style_component: Any, environment: Any, versions: dict[str, str]) -> None:
@@ -167,11 +214,13 @@ def build(args: argparse.Namespace) -> Plan:
     """Build every Azure ML object offline (no client, no network)."""
     from azure.ai.ml import Input, Output, load_component, load_environment, load_job
     from azure.ai.ml.entities import (AmlCompute, BatchEndpoint, IdentityConfiguration,
-                                      PipelineComponentBatchDeployment)
+                                      JobResourceConfiguration, NetworkSettings,
+                                      PipelineComponentBatchDeployment, QueueSettings)
 
-    versions = asset_versions()
+    versions = asset_versions(torch_cuda=args.torch_cuda)
     environment = load_environment(source=ENVIRONMENT_YML)
     environment.version = versions["environment"]
+    use_torch_build(environment.conda_file, args.torch_cuda)
     compute = AmlCompute(
         name=args.compute,
         size=args.vm_size,
@@ -181,6 +230,9 @@ def build(args: argparse.Namespace) -> Plan:
         tier="low_priority" if args.low_priority else "dedicated",
         # Its identity reads/writes Blob URLs given to stylempi (e.g. a remote --work-dir).
         identity=IdentityConfiguration(type="system_assigned"),
+        # No public IPs unless asked: nothing needs to reach the nodes from the internet.
+        enable_node_public_ip=args.node_public_ip,
+        network_settings=NetworkSettings(subnet=args.subnet) if args.subnet else None,
     )
 
     job = load_job(source=PIPELINE_JOB_YML)
@@ -198,6 +250,13 @@ def build(args: argparse.Namespace) -> Plan:
     job.settings.default_compute = args.compute
     job.experiment_name = args.experiment
     _size_style_node(job.jobs[STYLE_NODE], args)
+    if args.serverless_spot:
+        # Azure ML's replacement for low-priority clusters in jobs: serverless compute,
+        # Spot tier (the job names its VM size; no cluster to keep).
+        job.settings.default_compute = "serverless"
+        job.jobs[STYLE_NODE].resources = JobResourceConfiguration(
+            instance_count=args.nodes, instance_type=args.vm_size)
+        job.jobs[STYLE_NODE].queue_settings = QueueSettings(job_tier="spot")
     _pin_versions(job.jobs[STYLE_NODE].component, environment, versions)
 
     pipeline_component = load_component(source=PIPELINE_COMPONENT_YML)
@@ -239,10 +298,15 @@ def describe(plan: Plan, args: argparse.Namespace) -> dict:
         "compute": {"name": plan.compute.name, "size": plan.compute.size,
                     "min_instances": plan.compute.min_instances,
                     "max_instances": plan.compute.max_instances, "tier": plan.compute.tier},
+        "node_public_ip": plan.compute.enable_node_public_ip,
+        "torch": next((str(e) for dep in plan.environment.conda_file["dependencies"]
+                       if isinstance(dep, dict) for e in dep.get("pip", [])
+                       if str(e).startswith(("torch", "--extra-index-url"))), None),
         "pipeline_job": {
             "type": type(plan.pipeline_job).__name__,
             "experiment": plan.pipeline_job.experiment_name,
             "default_compute": plan.pipeline_job.settings.default_compute,
+            "job_tier": getattr(getattr(style, "queue_settings", None), "job_tier", None),
             "video": getattr(plan.pipeline_job.inputs.video, "path", None),
             "model": getattr(plan.pipeline_job.inputs.model, "path", None),
             "output": getattr(plan.pipeline_job.outputs.styled, "path", None),
@@ -268,9 +332,10 @@ def submit(plan: Plan, args: argparse.Namespace) -> None:
     ml = MLClient(DefaultAzureCredential(), args.subscription, args.resource_group, args.workspace)
     print(f"environment {plan.environment.name}:{plan.environment.version} ...", flush=True)
     ml.environments.create_or_update(plan.environment)
-    print(f"compute cluster {plan.compute.name} ({plan.compute.size}, 0..{plan.compute.max_instances}"
-          f" nodes, {plan.compute.tier}) ...", flush=True)
-    ml.compute.begin_create_or_update(plan.compute).result()
+    if args.deploy_endpoint or not args.serverless_spot:
+        print(f"compute cluster {plan.compute.name} ({plan.compute.size}, "
+              f"0..{plan.compute.max_instances} nodes, {plan.compute.tier}) ...", flush=True)
+        ml.compute.begin_create_or_update(plan.compute).result()
 
     if not args.no_submit:
         job = ml.jobs.create_or_update(plan.pipeline_job, experiment_name=args.experiment)

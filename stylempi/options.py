@@ -149,6 +149,9 @@ class RunOptions:
     #: The colour matrix for ``preserve_colors`` (a stylempi.colour.look.LUMA_COEFFICIENTS name);
     #: None = the input's own (the one its conversions use).
     color_matrix: str | None = field(default=None, metadata=in_key("look", omitted_at=PLAIN_LOOK))
+    #: The flow-guided temporal filter after the network (stylempi.network.temporal_filter): on or off;
+    #: its settings enter the key only when on (off keeps the keys jobs always had).
+    temporal: str = field(default="on", metadata=in_key("temporal", omitted_at=None))
     #: Blob storage staging (stylempi.storage.staging.staged_run sets it) when a path is a Blob URL.
     staging: Staging | None = field(default=None, metadata=not_in_key("how files move; the input's content "
                                                                       "is in the key"))

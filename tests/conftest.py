@@ -7,6 +7,7 @@ checkout; tests that need it skip with a reason when it is absent.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,16 @@ def stylempi_cli() -> list[str]:
     """The installed ``stylempi`` script, else ``python -m stylempi`` on this checkout."""
     script = BIN / "stylempi"
     return [str(script)] if script.exists() else [sys.executable, "-m", "stylempi"]
+
+
+#: The line a job prints as a slow stage starts (stylempi.progress, stylempi.storage.staging): what it
+#: was doing, not a second error; the one-line error contract is about the other lines.
+STAGE_LINE = re.compile(r"^stylempi: (loading|compiling|downloading|uploading|joining) ")
+
+
+def without_stages(lines: list[str]) -> list[str]:
+    """LINES less the stage lines (:data:`STAGE_LINE`)."""
+    return [line for line in lines if not STAGE_LINE.match(line)]
 
 
 def stylempi_lines(stderr: str, prefix: str = "stylempi:") -> list[str]:

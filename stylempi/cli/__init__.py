@@ -20,11 +20,14 @@ from .. import __version__, prefer_huge_pages
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, StylempiError, one_line
 from ..job.comm import SharedError
 from ..job.launcher import shared_error_exit
+from ..storage.azure.urls import redact
 from . import export, models, preview, probe, run, train, verify
+from .parser import StylempiParser
 from .watch import command as watch_command
 
 EPILOG = """examples:
-  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth
+  stylempi run -n 2 in.mp4 out.mp4 --model wave        (2 ranks on this machine)
+  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth  (a cluster; or sbatch)
   stylempi run in.mp4 out.mp4 --model scream --device cpu
   stylempi models
   stylempi verify in.mp4 out.mp4
@@ -37,7 +40,7 @@ SUBCOMMANDS = (run, probe, verify, watch_command, train, preview, models, export
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = StylempiParser(
         prog="stylempi", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Apply a fast neural style network to every frame of a video, across MPI ranks, "
                     "keeping every frame, timestamp and audio track.")
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     prefer_huge_pages()  # before torch allocates anything (every subcommand, every rank)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run -n N` hands them to its ranks
     return _call(args.func, args)
 
 
@@ -62,7 +66,8 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
     except StylempiError as exc:
         shared = isinstance(exc, SharedError)
         if not (shared and exc.reported):
-            print(f"stylempi: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            # a password or SAS token in any URL the message quotes is never printed
+            print(f"stylempi: error: {one_line(redact(str(exc)))}", file=sys.stderr, flush=True)
         return _leave(exc.exit_code, shared)
     except KeyboardInterrupt:
         print("stylempi: interrupted", file=sys.stderr)

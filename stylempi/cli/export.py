@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..tools import export as exporting
 from ..tools.export import FORMATS, export
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a style network to TorchScript (or ONNX)",
-                       description=exporting.__doc__.split("\n\n")[0])
+                       description="Export a style network (a built-in style name or a .pth checkpoint) to "
+                                   "TorchScript or ONNX: the bare network, RGB 0..255 in and out, giving the "
+                                   "checkpoint's pixels.")
     add_export_arguments(p)
     p.set_defaults(func=export_main)
 

@@ -1,14 +1,16 @@
-"""``stylempi preview``: a before/after contact sheet of a few frames, in seconds."""
+"""``stylempi preview``: a before/after contact sheet of a few frames, without a whole job."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UsageError
-from ..tools.preview import DEFAULT_FRAMES, DEFAULT_HEIGHT, look_label, preview, preview_looks
+from ..tools.preview import DEFAULT_FRAMES, DEFAULT_HEIGHT, look_label, preview, preview_looks, temporal_preview
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preview", help="before/after contact sheet of a few frames, in seconds",
+    p = sub.add_parser("preview",
+                       help="before/after contact sheet of a few frames, without running a whole job",
                        description="Stylize K frames spread over INPUT (decoding only those) and write a "
                                    "contact sheet: input frames on top, stylized below.")
     add_preview_arguments(p)
@@ -35,6 +37,9 @@ def add_preview_arguments(p: argparse.ArgumentParser) -> None:
                    help="as `stylempi run --preserve-colors`: keep the input's colours, take the stylized luma")
     p.add_argument("--compare-colors", action="store_true",
                    help="show each scale twice: with the style's colours and with the input's colours kept")
+    p.add_argument("--temporal", action="store_true",
+                   help="show the temporal filter instead: K consecutive frames from the start (after the "
+                        "frames it warms up on), in rows input, --temporal off, --temporal on")
 
 
 def preview_main(args: argparse.Namespace) -> int:
@@ -44,9 +49,17 @@ def preview_main(args: argparse.Namespace) -> int:
         scales = [float(v) for v in str(args.style_scale).split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"--style-scale {args.style_scale}: give numbers such as 0.5,1,2") from None
+    if args.temporal:
+        info = temporal_preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
+                                trust=args.trust_model, full_size=not args.fast)
+        print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): frames {info['frames'][0]} to "
+              f"{info['frames'][-1]}, rows input, --temporal off, --temporal on", flush=True)
+        return 0
     looks = preview_looks(scales or [1.0], args.preserve_colors, args.compare_colors)
     info = preview(args.input, args.model, args.out, frames=args.frames, height=args.height,
                    trust=args.trust_model, full_size=not args.fast, looks=looks)
+    for note in info["notes"]:
+        print(f"stylempi: note: {note}", file=sys.stderr, flush=True)
     times = ", ".join(f"{t:.2f}" for t in info["frames"])
     rows = "; ".join(look_label(look) for look in looks)
     print(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}): input on top, "

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Sequence
 
 from ..colour.look import MAX_SCALE, MIN_SCALE
-from ..errors import one_line
+from ..errors import UsageError, one_line
+from ..job.launcher import find_mpirun, local_launch, physical_cores, running_launcher, without_ranks
 from ..job.plan import DEFAULT_CHUNK_FRAMES, MIN_CHUNK_FRAMES, MIN_CHUNKS
 from ..media import CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from ..media.containers import ACCEPTED, CONTAINERS
@@ -13,13 +16,17 @@ from ..media.engines import AUTO_CODEC, CONVERT_MODES, DECODE_MODES, DEFAULT_CON
 from ..network.compile_cache import DEFAULT_MAX_DAYS, DEFAULT_MAX_MB, ENV_MAX_DAYS, ENV_MAX_MB
 from ..network.placement import (BF16_MIN_WIDTH, COMPILE_MIN_FRAMES, COMPILE_MODES, DEFAULT_BATCH_SIZE,
                                  DEFAULT_COMPILE, DEFAULT_DEVICE, DEFAULT_PRECISION, DEVICES, PRECISIONS)
+from ..network.styles import resolve_model
 from ..options import RunOptions
+from ..storage import is_remote
 
 DESCRIPTION = ("Stylize every frame of INPUT into OUTPUT, keeping every timestamp, the size, aspect and rotation, "
-               "and copying audio and subtitle packets untouched. Run it as one process, or as "
-               "`mpirun -n N stylempi run ...`: rank 0 plans chunks of frames, every rank stylizes and encodes "
-               "its chunks, rank 0 joins them.")
-EXAMPLES = "example:\n  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth\n  stylempi verify in.mp4 out.mp4"
+               "and copying audio and subtitle packets untouched. Run it as one process, as N ranks on this machine "
+               "(`stylempi run -n N ...`), or on a cluster as `mpirun -n N stylempi run ...` (or sbatch): rank 0 "
+               "plans chunks of frames, every rank stylizes and encodes its chunks, rank 0 joins them.")
+EXAMPLES = ("example:\n  stylempi run -n 2 in.mp4 out.mp4 --model my.pth\n"
+            "  mpirun -n 4 stylempi run in.mp4 out.mp4 --model my.pth   (on a cluster)\n"
+            "  stylempi verify in.mp4 out.mp4")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +40,23 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Every ``stylempi run`` argument, on any parser: ``run`` itself, and ``watch --run-args``
     (stylempi.cli.watch.jobs), which reads a job's options exactly as ``run`` does."""
     _add_run_files(p)
+    p.add_argument("-n", "--ranks", type=int, default=None, metavar="N",
+                   help="start N ranks on this machine through the mpirun found on PATH (as root, and with "
+                        "more ranks than cores, it tells Open MPI so); on a cluster launch with mpirun or "
+                        "sbatch instead, without -n")
     _add_engine_arguments(p)
     add_look_arguments(p)
+    _add_temporal_argument(p)
     _add_encoding_arguments(p)
     _add_work_arguments(p)
+
+
+def _add_temporal_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temporal", choices=("on", "off"), default="on",
+                   help="steady the strokes: blend each frame with the previous output carried along the "
+                        "input's optical flow, where that flow is trusted; resets at scene cuts; costs about "
+                        "a fifth more time on CPUs; off = every frame painted on its own, as the network "
+                        "makes it (default: on)")
 
 
 def _add_run_files(p: argparse.ArgumentParser) -> None:
@@ -67,7 +87,8 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, default=DEFAULT_COMPILE,
                    help="compile the network ahead of time with torch's Inductor (kept in "
                         "~/.cache/stylempi/compile or $STYLEMPI_COMPILE_CACHE; the first job of a model and "
-                        "frame size compiles for about a minute, later ones load it at once; capped at "
+                        "frame size compiles, from half a minute on idle cores to minutes on busy ones "
+                        "(a line says so first), later ones load it at once; capped at "
                         f"${ENV_MAX_MB} ({DEFAULT_MAX_MB}) MB and ${ENV_MAX_DAYS} ({DEFAULT_MAX_DAYS:g}) days "
                         "unused, old formats removed); auto = on CPUs with a C++ compiler, for videos of "
                         f"{COMPILE_MIN_FRAMES} frames or more, off on GPUs; on a GPU, on = torch.compile "
@@ -135,6 +156,10 @@ def _add_work_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.ranks is not None:
+        if not is_remote(args.model):
+            resolve_model(args.model)  # a mistyped name fails here, before N ranks start up
+        return _launch_ranks(args.ranks, args.argv)
     from ..job.run import run_job  # the job (torch, MPI) is imported only when one runs
     options = RunOptions.from_args(args)
     from ..job.comm import get_comm
@@ -148,6 +173,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary is not None and not args.quiet and comm.is_root:
         print(one_line(summary.line()), flush=True)  # OUTPUT's name may hold newlines or escape codes
     return 0
+
+
+def _launch_ranks(ranks: int, argv: Sequence[str]) -> int:
+    """``stylempi run -n N ...``: become ``mpirun -n N python -m stylempi run ...`` (stylempi.job.launcher)."""
+    launcher = running_launcher(os.environ)
+    if launcher is not None:
+        raise UsageError(f"-n {ranks}: this process is already a rank started by {launcher}, which decides "
+                         f"the ranks; leave -n out (or run `stylempi run -n {ranks} ...` outside {launcher})")
+    if ranks < 1:
+        raise UsageError(f"-n {ranks}: give at least 1 rank")
+    mpirun = find_mpirun(os.environ)
+    if mpirun is None:
+        raise UsageError("-n needs MPI's mpirun, which is not on PATH: pip install 'stylempi[mpi]' "
+                         "(Open MPI), or your site's MPI")
+    run_args = without_ranks(argv)[1:]  # less "run"
+    launch = local_launch(ranks, run_args, mpirun, sys.executable, physical_cores(), os.geteuid() == 0,
+                          os.environ)
+    if launch.note:
+        print(f"stylempi: note: {launch.note}", file=sys.stderr, flush=True)
+    # exec, not a child: mpirun's exit code is the job's, and Ctrl-C reaches it as if typed to it.
+    os.execve(mpirun, launch.argv, {**os.environ, **launch.env})
+    return 0  # unreachable
 
 
 def add_look_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..training import train as training
 from ..training.lossnet import LOSS_NETS
 from ..training.train import WIDTHS, TrainOptions, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a style network from a painting (Johnson et al.)",
-                       description=training.__doc__.split("\n\n")[0] + " See docs/styles.md for settings that "
-                       "train a strong style in ~20 minutes of CPU.")
+                       description="Train a fast style network (Johnson et al., 2016). See docs/styles.md "
+                                   "for settings that train a strong style in ~20 minutes of CPU.")
     add_train_arguments(p)
     p.set_defaults(func=train_main)
 
@@ -79,9 +78,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames sampled from each video")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
                    help="rewrite the checkpoint and OUT.train-state.pth every N steps (0: only at the end)")
-    p.add_argument("--init", metavar="MODEL.pth",
-                   help="start from this checkpoint's weights (fine-tune another style: much faster than "
-                        "from scratch, the content-keeping part is already learned)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from the weights of this checkpoint or built-in style (e.g. scream): to "
+                        "fine-tune another style, much faster than from scratch, the content-keeping part "
+                        "is already learned")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train-state.pth")
     p.add_argument("--keep-state", action="store_true",
                    help="keep OUT.train-state.pth after the last step (to extend the run later)")

@@ -24,8 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the input stream that was stylized (default: the one FFmpeg picks)")
     p.add_argument("--stability", action="store_true",
                    help="also report temporal stability: the warping error E_warp of OUTPUT and of INPUT "
-                        "(Lai et al. 2018; flow on INPUT, lower is steadier) and their ratio; informative, "
-                        "it does not change the exit code; needs OpenCV (the [stability] extra)")
+                        "(Lai et al. 2018; flow on INPUT, lower is steadier) and their ratio, scored with "
+                        "DIS and with Farneback flow, and OUTPUT's style strength and sharpness; informative, "
+                        "it does not change the exit code")
+    p.add_argument("--stability-reference", default=None, metavar="OFF",
+                   help="with --stability: the same job made with --temporal off; each figure is also "
+                        "given relative to it")
     p.add_argument("--stability-frames", type=int, default=None, metavar="N",
                    help=f"frames the stability figure uses, from the start (default: {stability.DEFAULT_FRAMES})")
     p.add_argument("--stability-height", type=int, default=None, metavar="H",
@@ -43,8 +47,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError("--stability-frames must be at least 2 and --stability-height at least 0")
     report = verify(args.input, args.output, args.video_stream)
     if args.stability:
-        report["stability"] = stability.video_stability(args.input, args.output, frames, height or None,
-                                                        args.video_stream).as_dict()
+        report["stability"] = stability.stability_report(args.input, args.output, frames, height or None,
+                                                         args.video_stream, args.stability_reference)
     print(json.dumps(report, indent=2, default=str))
     if not report["ok"]:
         failed = ", ".join(k for k, v in report["checks"].items() if not v["ok"])

@@ -1,4 +1,11 @@
-"""How the ranks of a failed job end, so that ``mpirun`` shows the error last.
+"""Starting a job's ranks on one machine (``stylempi run -n N``), and how the ranks of a
+failed job end, so that ``mpirun`` shows the error last.
+
+``stylempi run -n N`` starts N local ranks through the ``mpirun`` it finds, as
+``torchrun`` and ``horovodrun`` do, with what Open MPI asks of a user on one
+machine (:func:`local_launch`): as root, its two allow-run-as-root variables;
+with more ranks than cores, oversubscription. Under a real launcher (``mpirun``,
+``srun``) the ranks already exist, so ``-n`` is refused (:func:`running_launcher`).
 
 When every rank stops on the same error (rank 0 found it while planning or
 joining and shared it, :meth:`stylempi.job.comm.Comm.on_root`), rank 0 has printed
@@ -22,8 +29,12 @@ only cost is Open MPI's notice below the line, with the same exit code.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
 
 #: How long rank 0 waits for the other ranks of its node to end before it ends anyway.
 PEERS_TIMEOUT_S = 10.0
@@ -104,3 +115,104 @@ def local_peers(parent: int, namespace: str) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile, or not ours to read
     return peers
+
+
+# ---------------------------------------------------------------------------
+# stylempi run -n N: the ranks of one machine
+# ---------------------------------------------------------------------------
+
+#: Variables a launcher sets in every rank it starts: (variable, the launcher's name).
+#: Slurm's batch script itself has no step: ``-n`` works there (its mpirun sees the allocation).
+#: srun first: under ``srun --mpi=pmix`` the PMIx variables are set too.
+LAUNCHER_VARS = (("SLURM_STEP_NUM_TASKS", "srun"), ("OMPI_COMM_WORLD_SIZE", "mpirun"), ("PMIX_RANK", "mpirun"),
+                 ("PMI_RANK", "mpirun"), ("PMI_SIZE", "mpirun"), ("MPI_LOCALNRANKS", "mpiexec"))
+#: What Open MPI wants to start ranks as root, and to start more ranks than cores
+#: (Open MPI 5's PRRTE, and Open MPI 4); other MPIs ignore them.
+ROOT_VARS = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+OVERSUBSCRIBE_VARS = {"PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+                      "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
+def running_launcher(env: Mapping[str, str]) -> str | None:
+    """The launcher that started this process as a rank (``mpirun``, ``srun``...), or None."""
+    for var, name in LAUNCHER_VARS:
+        if env.get(var):
+            return name
+    return None
+
+
+@dataclass(frozen=True)
+class LocalLaunch:
+    """The ``mpirun`` command line that starts N local ranks, the variables added to its
+    environment, and the one note that says what was done for the user (or "")."""
+
+    argv: list[str]
+    env: dict[str, str]
+    note: str
+
+
+def local_launch(ranks: int, run_args: Sequence[str], mpirun: str, python: str, cores: int, root: bool,
+                 env: Mapping[str, str]) -> LocalLaunch:
+    """How to start RANKS ranks of ``stylempi run RUN_ARGS`` on this machine (pure).
+
+    Each rank runs PYTHON (this interpreter) with ``-m stylempi``, so the ranks run the
+    very stylempi that was asked, whatever ``stylempi`` is first on PATH. Variables the
+    user set already are kept.
+    """
+    added: dict[str, str] = {}
+    said = []
+    if root:
+        added.update(ROOT_VARS)
+        said.append("as root (Open MPI is told to allow it)")
+    if ranks > cores:
+        added.update(OVERSUBSCRIBE_VARS)
+        said.append(f"on {cores} core{'s' if cores != 1 else ''} (oversubscribed: the ranks share the cores)")
+    added = {k: v for k, v in added.items() if k not in env}
+    note = f"starting {ranks} ranks {' and '.join(said)}" if said else ""
+    return LocalLaunch([mpirun, "-n", str(ranks), python, "-m", "stylempi", "run", *run_args], added, note)
+
+
+def find_mpirun(env: Mapping[str, str]) -> str | None:
+    """The ``mpirun`` on PATH, else the one beside this Python (a venv's, not activated)."""
+    found = shutil.which("mpirun", path=env.get("PATH"))
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "mpirun"
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+def physical_cores() -> int:
+    """The cores Open MPI counts as this machine's slots: physical cores, not hardware threads
+    (Linux's /proc/cpuinfo; else every logical CPU)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cores, package = set(), ""
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "physical id":
+                    package = value.strip()
+                elif key.strip() == "core id":
+                    cores.add((package, value.strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def without_ranks(argv: Sequence[str]) -> list[str]:
+    """ARGV less its ``-n N`` (``-nN``, ``--ranks N``, ``--ranks=N``): the ranks' own arguments."""
+    out: list[str] = []
+    rest = list(argv)
+    while rest:
+        token = rest.pop(0)
+        if token == "--":
+            return out + [token, *rest]
+        if token in ("-n", "--ranks"):
+            if rest:
+                rest.pop(0)
+            continue
+        if token.startswith("--ranks=") or (token.startswith("-n") and token[2:].isdigit()):
+            continue
+        out.append(token)
+    return out

@@ -108,3 +108,29 @@ def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
         out[rank].append(chunk)
         done += chunk.frames
     return out
+
+
+
+def warmup_frames(chunks: Sequence[Chunk], index: int, count: int, batch: int = 1
+                  ) -> tuple[tuple[int, ...], int | None]:
+    """(pts, seek_from): the frames that warm the temporal filter up before chunk ``index``,
+    and the keyframe a decoder starts from to reach them.
+
+    They are the last ``count`` or more frames before the chunk (fewer at the video's start),
+    taken from the chunks before it, in the oldest of them from a multiple of ``batch`` frames
+    after its start: the network then sees every warm-up frame in exactly the batch it saw it in
+    when its own chunk was stylized, so a rank that has just stylized those chunks reuses their
+    frames, and one that has not computes the same pixels. They depend on the plan alone, so
+    every rank warms up alike.
+    """
+    pts: list[int] = []
+    seek_from = None
+    i = index - 1
+    while i >= 0 and len(pts) < count:
+        chunk = chunks[i]
+        start = max(0, chunk.frames - (count - len(pts)))
+        start -= start % max(1, batch)
+        pts[:0] = chunk.pts[start:]
+        seek_from = chunk.seek_from
+        i -= 1
+    return tuple(pts), seek_from

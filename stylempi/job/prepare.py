@@ -9,6 +9,7 @@ reuses (stylempi.job.workfiles). Its :class:`Prepared` is broadcast to all ranks
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -21,14 +22,15 @@ from .. import __version__
 from ..colour.look import Look, check_scale
 from ..colour.matrices import MATRIX_NAMES
 from ..errors import OutputFailure, UsageError, VideoOpenFailure
-from ..media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, choose_encoding,
-                     decode_frames, default_codec, describe_video, encoding_notes, index_frames, open_input,
-                     output_format, pick_video_stream, plan_stream_copy)
+from ..media import (CopyPlan, EncodeSettings, FrameIndex, VideoStreamInfo, check_encoder, check_muxing,
+                     choose_encoding, decode_frames, default_codec, describe_video, encoding_notes, index_frames,
+                     open_input, output_format, pick_video_stream, plan_stream_copy, segment_offset)
 from ..media.engines import (AUTO_CODEC, DEFAULT_CONVERT, DEFAULT_DECODE, choose_codec, choose_convert, choose_decode,
                              fit_frame_path, nvenc_to_probe)
 from ..media.gpu_support import codec_of, probe_capabilities
 from ..network.placement import network_width, resolve_device, resolve_precision
 from ..network.styles import read_model
+from ..network.temporal_filter import FilterSettings
 from ..options import RunOptions
 from ..storage.files import sha256_file
 from .key import job_key
@@ -71,6 +73,8 @@ class Prepared:
     convert: str = DEFAULT_CONVERT
     #: Where the input's chroma samples sit, for the torch conversion (stylempi.network.planes).
     chroma_location: str = "left"
+    #: The temporal filter's settings, or None when it is off (stylempi.network.temporal_filter).
+    temporal: FilterSettings | None = None
 
 
 def prepare(options: RunOptions) -> Prepared:
@@ -90,15 +94,21 @@ def prepare(options: RunOptions) -> Prepared:
     device = resolve_device(options.device)
     decode, convert, codec, engine_notes = _choose_engines(options, input_path, output_path, video, device,
                                                           look.plain)
-    settings = _checked_encoding(options, output_path, video, codec, engine_notes)
+    settings, sample = _checked_encoding(options, output_path, video, codec, engine_notes)
     copy = plan_stream_copy(input_path, output_path, video.index, options.audio_codec,
                             options.reencode_audio)
-    notices = engine_notes + encoding_notes(video, settings) + list(copy.dropped)
+    notices = engine_notes + encoding_notes(video, settings, output_format(output_path)) + list(copy.dropped)
+    temporal = _temporal(options, convert, notices)
     _check_writable_dir(output_path.parent, "OUTPUT's directory")
 
     model_bytes, model_name, precision = _vetted_model(options, device)
     index = index_frames(input_path, video.index)
     _check_one_size(input_path, index)
+    if index.undecodable:
+        notices.append(mid_gop_note(index))
+    if index.pts:  # times before zero are lifted in the segment files (NUT holds none)
+        settings = dataclasses.replace(settings, pts_offset=segment_offset(index.pts[0]))
+    check_muxing(sample, input_path, video, index.pts, copy, output_path)  # OUTPUT's start, in memory
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
@@ -106,7 +116,8 @@ def prepare(options: RunOptions) -> Prepared:
         "input_size": input_path.stat().st_size, "input_sha256": sha256_file(input_path),
         "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
-        "compile": options.compile, "look": look.as_dict(), "engines": {"decode": decode, "convert": convert}})
+        "compile": options.compile, "look": look.as_dict(), "engines": {"decode": decode, "convert": convert},
+        "temporal": temporal.as_dict() if temporal is not None else None})
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
@@ -115,7 +126,7 @@ def prepare(options: RunOptions) -> Prepared:
     write_json(job_dir / PLAN_NAME, {
         "stylempi": __version__, "key": key, "input": str(input_path), "output": str(output_path),
         "model": model_name, "precision": precision, "encoding": settings.as_dict(), "look": look.as_dict(),
-        "decode": decode, "convert": convert,
+        "decode": decode, "convert": convert, "temporal": temporal.as_dict() if temporal else None,
         "chunks": [{"index": c.index, "frames": c.frames, "first_pts": c.first, "last_pts": c.last}
                    for c in chunks]})
     return Prepared(
@@ -124,7 +135,20 @@ def prepare(options: RunOptions) -> Prepared:
         model_name=model_name, precision=precision, key=key, device=options.device,
         batch_size=options.batch_size, total_frames=len(index.pts), compile=options.compile,
         reused_frames=reused_frames, notices=notices, plan_seconds=time.monotonic() - started, look=look,
-        decode=decode, convert=convert, chroma_location=siting)
+        decode=decode, convert=convert, chroma_location=siting, temporal=temporal)
+
+
+def _temporal(options: RunOptions, convert: str, notices: list[str]) -> FilterSettings | None:
+    """The temporal filter's settings, or None when it is off. It works on RGB frames, so the
+    torch colour path (YUV planes on the device) runs without it, and says so."""
+    if options.temporal not in ("on", "off"):
+        raise UsageError("--temporal must be on or off")
+    if options.temporal == "off":
+        return None
+    if convert == "torch":
+        notices.append("the temporal filter works on RGB frames: off with --convert torch")
+        return None
+    return FilterSettings()
 
 
 def _chroma_location(input_path: Path, video: VideoStreamInfo, first_pts: int) -> str:
@@ -171,21 +195,21 @@ def _choose_engines(options: RunOptions, input_path: Path, output_path: Path, vi
 
 
 def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStreamInfo, codec: str,
-                      notes: list[str]) -> EncodeSettings:
+                      notes: list[str]) -> tuple[EncodeSettings, bytes]:
     """The encoder settings, opened once here (bad --preset/--crf: here, not on every rank after
     work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
-    size it cannot take, a preset it lacks) gives way to the default, with a note."""
+    size it cannot take, a preset it lacks) gives way to the default, with a note. Returns
+    the settings and the encoder's one-frame sample (for :func:`check_muxing`)."""
     settings = choose_encoding(output_path, video, codec, options.encoder)
     try:
-        check_encoder(settings)
+        return settings, check_encoder(settings)
     except UsageError:
         fallback = default_codec(output_format(output_path), video.colour.depth)
         if options.codec != AUTO_CODEC or codec == fallback:
             raise
         notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
         settings = choose_encoding(output_path, video, fallback, options.encoder)
-        check_encoder(settings)
-    return settings
+        return settings, check_encoder(settings)
 
 
 def _vetted_model(options: RunOptions, device: torch.device) -> tuple[bytes, str, str]:
@@ -204,6 +228,15 @@ def _check_one_size(input_path: Path, index: FrameIndex) -> None:
     if change is not None:
         pts, (w0, h0), (w1, h1) = change
         raise VideoOpenFailure(size_change_message(str(input_path), float(index.seconds(pts)), (w0, h0), (w1, h1)))
+
+
+def mid_gop_note(index: FrameIndex) -> str:
+    """The note for a capture that starts mid-GOP (:attr:`FrameIndex.undecodable`)."""
+    first, last = (float(index.seconds(p)) for p in (index.undecodable[0], index.undecodable[-1]))
+    start = float(index.seconds(index.pts[0])) if index.pts else last
+    return (f"the input starts mid-GOP: its first {len(index.undecodable)} frame(s) ({first:.6f}s to {last:.6f}s) "
+            f"refer to pictures before the file's start and cannot be decoded; OUTPUT starts at the first "
+            f"keyframe, {start:.6f}s, as players show it")
 
 
 def size_change_message(name: str, seconds: float, old: tuple[int, int], new: tuple[int, int]) -> str:

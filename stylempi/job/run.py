@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 from ..colour.look import LookStylizer
 from ..errors import (InternalError, Interrupted, ModelLoadFailure, OutputFailure, StylempiError, UsageError,
-                      VideoDecodeFailure, VideoOpenFailure)
+                      VideoDecodeFailure, VideoOpenFailure, one_line)
 from ..media import assemble
 from ..media.engines import describe_engines
 from ..network.stylize import Stylizer
@@ -136,14 +136,18 @@ def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Co
     bar.close()
     gathered = comm.gather(stats)
     work_s = time.monotonic() - work_started
-    return comm.on_root(lambda: _summary(prepared, gathered or [], staging, started, work_s, comm.size))
+    return comm.on_root(lambda: _summary(prepared, gathered or [], staging, started, work_s, comm.size,
+                                         bar.stage))
 
 
 def _work_or_stop(prepared: Prepared, mine: list[Chunk], stylizer_factory: StylizerFactory | None, comm: Comm,
                   bar: ProgressBar, staging: Staging) -> RankStats:
     """This rank's chunks, done; any failure ends the whole job (one line, naming the rank)."""
     try:
-        stylizer = (stylizer_factory or build_stylizer)(prepared, comm)
+        if stylizer_factory is None:
+            stylizer = build_stylizer(prepared, comm, stage=bar.stage)  # bar.stage prints on rank 0 only
+        else:
+            stylizer = stylizer_factory(prepared, comm)
         if not prepared.look.plain:
             stylizer = LookStylizer(stylizer, prepared.look)
         return work(prepared, mine, stylizer, comm, bar, staging)
@@ -161,10 +165,10 @@ def _work_or_stop(prepared: Prepared, mine: list[Chunk], stylizer_factory: Styli
 
 
 def _summary(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging, started: float, work_s: float,
-             size: int) -> Summary:
+             size: int, stage: Callable[[str], None]) -> Summary:
     """Rank 0: assemble OUTPUT, then sum up the job."""
     assemble_started = time.monotonic()
-    output = _finish(prepared, ranks, staging)
+    output = _finish(prepared, ranks, staging, stage)
     assembled = time.monotonic() - assemble_started
     return Summary(
         output=output, frames=prepared.total_frames, chunks=len(prepared.chunks),
@@ -211,16 +215,20 @@ def _discard_work(prepared: Prepared) -> None:
 # Rank 0: assembling
 # ---------------------------------------------------------------------------
 
-def _finish(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging) -> str:
-    """Join every chunk into OUTPUT and remove the work; returns OUTPUT as shown to the user."""
+def _finish(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging,
+            stage: Callable[[str], None]) -> str:
+    """Join every chunk into OUTPUT and remove the work; returns OUTPUT as shown to the user.
+    STAGE names the join (and the upload, where OUTPUT is in Blob storage) before it starts."""
     job_dir = Path(prepared.job_dir)
     done = {c.index for r in ranks for c in r.chunks}
     missing = [i for i in prepared.pending if i not in done]
     if missing:
         raise StylempiError(f"chunks {missing[:5]} were not produced; rerun the same command to finish them")
     segments = [segment_path(job_dir, c.index) for c in prepared.chunks]
+    stage(f"joining {len(segments)} chunk{'s' if len(segments) != 1 else ''} into {one_line(prepared.output)}")
     staging.fetch_chunks(str(job_dir), [c.index for c in prepared.chunks])
-    assemble(prepared.input, prepared.video, segments, prepared.copy, prepared.output)
+    assemble(prepared.input, prepared.video, segments, prepared.copy, prepared.output,
+             prepared.settings.pts_offset)
     shown = staging.publish(prepared.output)  # upload, then drop remote chunks
     shutil.rmtree(job_dir, ignore_errors=True)
     release_work_lock(remove=True)

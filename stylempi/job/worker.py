@@ -18,19 +18,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..colour.look import Look
 from ..errors import OutputFailure, StylempiError, VideoDecodeFailure
 from ..media import SegmentWriter, decode_frames, to_planes
+from ..media.cuts import CutDetector
 from ..network.placement import default_batch_size, resolve_compile, resolve_device, threads_per_rank
 from ..network.stylize import INPUT_KINDS, PLANES, NetworkStylizer, Stylizer
+from ..network.temporal_filter import FilterSettings, TemporalFilter
 from ..options import Staging
 from ..storage.files import sha256_file
 from .comm import Comm
-from .plan import Chunk
+from .plan import Chunk, warmup_frames
 from .prepare import Prepared, size_change_message
 from .progress import ProgressBar
 from .workfiles import partial_segment_path, segment_path, write_record
@@ -50,6 +52,9 @@ class RankStats:
     decode_s: float = 0.0
     network_s: float = 0.0
     encode_s: float = 0.0
+    #: Seconds in the temporal filter (flow, masks, blend) and frames stylized only to warm it up.
+    filter_s: float = 0.0
+    warmup_frames: int = 0
     damaged: list[int] = field(default_factory=list)
     #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
     engine: str = ""
@@ -58,8 +63,11 @@ class RankStats:
     compile_s: float = 0.0
 
 
-def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
-    """The real network on this rank's device (its own GPU among the node's ranks)."""
+def build_stylizer(prepared: Prepared, comm: Comm, stage: Callable[[str], None] | None = None) -> Stylizer:
+    """The real network on this rank's device (its own GPU among the node's ranks).
+
+    STAGE (rank 0's :meth:`ProgressBar.stage`) is told of the model's load and of the
+    compile, before each starts."""
     import torch
 
     from ..network.model import load_network
@@ -67,12 +75,14 @@ def build_stylizer(prepared: Prepared, comm: Comm) -> Stylizer:
     device = resolve_device(prepared.device, comm.local_rank)
     if device.type == "cpu":
         torch.set_num_threads(threads_per_rank(comm.local_size))
+    if stage is not None:
+        stage(f"loading {prepared.model_name} onto {device.type}")
     network = load_network(prepared.model_bytes, trust=True, name=prepared.model_name)  # vetted on rank 0
     batch = prepared.batch_size or default_batch_size(device)
     # Decided from the video alone (never from N), so every N computes the same pixels.
     compile_ = resolve_compile(prepared.compile, device, prepared.total_frames)
     stylizer = NetworkStylizer(network, device, prepared.precision, batch, compile=compile_,
-                               require_compile=prepared.compile == "on")
+                               require_compile=prepared.compile == "on", stage=stage)
     if prepared.convert == "torch":
         from ..network.planes import PlanesStylizer
         return PlanesStylizer(stylizer, prepared.video.colour, prepared.settings.colour, prepared.chroma_location)
@@ -131,8 +141,14 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     frame_reader = _frame_reader(prepared, device, stylizer.input_kind)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
     encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
+    smoother = _ChunkFilter(prepared.temporal, batch_size) if prepared.temporal is not None else None
     try:
-        for chunk, pts, frames in batches:
+        for chunk, pts, frames, kind in batches:
+            if kind == REUSE:  # the warm-up frames are the tail of the chunk this rank just did
+                t = time.monotonic()
+                smoother.warm_up_again(chunk, pts)
+                stats.filter_s += time.monotonic() - t
+                continue
             if frames is None:
                 encoder.put((chunk, None, None))
                 continue
@@ -141,6 +157,13 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
             stats.network_s += time.monotonic() - t
             if len(styled) != len(frames):
                 raise StylempiError("the stylizer returned a different number of frames than it was given")
+            if smoother is not None:
+                t = time.monotonic()
+                styled = smoother(chunk, pts, frames, styled)
+                stats.filter_s += time.monotonic() - t
+            if kind == WARM:  # only there to give the filter the state it would have mid-shot
+                stats.warmup_frames += len(frames)
+                continue
             encoder.put((chunk, pts, styled))
             if comm.is_root:
                 bar.update(len(frames) + comm.poll_progress())
@@ -175,9 +198,74 @@ def picture_size(picture) -> tuple[int, int]:
     return width, height
 
 
+#: What a decoded batch is for: the chunk's own frames, frames decoded and stylized only to warm
+#: the temporal filter up, or warm-up frames this rank stylized a moment ago (no pictures sent).
+OWN, WARM, REUSE = "own", "warm", "reuse"
+
+
+class _ChunkFilter:
+    """The temporal filter over one chunk's frames (its warm-up first), reset at every new chunk
+    and at scene cuts, so a chunk's output depends on the input alone, whichever rank runs it.
+
+    It keeps the last network frames of the chunk it saw, enough for the next chunk's warm-up
+    (stylempi.plan.warmup_frames): when this rank runs the next chunk too, the warm-up costs
+    no network work.
+    """
+
+    def __init__(self, settings: FilterSettings, batch_size: int):
+        self._filter = TemporalFilter(settings)
+        self._cuts = CutDetector()
+        self._chunk: int | None = None
+        self._keep = settings.warmup + batch_size
+        self._tail: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _start(self, chunk: Chunk) -> None:
+        if chunk.index != self._chunk:
+            self._chunk = chunk.index
+            self._filter.reset()
+            self._cuts.reset()
+
+    def __call__(self, chunk: Chunk, pts: list[int], frames: list[np.ndarray], styled: list[np.ndarray]
+                 ) -> list[np.ndarray]:
+        self._start(chunk)
+        for p, frame, out in zip(pts, frames, styled):
+            self._tail[p] = (frame, out)
+        while len(self._tail) > self._keep:
+            del self._tail[next(iter(self._tail))]
+        return [self._filter.step(frame, out, cut=self._cuts.is_cut(frame)) for frame, out in zip(frames, styled)]
+
+    def warm_up_again(self, chunk: Chunk, pts: list[int]) -> None:
+        """Warm up for ``chunk`` on frames stylized as the tail of the chunk before it."""
+        missing = [p for p in pts if p not in self._tail]
+        if missing:
+            raise StylempiError(f"chunk {chunk.index}: warm-up frames {missing[:3]} were not kept")
+        self._start(chunk)
+        for p in pts:
+            frame, out = self._tail[p]
+            self._filter.step(frame, out, cut=self._cuts.is_cut(frame))
+
+
 def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
-                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None]]:
+                     frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None, str]]:
+    """Each chunk's frames in batches, after its filter warm-up (:data:`WARM` or :data:`REUSE`
+    batches, see stylempi.plan.warmup_frames), then an end-of-chunk item (frames None)."""
+    done: int | None = None  # the chunk this rank decoded last
+    warmup = prepared.temporal.warmup if prepared.temporal is not None else 0
     for chunk in chunks:
+        wanted, seek_from = warmup_frames(prepared.chunks, chunk.index, warmup, batch_size)
+        if wanted and done == chunk.index - 1:
+            yield chunk, list(wanted), None, REUSE
+        elif wanted:
+            t = time.monotonic()
+            scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
+            # decoded as the chunk's own frames are (NVDEC where the job uses it), or a reused
+            # warm-up and a decoded one would differ
+            warm = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
+                                      prepared.video.colour, **frame_reader))
+            stats.decode_s += time.monotonic() - t
+            for i in range(0, len(warm), batch_size):
+                part = warm[i:i + batch_size]
+                yield chunk, [q for q, _ in part], [w for _, w in part], WARM
         pts: list[int] = []
         frames: list = []
         t = time.monotonic()
@@ -191,13 +279,14 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, s
             frames.append(picture)
             if len(frames) == batch_size:
                 stats.decode_s += time.monotonic() - t
-                yield chunk, pts, frames
+                yield chunk, pts, frames, OWN
                 pts, frames = [], []
                 t = time.monotonic()
         stats.decode_s += time.monotonic() - t
         if frames:
-            yield chunk, pts, frames
-        yield chunk, None, None  # end of chunk
+            yield chunk, pts, frames, OWN
+        yield chunk, None, None, OWN  # end of chunk
+        done = chunk.index
 
 
 class _Prefetch:

@@ -15,7 +15,7 @@ every job there would be worse than the race the lock prevents.
 
 A work dir in Blob storage has no shared filesystem to lock: there rank 0
 holds a renewed lease on its ``lock`` blob instead
-(:class:`stylempi.storage.azure.lease.BlobWorkLease`, which names its holder as this
+(:class:`stylempi.storage.worklease.WorkLease`, which names its holder as this
 module does).
 """
 from __future__ import annotations

@@ -32,13 +32,13 @@ stylempi.network, options, job, storage or above.
 """
 from __future__ import annotations
 
-from .assembly import CopyPlan, assemble, plan_stream_copy
+from .assembly import CopyPlan, assemble, check_muxing, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
 from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncoderRequest,
                        SegmentWriter,
                        add_video_stream, check_crf, check_encoder, choose_encoding, default_codec, encoder_options,
-                       encoding_notes, output_format, tag_colour)
+                       encoding_notes, output_format, segment_offset, tag_colour)
 from .indexing import FrameIndex, index_frames
 from .inputs import open_input, pick_video_stream
 from .pixels import TO_RGB, TO_YUV, frame_colour, planes_frame, to_planes, to_rgb, to_yuv
@@ -47,8 +47,8 @@ from .settings import EncodeSettings
 __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
     "CopyPlan", "EncodeSettings", "EncoderRequest", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
-    "add_video_stream", "assemble", "check_crf", "check_encoder", "choose_encoding", "decode_frames",
+    "add_video_stream", "assemble", "check_crf", "check_encoder", "check_muxing", "choose_encoding", "decode_frames",
     "default_codec", "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
     "open_input", "output_format", "pick_video_stream", "plan_stream_copy", "planes_frame", "probe",
-    "tag_colour", "to_planes", "to_rgb", "to_yuv",
+    "segment_offset", "tag_colour", "to_planes", "to_rgb", "to_yuv",
 ]

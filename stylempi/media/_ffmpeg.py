@@ -8,6 +8,7 @@ import tempfile
 from typing import Iterator
 
 import av
+import av.logging
 
 
 @contextlib.contextmanager
@@ -29,6 +30,24 @@ def stderr_captured() -> Iterator[list[str]]:
             os.close(saved)
             held.seek(0)
             lines.extend(held.read(64 * 1024).decode("utf-8", "replace").splitlines())
+
+
+@contextlib.contextmanager
+def ffmpeg_log() -> Iterator[list[tuple[int, str, str]]]:
+    """Hold FFmpeg's error messages meanwhile: (level, who, message) each.
+
+    An encoder or muxer that refuses to open says why only in its log ("Non full-range
+    YUV is non-standard"); its error code alone says "Invalid argument". PyAV logs
+    nothing unless a level is set, so one is, for the length of this step (rank 0,
+    before any work).
+    """
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logged:
+            yield logged
+    finally:
+        av.logging.set_level(level)
 
 
 def ffmpeg_reason(exc: BaseException) -> str:

@@ -12,6 +12,10 @@ FFmpeg answers "can this muxer hold this codec" from the muxer's codec tag
 table; MPEG-TS has none, so what it carries is listed here from its muxer's
 stream types.
 
+How far an output's timestamp may stray from the input's and still be the same
+(:func:`timestamp_tolerance`) is here too: ``verify`` judges by it, and a job checks
+its own OUTPUT by it before it takes OUTPUT's name.
+
 The one list of file extensions taken for videos when a folder is searched,
 input side, is here too (:data:`VIDEO_EXTENSIONS`).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from ..errors import UsageError
@@ -32,6 +37,11 @@ class Container:
     muxer: str
     default_codec: str = "libx264"
     options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def holds_chapters(self) -> bool:
+        """Whether this container stores chapters (MPEG-TS has none)."""
+        return self.muxer != "mpegts"
 
     def holds(self, codec: str) -> bool:
         """Whether this container can carry ``codec`` (an encoder or a decoder name)."""
@@ -96,6 +106,21 @@ def container_for(path: str | os.PathLike) -> Container:
     if ext in REFUSED:
         raise UsageError(f"OUTPUT .{ext}: {REFUSED[ext]}; name it .mkv or .mp4 (accepted: {ACCEPTED})")
     raise UsageError(f"unknown output type .{ext}; name OUTPUT .mp4 or .mkv (accepted: {ACCEPTED})")
+
+
+#: The coarsest timestamp tick an output container may impose (Matroska, WebM, FLV: 1 ms).
+COARSEST_CONTAINER_TICK = Fraction(1, 1000)
+
+
+def timestamp_tolerance(input_time_base: Fraction, output_time_base: Fraction) -> Fraction:
+    """How far an output timestamp may be from the input's and still be the same.
+
+    Half a tick of the input's time base, widened only as far as a container's
+    fixed 1 ms tick forces: a coarse time base given to the output by a remux
+    (1/26 s moves frames by up to 19 ms) is a difference, not rounding.
+    """
+    forced = min(Fraction(output_time_base), COARSEST_CONTAINER_TICK)
+    return max(Fraction(input_time_base), forced) / 2
 
 
 def _codec_id_name(codec: str) -> str:

@@ -52,6 +52,7 @@ def describe_video(container: av.container.InputContainer, stream) -> VideoStrea
     except av.error.FFmpegError as exc:
         raise VideoOpenFailure(f"cannot decode video of {container.name}: {ffmpeg_reason(exc)}") from None
     colour, notes = frame_colour(first, width, height, ctx.pix_fmt, container.name)
+    notes = notes + picture_notes(first)
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     return VideoStreamInfo(
         index=stream.index, codec=ctx.name, width=width, height=height,
@@ -59,6 +60,20 @@ def describe_video(container: av.container.InputContainer, stream) -> VideoStrea
         sample_aspect_ratio=Fraction(sar) if sar else None, rotation=rotation,
         pix_fmt=ctx.pix_fmt, frame_rate=Fraction(stream.average_rate) if stream.average_rate else None,
         colour=colour, colour_notes=notes)
+
+
+def picture_notes(frame) -> list[str]:
+    """What a job drops of the picture beyond its colour (alpha, interlacing), in the user's words."""
+    if frame is None:
+        return []
+    notes = []
+    if any(getattr(c, "is_alpha", False) for c in frame.format.components):
+        notes.append(f"the input's alpha channel ({frame.format.name}) is dropped: the network sees and "
+                     "draws opaque pictures, so OUTPUT's frames are opaque")
+    if frame.interlaced_frame:
+        notes.append("the input is interlaced: each frame's two fields are stylized as one picture and "
+                     "written as progressive video (the interlaced flag is not kept)")
+    return notes
 
 
 def probe(path: str | os.PathLike) -> dict:

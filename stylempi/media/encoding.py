@@ -18,8 +18,8 @@ import numpy as np
 from ..colour import matrices as colours
 from ..colour.matrices import Colour
 from ..errors import OutputFailure, UsageError
-from ._ffmpeg import ffmpeg_reason, stderr_captured
-from .containers import Container, container_for
+from ._ffmpeg import ffmpeg_log, ffmpeg_reason, stderr_captured
+from .containers import CONTAINERS, Container, container_for
 from .describe import VideoStreamInfo
 from .engines import NVENC_ENCODERS as NVENC
 from .pixels import encoder_frame, to_yuv
@@ -121,8 +121,11 @@ def _video_encoder(container: Container, wanted: Colour, codec: str | None) -> a
     if enc.type != "video":
         raise UsageError(f"{codec} is not a video encoder")
     if not container.holds(codec):
+        others = [c.extension for c in dict.fromkeys(CONTAINERS.values()) if c.muxer != container.muxer
+                  and c.holds(codec)]
+        fix = f" or name OUTPUT .{others[0]}" if others else ""
         raise OutputFailure(f"a .{container.extension} file cannot hold {codec} video; choose another "
-                            "--codec or name OUTPUT .mkv")
+                            f"--codec{fix}")
     return enc
 
 
@@ -209,8 +212,14 @@ def _encodable_colour(enc: av.Codec, video: VideoStreamInfo) -> Colour:
         for chroma in chromas:
             if _encoder_pix_fmt(formats, colour.pix_fmt(chroma, depth)) is not None:
                 return replace(colour, depth=depth, chroma=chroma)
-    raise UsageError(f"{enc.name} cannot encode {video.width}x{video.height} frames exactly "
-                     "(odd sizes need 4:4:4); try --codec libx264")
+    if odd and not any(_encoder_pix_fmt(formats, colour.pix_fmt("444", d)) for d in (8, 10, 12)):
+        why = "odd sizes need 4:4:4, which it does not take"
+    else:  # RGB-only encoders (png, libx264rgb), or only deeper formats than the input's (prores_ks)
+        shown = ", ".join(sorted(formats)[:6]) + (", ..." if len(formats) > 6 else "")
+        why = (f"it takes {shown}, and stylempi gives an encoder the input's own YUV, at most "
+               f"{colour.depth}-bit")
+    raise UsageError(f"{enc.name} cannot encode this {video.width}x{video.height} {colour.depth}-bit video "
+                     f"exactly ({why}); try --codec libx264")
 
 
 #: Planar formats some encoders take only as a semi-planar twin with the samples in the
@@ -231,21 +240,35 @@ def _encoder_pix_fmt(formats: set[str], planar: str) -> str | None:
     return twin if twin in formats else None
 
 
-def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings) -> list[str]:
-    """What the chosen encoding does not keep of the input's picture, in the user's words."""
+def encoding_notes(video: VideoStreamInfo, settings: EncodeSettings,
+                   container: Container | None = None) -> list[str]:
+    """What the chosen encoding does not keep of the input's picture, in the user's words;
+    ``container`` (OUTPUT's) decides what the advice may suggest."""
     notes = list(video.colour_notes)
     kept = settings.colour
+    holds_deep = container is None or container.holds(DEEP_CODEC)
     if kept is not None and kept.depth < video.colour.depth:
+        fix = (f"leave --codec out, or use {DEEP_CODEC}, to keep it" if holds_deep else
+               f"a .{container.extension} file cannot hold {DEEP_CODEC}: name OUTPUT .mkv to keep it")
         notes.append(f"{settings.codec} writes {kept.depth}-bit video: the input's {video.colour.depth}-bit "
-                     f"depth is reduced (leave --codec out, or use libx265, to keep it)")
+                     f"depth is reduced ({fix})")
     if kept is not None and kept.chroma != video.colour.chroma and video.colour.chroma != "other":
-        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} ({settings.codec} or the "
-                     "frame size needs it)")
+        notes.append(f"chroma {video.colour.chroma} is written as {kept.chroma} "
+                     f"({_chroma_reason(video, settings)})")
     if kept is not None and (video.colour.mastering or video.colour.light) \
             and settings.codec not in ("libx264", "libx265"):
+        fix = f"use {DEEP_CODEC} to keep it" if holds_deep else f"name OUTPUT .mkv and use {DEEP_CODEC} to keep it"
         notes.append(f"{settings.codec} cannot carry the input's HDR mastering display / light level "
-                     "metadata; it is dropped (use libx265 to keep it)")
+                     f"metadata; it is dropped ({fix})")
     return notes
+
+
+def _chroma_reason(video: VideoStreamInfo, settings: EncodeSettings) -> str:
+    """Which of the two reasons changed the subsampling (:func:`_encodable_colour`): an odd
+    frame size (4:2:0 and 4:2:2 need even sizes), or an encoder without the input's."""
+    if video.width % 2 or video.height % 2:
+        return f"the frame size {video.width}x{video.height} is odd, and {video.colour.chroma} needs even sizes"
+    return f"{settings.codec} cannot write {video.colour.chroma}"
 
 
 def add_video_stream(container: av.container.OutputContainer, settings: EncodeSettings,
@@ -283,15 +306,18 @@ def tag_colour(ctx, colour: Colour) -> None:
     ctx.color_trc = colour.transfer
 
 
-def check_encoder(settings: EncodeSettings) -> None:
-    """Open the encoder with the final settings and encode one blank frame, in memory.
+def check_encoder(settings: EncodeSettings) -> bytes:
+    """Open the encoder with the final settings and encode one blank frame, in memory; returns
+    the NUT segment that frame makes (a sample for the muxer check,
+    :func:`~stylempi.media.assembly.check_muxing`).
 
     Encoders read most options only when they open (x264's preset, a CRF out of
     range), which would otherwise happen on every rank after work started.
     """
-    container = av.open(io.BytesIO(), "w", format="nut")
+    buffer = io.BytesIO()
+    container = av.open(buffer, "w", format="nut", options=dict(SEGMENT_OPTIONS))
     try:
-        with stderr_captured() as said:  # x264 prints its complaint straight to fd 2
+        with stderr_captured() as said, ffmpeg_log() as logged:  # x264 prints to fd 2, FFmpeg logs
             stream = add_video_stream(container, settings)
             deep = settings.colour is not None and settings.colour.depth > 8
             frame = to_yuv(np.zeros((settings.height, settings.width, 3), np.uint16 if deep else np.uint8),
@@ -300,16 +326,37 @@ def check_encoder(settings: EncodeSettings) -> None:
             frame.time_base = settings.time_base
             container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
+        container.close()
+        return buffer.getvalue()
     except Exception as exc:  # noqa: BLE001 - ArgumentError, OverflowError, ValueError: all bad settings
         options = " ".join(f"{k}={v}" for k, v in settings.options)
-        reason = next((line.strip() for line in said if line.strip()), "") or ffmpeg_reason(exc)
-        raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
-                         f"{reason}; check --crf and --preset") from None
+        reason = (next((line.strip() for line in said if line.strip()), "")
+                  or next((m.strip() for _, _, m in logged if m.strip()), "") or ffmpeg_reason(exc)).rstrip(".")
+        if settings.codec in CRF_RANGES or settings.codec in DEFAULT_PRESET:
+            raise UsageError(f"the {settings.codec} encoder refuses these settings ({options}): "
+                             f"{reason}; check --crf and --preset") from None
+        # --crf and --preset do not reach this encoder: its refusal is of the frames themselves
+        raise UsageError(f"the {settings.codec} encoder refuses this video's {settings.pix_fmt} frames: "
+                         f"{reason}; choose another --codec, such as libx264") from None
     finally:
         try:
             container.close()
         except Exception:  # noqa: BLE001 - closing a container that failed to start
             pass
+
+
+#: The segment muxer's options. FFmpeg's default (avoid_negative_ts auto) moved a chunk that
+#: starts before zero (an MPEG-TS capture just before its 33-bit wrap reads as negative times)
+#: to start at 0, silently: every timestamp came out wrong. NUT cannot store times before zero
+#: at all, so a job lifts them by :attr:`EncodeSettings.pts_offset`; should a negative time
+#: still reach the muxer, it is refused (a loud failure), never shifted.
+SEGMENT_OPTIONS = (("avoid_negative_ts", "disabled"),)
+
+
+def segment_offset(first_pts: int) -> int:
+    """The :attr:`EncodeSettings.pts_offset` of a video whose earliest frame is at ``first_pts``:
+    what lifts it to zero, or 0 when it is not before zero."""
+    return max(0, -first_pts)
 
 
 class SegmentWriter:
@@ -322,7 +369,7 @@ class SegmentWriter:
         self.path = os.fspath(path)
         self.settings = settings
         try:
-            self._container = av.open(self.path, "w", format="nut")
+            self._container = av.open(self.path, "w", format="nut", options=dict(SEGMENT_OPTIONS))
         except av.error.FFmpegError as exc:
             raise OutputFailure(f"cannot write {self.path}: {ffmpeg_reason(exc)}") from None
         self._stream = add_video_stream(self._container, settings, gpu)
@@ -335,7 +382,7 @@ class SegmentWriter:
             frame = encoder_frame(list(picture), self.settings)
         else:
             frame = to_yuv(picture, self.settings)
-        frame.pts = pts
+        frame.pts = pts + self.settings.pts_offset
         frame.time_base = self.settings.time_base
         self._mux(self._stream.encode(frame))
         self.frames += 1

@@ -32,6 +32,9 @@ class FrameIndex:
     keyframes: list[int] = field(default_factory=list)
     #: (pts, width, height) of the keyframes decoded to see the frame size (see :class:`_SizeProbe`).
     sizes: list[tuple[int, int, int]] = field(default_factory=list)
+    #: Timestamps of the frames before the first keyframe of a capture that starts mid-GOP: they
+    #: refer to pictures before the file's start, so no decoder gives them (left out of ``pts``).
+    undecodable: list[int] = field(default_factory=list)
 
     def size_change(self) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
         """The first place the frame size changes: (pts, old size, new size), or None."""
@@ -64,6 +67,8 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
         time_base = Fraction(stream.time_base)
         pts: list[int] = []
         keys: list[int] = []
+        leading: list[int] = []  # packets before the first keyframe
+        keyed = False
         complete = True
         clean = _clean_start_test(stream)
         sizes = _SizeProbe(stream)
@@ -74,6 +79,10 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
                 if packet.pts is None:
                     complete = False
                     break
+                if not keyed and not packet.is_keyframe:
+                    leading.append(packet.pts)
+                    continue
+                keyed = True
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     sizes.feed(packet)
@@ -82,9 +91,11 @@ def index_frames(path: str | os.PathLike, stream_index: int) -> FrameIndex:
         except av.error.FFmpegError as exc:
             raise VideoOpenFailure(f"{path} is damaged: {ffmpeg_reason(exc)}") from None
         seen = sizes.finish()
+    if leading and not pts:  # no packet is flagged a keyframe: the flags say nothing, take every frame
+        pts, leading = leading, []
     pts.sort()
     if complete and len(set(pts)) == len(pts) and pts:
-        return FrameIndex(time_base, pts, sorted(keys), seen)
+        return FrameIndex(time_base, pts, sorted(keys), seen, sorted(leading))
     return _index_by_decoding(path, stream_index)
 
 

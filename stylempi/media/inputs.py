@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import av
 
@@ -9,17 +10,27 @@ from ..errors import UsageError, VideoOpenFailure
 from ._ffmpeg import ffmpeg_reason
 
 
-def open_input(path: str | os.PathLike, hwaccel=None) -> av.container.InputContainer:
+def open_input(path: str | os.PathLike, hwaccel=None, role: str = "input") -> av.container.InputContainer:
     """Open a media file, turning every failure into one clear :class:`VideoOpenFailure`.
 
-    ``hwaccel`` (an ``av.codec.hwaccel.HWAccel``) decodes its video on that device."""
+    ``hwaccel`` (an ``av.codec.hwaccel.HWAccel``) decodes its video on that device;
+    ``role`` names the file in messages ("input", or "OUTPUT" when verify reads one)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise VideoOpenFailure(f"input {path} does not exist")
-    if os.path.isdir(path):
-        raise VideoOpenFailure(f"input {path} is a directory, not a video file")
-    if os.path.getsize(path) == 0:
-        raise VideoOpenFailure(f"input {path} is empty")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise VideoOpenFailure(f"{role} {path} does not exist") from None
+    except OSError as exc:
+        raise VideoOpenFailure(f"cannot read {role} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise VideoOpenFailure(f"{role} {path} is a directory, not a video file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device has no size: it is not "empty"
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) \
+            or stat.S_ISBLK(info.st_mode) else "not a regular file"
+        raise VideoOpenFailure(f"{role} {path} is {kind}: stylempi reads a video several times (to index "
+                               "it, then each chunk), so save the stream to a file first")
+    if info.st_size == 0:
+        raise VideoOpenFailure(f"{role} {path} is empty")
     try:
         return av.open(path, metadata_errors="replace", hwaccel=hwaccel)
     except av.error.FFmpegError as exc:

@@ -72,20 +72,35 @@ def package_key(weights: str, settings: Sequence[str], device: torch.device, sha
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+def describe_shape(shape: tuple, settings: Sequence[str]) -> str:
+    """``640x360 frames, batch 2, bf16``: what a compiled package is for, in a user's words."""
+    batch, height, width = shape[0], shape[1], shape[2]
+    return f"{width}x{height} frames, batch {batch}, {settings[0] if settings else '?'}"
+
+
 def compiled_runner(step: nn.Module, shape: tuple, device: torch.device, settings: Sequence[str],
-                    notes: list[str]) -> Runner:
+                    notes: list[str], stage: Callable[[str], None] | None = None) -> Runner:
     """A runner of STEP for input SHAPE (``(*shape, dtype name)``), loaded from the cache or
     compiled into it. STEP's ``network`` attribute holds the weights that key its package;
-    NOTES collects what a user may want to know (a fallback loader)."""
+    NOTES collects what a user may want to know (a fallback loader). STAGE is told which
+    of the two is about to happen (a compile takes minutes, a load milliseconds)."""
     cache = compile_cache_dir()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+    what = describe_shape(shape, settings)
     if device.type == "cuda":
+        if stage is not None:
+            stage(f"compiling the network with torch.compile for {what} (Inductor keeps its kernels for "
+                  f"next time in {cache})")
         return _jit_runner(step, shape, device, cache)
     key = package_key(weights_digest(step.network), settings, device, shape)
     package = cache / f"{package_stem(key, PACKAGE_FORMAT)}.pt2"
     for attempt in (1, 2):
         if not touch_package(package):  # touched: no other process's cleanup removes it now
+            if stage is not None:
+                stage(f"compiling the network for {what}: a one-off, cached for next time in {cache}")
             _compile_package(step, example(shape, device), cache, package)
+        elif stage is not None and attempt == 1:
+            stage(f"loading the network compiled for {what} from the cache ({cache})")
         try:
             runner = _load_package(package, notes)
         except (OSError, RuntimeError, zipfile.BadZipFile):

@@ -233,6 +233,46 @@ def _is_torchscript(data: bytes) -> bool:
     return any("/code/" in n or n.endswith("constants.pkl") for n in names)
 
 
+#: Field numbers of ONNX's top-level ModelProto (onnx/onnx.proto3): 7 is the graph.
+_ONNX_FIELDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25, 26})
+
+
+def is_onnx(data: bytes) -> bool:
+    """Whether DATA is an ONNX model: a protobuf ModelProto, read as far as its top-level
+    fields (each one of ModelProto's, the graph among them, ending exactly at the end)."""
+    pos, seen = 0, set()
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while pos < len(data) and shift < 64:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+        raise ValueError("truncated varint")
+
+    try:
+        while pos < len(data):
+            key = varint()
+            number, wire = key >> 3, key & 7
+            if number not in _ONNX_FIELDS:
+                return False
+            if wire == 0:
+                varint()
+            elif wire == 2:
+                length = varint()  # not `pos += varint()`: that would add to pos as it was before the read
+                pos += length
+            else:
+                return False
+            seen.add(number)
+        return pos == len(data) and 7 in seen
+    except ValueError:
+        return False
+
+
 def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn.Module:
     """Turn checkpoint bytes into an eval-mode network on the CPU.
 
@@ -253,6 +293,11 @@ def load_network(data: bytes, *, trust: bool = False, name: str = "model") -> nn
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, corrupt zips, random bytes
+        if is_onnx(data):
+            raise ModelLoadFailure(
+                f"{name} is an ONNX file: ONNX is an export target (`stylempi export --format onnx`, for "
+                "other runtimes), not a model stylempi runs; pass the .pth checkpoint it was exported from, "
+                "or a built-in style name (see `stylempi models`)") from None
         reason = _short(exc)
         if not (data.startswith(b"PK") or data.startswith(b"\x80")):
             reason = "its content is neither a PyTorch zip archive nor a pickle"

@@ -37,11 +37,25 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+def slurm_gave_no_gpu(environ=os.environ) -> bool:
+    """Inside a Slurm job that was given no GPU.
+
+    Slurm sets CUDA_VISIBLE_DEVICES for the GPUs it allocates; unset inside a job means
+    none was requested, and where Slurm does not constrain devices (ConstrainDevices=no)
+    the GPUs torch still sees are other jobs'.
+    """
+    return bool(environ.get("SLURM_JOB_ID")) and "CUDA_VISIBLE_DEVICES" not in environ
+
+
+def resolve_device(requested: str, local_rank: int = 0, environ=os.environ) -> torch.device:
     """``auto`` picks CUDA when present; each rank on a node takes its own GPU."""
     if requested not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}")
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+    if requested == "cuda" and slurm_gave_no_gpu(environ):
+        raise UsageError("--device cuda inside a Slurm job that was given no GPU "
+                         "(CUDA_VISIBLE_DEVICES is unset): ask sbatch for --gpus-per-node or --gres=gpu:N")
+    if requested == "cpu" or (requested == "auto" and (slurm_gave_no_gpu(environ)
+                                                       or not torch.cuda.is_available())):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -224,8 +224,11 @@ class NetworkStylizer:
     """
 
     def __init__(self, network: nn.Module, device: torch.device, precision: str, batch_size: int,
-                 compile: bool = False, channels_last: bool = True, require_compile: bool = False):
+                 compile: bool = False, channels_last: bool = True, require_compile: bool = False,
+                 stage: Callable[[str], None] | None = None):
         self.device = device
+        #: Told before a compile or a compile-cache load starts (rank 0 prints it; stylempi.aot).
+        self.stage = stage
         self.precision = precision
         self.batch_size = max(1, batch_size)
         if device.type == "cuda" and not compile:
@@ -277,7 +280,8 @@ class NetworkStylizer:
         started = time.perf_counter()
         try:
             runner = aot.compiled_runner(self.step, shape, self.device,
-                                         (self.precision, str(self.memory_format)), self.compile_notes)
+                                         (self.precision, str(self.memory_format)), self.compile_notes,
+                                         stage=self.stage)
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op...: run eagerly
             if self.require_compile:
                 raise

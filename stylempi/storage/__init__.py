@@ -1,5 +1,6 @@
-"""Where files live: local files (files, tempdirs), Azure Blob Storage (azure/: URLs,
-credentials, streaming transfers, leases) and job staging through it (staging).
+"""Where files live: local files (files, tempdirs), the storage backend protocol and its scheme
+registry (backend), Azure Blob Storage as the built-in backend (azure/: URLs, credentials,
+streaming transfers, leases), and job staging through any backend (worklease, staging).
 
 Anywhere stylempi takes a file (INPUT, OUTPUT, ``--model``, ``--work-dir``) it
 also takes a Blob URL: ``az://CONTAINER/PATH`` (the account from
@@ -23,15 +24,25 @@ with a SAS query. One module per concern:
 ``azure.blobs``
     Transfers (streamed, blocks committed last, MD5-checked), small reads and
     writes, listings, leases; short retries and timeouts.
-``azure.lease``
-    The work dir's lease: one job per OUTPUT (as stylempi.job.worklock locally).
+``backend``
+    The backend protocol (get, put, read, write, list, delete, lease) and the registry that
+    maps a URL's scheme to a backend factory. This ``__init__`` registers Azure for ``az``,
+    ``http`` and ``https``. Another backend is added by calling
+    ``stylempi.storage.backend.register(schemes, factory)``, or, so that every ``mpirun``
+    rank has it, by an installed package that declares it in the entry-point group
+    ``stylempi.storage_backends`` (``myscheme = mypackage.module:factory``), read once per
+    process, the first time a URL's scheme is not registered.
+``azure.backend``
+    Blob storage behind that protocol (``AzureBackend``).
+``worklease``
+    The work dir's lease: one job per OUTPUT (as stylempi.job.worklock locally), in any backend.
 ``staging``
-    ``stylempi run`` on Blob URLs without a filesystem shared between ranks
-    (``stylempi.storage.staging.staged_run``; not re-exported here).
+    ``stylempi run`` on remote URLs without a filesystem shared between ranks, written against
+    the protocol only (``stylempi.storage.staging.staged_run``; not re-exported here).
 
 The names below are the Blob surface: ``from stylempi import storage``, then
-``storage.download(...)``. This ``__init__`` imports only ``azure/`` (which imports
-nothing above the local modules), so that any layer may import ``storage.files``:
+``storage.download(...)``. This ``__init__`` imports only ``backend`` and ``azure/`` (which
+import nothing above the local modules), so that any layer may import ``storage.files``:
 it must never import ``staging``, which sits above the job whose work files it moves
 (the job sees only stylempi.options.Staging).
 """
@@ -42,6 +53,10 @@ from .azure.blobs import (BlobInfo, BlobLease, delete, download, exists, fetch_t
                           read_bytes, upload, upload_bytes)
 from .azure.failures import failure_reason, scrub
 from .azure.urls import Account, BlobLocation, is_remote, parse_account_url, parse_blob_url, redact, safe_local_name
+from .azure.backend import SCHEMES as _AZURE_SCHEMES, AzureBackend
+from .backend import register as _register
+
+_register(_AZURE_SCHEMES, AzureBackend)  # the built-in backend: Blob URLs
 
 __all__ = [
     "Account", "BlobLocation", "BlobInfo", "BlobLease",

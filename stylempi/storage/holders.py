@@ -1,6 +1,6 @@
 """Who holds a work root: the host and pid written into a lock (a file, or a lock blob), and
 named in the error a second job gets. Shared by stylempi.job.worklock and
-stylempi.storage.azure.lease; imports nothing of stylempi.
+stylempi.storage.worklease; imports nothing of stylempi.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``stylempi run`` with Blob URLs and no filesystem shared between ranks.
+"""``stylempi run`` with Blob URLs (or any storage backend's) and no filesystem shared between ranks.
 
 :class:`staged_run` wraps the job on every rank; the job itself only ever sees
 local paths, and calls back into :class:`JobStaging` (the
@@ -30,12 +30,17 @@ move:
 With a local ``--work-dir`` (and remote INPUT/OUTPUT) the work dir must be
 shared by all ranks, exactly as without Blob storage. Each rank's temp dir is
 removed even when the rank is killed (stylempi.storage.tempdirs).
+
+Everything here goes through the storage backend protocol (stylempi.storage.backend): a
+location is remote when a registered backend serves its URL's scheme, and Blob storage is
+only the backend registered for ``az://``, ``http://`` and ``https://``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +48,10 @@ from ..errors import StorageFailure, StylempiError
 from ..job.comm import SharedError
 from ..job.workfiles import finished_pairs, record_name, record_path, segment_matches, segment_name, segment_path
 from ..job.worklock import LOCK_NAME
-from .azure.auth import locate
-from .azure.blobs import delete, download, list_blobs, read_bytes, upload
-from .azure.failures import failure_reason
-from .azure.lease import BlobWorkLease
-from .azure.urls import BlobLocation, is_remote, safe_local_name
+from .backend import (Location, Missing, Place, backend_for_scheme, parent_key, place, safe_local_name, served,
+                      service_name)
 from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
+from .worklease import WorkLease
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$")
 
@@ -59,85 +62,90 @@ def _check_name(name: str) -> str:
     return name
 
 
-class BlobWorkDir:
-    """A job's work dir under a blob prefix: entry NAME is the blob ``PREFIX/NAME``.
+class WorkDir:
+    """A job's work dir under a prefix of a storage backend: entry NAME is the object ``PREFIX/NAME``.
 
     Flat names only (letters, digits, ``._-``), as in a local work dir. Files go
-    up with :func:`~stylempi.storage.azure.blobs.upload` (committed last), so an entry
-    is either absent or complete.
+    up with the backend's ``put`` (complete or absent), so an entry is either
+    absent or complete.
     """
 
-    def __init__(self, prefix: BlobLocation):
+    def __init__(self, prefix: Place):
         self.prefix = prefix.as_prefix()
 
-    def _loc(self, name: str) -> BlobLocation:
+    def _loc(self, name: str) -> Place:
         return self.prefix.child(_check_name(name))
 
     def put_file(self, local_path: str | Path, name: str) -> None:
         """Store a copy of LOCAL_PATH as NAME (replacing it)."""
-        upload(local_path, self._loc(name))
+        self._loc(name).put(local_path)
 
     def get_file(self, name: str, local_path: str | Path) -> bool:
         """Copy NAME to LOCAL_PATH; False when NAME is absent."""
         try:
-            download(self._loc(name), local_path)
+            self._loc(name).get(local_path)
             return True
-        except StorageFailure as e:
-            if failure_reason(e) == "blob-not-found":
-                return False
-            raise
+        except Missing:
+            return False
 
     def get_json(self, name: str) -> Any | None:
         """The JSON object stored as NAME, or None when absent (or torn, or foreign)."""
         try:
-            data = read_bytes(self._loc(name), limit=64 * 1024 * 1024)
-        except StorageFailure as e:
-            if failure_reason(e) == "blob-not-found":
-                return None
-            raise
+            data = self._loc(name).read(64 * 1024 * 1024)
+        except Missing:
+            return None
         try:
             return json.loads(data)
         except ValueError:
             return None
 
     def list(self) -> list[str]:
-        """Names of all complete entries, sorted (deeper blobs are not entries)."""
-        start = len(self.prefix.blob)
-        return sorted(b.name[start:] for b in list_blobs(self.prefix)
-                      if "/" not in b.name[start:] and _NAME_RE.match(b.name[start:]))
+        """Names of all complete entries, sorted (deeper objects are not entries)."""
+        start = len(self.prefix.key)
+        return sorted(key[start:] for key in self.prefix.list()
+                      if "/" not in key[start:] and _NAME_RE.match(key[start:]))
 
     def __str__(self) -> str:
         return str(self.prefix)
 
 
+def BlobWorkDir(prefix: Location) -> WorkDir:
+    """The work dir under a :class:`~stylempi.storage.azure.urls.BlobLocation` (for callers
+    that hold one rather than a URL): served by the backend registered for ``az://``."""
+    return WorkDir(Place(backend_for_scheme("az"), prefix))
+
+
 class JobStaging:
-    """The Blob side of one rank's job (module docstring); made by :class:`staged_run`.
+    """The remote side of one rank's job (module docstring); made by :class:`staged_run`.
 
     OPTIONS is the job's :class:`~stylempi.options.RunOptions`; only its four
-    locations are read: ``input``, ``output``, ``model``, ``work_dir``.
+    locations are read: ``input``, ``output``, ``model``, ``work_dir``. ACCOUNT_URL is
+    ``--account-url``, handed to the backends as their ``account_url`` setting.
     """
 
     def __init__(self, options: Any, account_url: str | None, rank: int):
         self.rank = rank
-        self.remote_input = self._remote(options.input, account_url)
-        self.remote_output = self._remote(options.output, account_url)
-        self.remote_model = self._remote(options.model, account_url)
+        settings = {"account_url": account_url}
+        #: Rank 0 names the transfers that take a while (a stage line), unless --quiet.
+        self.tell = rank == 0 and not getattr(options, "quiet", False)
+        self.remote_input = self._remote(options.input, settings)
+        self.remote_output = self._remote(options.output, settings)
+        self.remote_model = self._remote(options.model, settings)
         work = options.work_dir
-        if is_remote(work):
-            self.remote_work: BlobLocation | None = locate(work, account_url).as_prefix()
+        if served(work):
+            self.remote_work: Place | None = place(work, settings).as_prefix()
         elif work is None and self.remote_output is not None:
-            parent = self.remote_output.blob.rsplit("/", 1)[0] + "/" if "/" in self.remote_output.blob else ""
-            self.remote_work = self.remote_output.with_blob(parent)
+            self.remote_work = self.remote_output.with_key(parent_key(self.remote_output.key))
         else:
             self.remote_work = None
         self.root = reaped_temp_dir(f"stylempi-r{rank}-")  # removed even if the rank is killed
         self._local_input: str | None = None
-        self._job_prefix: BlobLocation | None = None
-        self._lease: BlobWorkLease | None = None  # rank 0's, on the work root
+        self._job_prefix: Place | None = None
+        self._lease: WorkLease | None = None  # rank 0's, on the work root
 
     @staticmethod
-    def _remote(location: str | None, account_url: str | None) -> BlobLocation | None:
-        return locate(location, account_url) if is_remote(location) else None
+    def _remote(location: str | None, settings: dict) -> Place | None:
+        return place(location, settings) if served(location) else None
 
     @property
     def active(self) -> bool:
@@ -151,27 +159,34 @@ class JobStaging:
         """
         local: dict[str, str] = {}
         if self.remote_input is not None:
+            self._stage(f"downloading {self.remote_input} from {service_name(self.remote_input)} (once per node)")
             local["input"] = self._local_input = self._node_copy(self.remote_input, comm)
         if self.remote_model is not None:
-            dest = self.root / "model" / safe_local_name(self.remote_model.blob)
+            dest = self.root / "model" / safe_local_name(self.remote_model.key)
             if comm.is_root:
-                download(self.remote_model, dest)
+                self._stage(f"downloading the model {self.remote_model} from {service_name(self.remote_model)}")
+                self.remote_model.get(dest)
             local["model"] = str(dest)
         if self.remote_output is not None:
             (self.root / "output").mkdir()
-            local["output"] = str(self.root / "output" / safe_local_name(self.remote_output.blob))
+            local["output"] = str(self.root / "output" / safe_local_name(self.remote_output.key))
         if self.remote_work is not None:
             local["work_dir"] = str(self.root / "work")
             (self.root / "work").mkdir()
         return local
 
-    def _node_copy(self, loc: BlobLocation, comm: Any) -> str:
+    def _stage(self, text: str) -> None:
+        """A stage line, before a transfer starts (the job's own are stylempi.progress's)."""
+        if self.tell:
+            print(f"stylempi: {text}", file=sys.stderr, flush=True)
+
+    def _node_copy(self, loc: Place, comm: Any) -> str:
         """Path of LOC on this node's disk: the node leader downloads, the others wait for it."""
         shared: str | None = None
         try:
             if comm.node_leader:
-                dest = self.root / "input" / safe_local_name(loc.blob)
-                download(loc, dest)
+                dest = self.root / "input" / safe_local_name(loc.key)
+                loc.get(dest)
                 shared = str(dest)
         finally:  # a failed download still releases the node's waiting ranks
             shared = comm.share_on_node(shared)
@@ -180,24 +195,23 @@ class JobStaging:
         return shared
 
     # The job's side (stylempi.options.Staging) ----------------------------------
-    def _prefix_for(self, job_dir: Path | str) -> BlobLocation:
+    def _prefix_for(self, job_dir: Path | str) -> Place:
         job_dir = Path(job_dir)
         assert self.remote_work is not None
         return self.remote_work.child(f"{job_dir.parent.name}/{job_dir.name}/")
 
     def lock_work(self, job_dir: str, output: str) -> None:
-        """Rank 0, while planning: lease the Blob work root for the job's life (one job per OUTPUT)."""
+        """Rank 0, while planning: lease the remote work root for the job's life (one job per OUTPUT)."""
         if self.remote_work is None:
             return
         shown = str(self.remote_output) if self.remote_output is not None else output
-        self._lease = BlobWorkLease.acquire(self.remote_work.child(f"{Path(job_dir).parent.name}/{LOCK_NAME}"),
-                                            shown)
+        self._lease = WorkLease.acquire(self.remote_work.child(f"{Path(job_dir).parent.name}/{LOCK_NAME}"), shown)
 
     def pull_chunks(self, job_dir: str) -> None:
         """Rank 0, while planning: copy finished chunks of an earlier run into JOB_DIR."""
         if self.remote_work is None:
             return
-        work = BlobWorkDir(self._prefix_for(job_dir))
+        work = WorkDir(self._prefix_for(job_dir))
         for segment, record in finished_pairs(work.list()):
             work.get_file(segment, Path(job_dir) / segment)
             work.get_file(record, Path(job_dir) / record)
@@ -215,10 +229,10 @@ class JobStaging:
         return input, job_dir
 
     def push_chunk(self, segment: Path, record: Path) -> None:
-        """Any rank: a chunk is durable locally; make it durable in Blob storage too."""
+        """Any rank: a chunk is durable locally; make it durable in remote storage too."""
         if self._job_prefix is None:
             return
-        work = BlobWorkDir(self._job_prefix)
+        work = WorkDir(self._job_prefix)
         work.put_file(segment, segment.name)
         work.put_file(record, record.name)  # the record last: it marks the chunk done
 
@@ -226,7 +240,7 @@ class JobStaging:
         """Rank 0, before joining: download the segments other ranks made."""
         if self._job_prefix is None:
             return
-        work = BlobWorkDir(self._job_prefix)
+        work = WorkDir(self._job_prefix)
         for i in indexes:
             path = segment_path(job_dir, i)
             if not path.is_file() and not work.get_file(segment_name(i), path):
@@ -245,13 +259,14 @@ class JobStaging:
         if self.remote_output is None:
             shown = local_output
         else:
-            upload(local_output, self.remote_output)
+            self._stage(f"uploading the output to {self.remote_output}")
+            self.remote_output.put(local_output)
             shown = str(self.remote_output)
         if self._job_prefix is not None:
-            lock = self._lease.loc.blob if self._lease is not None else None
-            for b in list_blobs(self._job_prefix.with_blob(self._job_prefix.blob.rsplit("/", 2)[0] + "/")):
-                if b.name != lock:  # leased: deleted last, with the lease
-                    delete(self._job_prefix.with_blob(b.name))
+            lock = self._lease.lock.key if self._lease is not None else None
+            for key in self._job_prefix.with_key(parent_key(self._job_prefix.key)).list():
+                if key != lock:  # leased: deleted last, with the lease
+                    self._job_prefix.with_key(key).delete()
         if self._lease is not None:
             self._lease.release(delete=True)
             self._lease = None

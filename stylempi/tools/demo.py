@@ -192,7 +192,8 @@ def next_commands(mpirun: list[str], stylempi: str, sample: Path, output: Path, 
 def main(argv: list[str] | None = None) -> int:
     from ..network.styles import BUILTIN, builtin_name, unknown_model_message
 
-    p = argparse.ArgumentParser(prog="python -m stylempi.tools.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stylempi.tools.demo", allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("video", nargs="?", help="your own video (default: a generated 320x180 sample)")
     p.add_argument("--style", default=None, help=f"built-in style (default: the first of {sorted(BUILTIN)})")
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks (default 2)")

@@ -23,10 +23,13 @@ from PIL import Image, ImageDraw
 
 from ..colour.look import Look, check_scale
 from ..errors import OutputFailure, UsageError, VideoDecodeFailure, VideoOpenFailure
+from ..media.cuts import CutDetector
 from ..network.model import open_model
 from ..network.placement import (DEFAULT_DEVICE, DEFAULT_PRECISION, default_batch_size, network_width, resolve_device,
                                  resolve_precision)
 from ..network.stylize import NetworkStylizer
+from ..network.temporal_filter import FilterSettings, TemporalFilter
+from .stability import read_frames
 
 #: Pixels between and around the tiles of a contact sheet.
 GAP = 4
@@ -55,16 +58,18 @@ def stylize_image(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
 # Frame sampling: seek + decode only the frames we need
 # --------------------------------------------------------------------------
 
-def sample_frames(path: str | Path, count: int, *, max_height: int | None = None
-                  ) -> list[tuple[float, np.ndarray]]:
+def sample_frames(path: str | Path, count: int, *, max_height: int | None = None,
+                  notes: list[str] | None = None) -> list[tuple[float, np.ndarray]]:
     """``count`` frames spread evenly over the video as ``(time_s, RGB uint8)``.
 
     One seek per frame (to the keyframe before the target), then decode up to
     the target. Seeks are not trusted: each decoded frame's own timestamp
     decides, and a seek that lands after the target is answered by the
-    first frame after it.
+    first frame after it. No more frames than the video has are taken (100000
+    asked of a 72-frame clip once ran for 10 minutes); ``notes`` gets a line
+    saying so.
     """
-    from ..media import open_input
+    from ..media import index_frames, open_input
 
     if count < 1:
         raise UsageError("--frames must be at least 1")
@@ -72,6 +77,12 @@ def sample_frames(path: str | Path, count: int, *, max_height: int | None = None
         if not container.streams.video:
             raise VideoOpenFailure(f"{path} has no video stream")
         stream = container.streams.video[0]
+        if count > (stream.frames or 0):  # the header's count is missing or smaller: count packets
+            total = len(index_frames(path, stream.index).pts)
+            if count > total:
+                if notes is not None:
+                    notes.append(f"--frames {count} is more than the video's {total} frames: taking {total}")
+                count = total
         tb = stream.time_base or Fraction(1, 1000000)
         start = float(stream.start_time * tb) if stream.start_time is not None else (
             (container.start_time or 0) / 1e6)
@@ -185,7 +196,8 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
         raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
     network = preview_stylizer(open_model(model, trust=trust), device, precision)
     # Stylize at the video's own size (strokes as `stylempi run` will draw them), then shrink.
-    shots = sample_frames(input_path, frames, max_height=None if full_size else height)
+    notes: list[str] = []
+    shots = sample_frames(input_path, frames, max_height=None if full_size else height, notes=notes)
     originals = [img for _, img in shots]
     rows = [[_fit(img, height) for img in originals]]
     for look in looks:
@@ -196,7 +208,40 @@ def preview(input_path: str | Path, model: str, out: str | Path, *, frames: int 
         sheet.save(out)
     except OSError as exc:
         raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
-    return {"out": str(out), "frames": [t for t, _ in shots], "size": sheet.size}
+    return {"out": str(out), "frames": [t for t, _ in shots], "size": sheet.size, "notes": notes}
+
+
+def temporal_preview(input_path: str | Path, model: str, out: str | Path, *, frames: int = DEFAULT_FRAMES,
+                     height: int = DEFAULT_HEIGHT, trust: bool = False, full_size: bool = True,
+                     device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION) -> dict:
+    """A sheet of K *consecutive* frames without and with the temporal filter (rows: input,
+    ``--temporal off``, ``--temporal on``), after the filter has warmed up on the frames before
+    them as a job's chunk does; returns ``{"out", "frames": [times], "size": (w, h)}``.
+
+    Shimmer shows as strokes that change between neighbouring tiles of the middle row."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise UsageError(f"--out {out}: give a .png (or .jpg/.webp) file name")
+    if not out.parent.is_dir():
+        raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
+    if frames < 1:
+        raise UsageError("--frames must be at least 1")
+    network = preview_stylizer(open_model(model, trust=trust), device, precision)
+    settings = FilterSettings()
+    decoded = read_frames(str(input_path), settings.warmup + frames, None if full_size else height)
+    styled: list[np.ndarray] = []
+    for i in range(0, len(decoded), 2):
+        styled += network(decoded[i:i + 2])
+    steady, cuts = TemporalFilter(settings), CutDetector()
+    filtered = [steady.step(f, s, cut=cuts.is_cut(f)) for f, s in zip(decoded, styled)]
+    shown = slice(max(0, len(decoded) - frames), len(decoded))
+    rows = [[_fit(img, height) for img in group[shown]] for group in (decoded, styled, filtered)]
+    sheet = contact_grid(rows, ["input", "--temporal off", "--temporal on"])
+    try:
+        sheet.save(out)
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {out}: {exc.strerror or exc}") from None
+    return {"out": str(out), "frames": list(range(shown.start, len(decoded))), "size": sheet.size}
 
 
 # --------------------------------------------------------------------------

@@ -25,8 +25,9 @@ Independent noise of standard deviation s (on [0, 1]) in every frame adds
 2 s^2: it is in both the frame and the warped previous one.
 
 Everything here is pure (arrays in, numbers out) except :func:`read_frames`.
-OpenCV (``opencv-python-headless``, the ``stability`` extra) computes the
-flow and the warp; it is imported only when a figure is asked for.
+OpenCV (``opencv-python-headless``, a core dependency since the temporal
+filter) computes the flow and the warp; it is imported only when a figure is
+asked for.
 """
 from __future__ import annotations
 
@@ -49,17 +50,31 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise UsageError("the stability figure needs OpenCV: pip install 'stylempi[stability]' "
-                         "(opencv-python-headless)") from None
+        raise UsageError("the stability figure needs OpenCV, a dependency of stylempi: "
+                         "pip install opencv-python-headless") from None
     return cv2
 
 
-def flow_pair(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(forward t-1 -> t, backward t -> t-1) DIS flows between two RGB uint8 frames, HxWx2."""
+#: The flow methods a figure can be scored with: the default, and a second one to check that a
+#: result steadied along one flow (the temporal filter uses DIS) holds along another.
+FLOWS = ("dis", "farneback")
+
+
+def flow_pair(previous: np.ndarray, current: np.ndarray, method: str = "dis") -> tuple[np.ndarray, np.ndarray]:
+    """(forward t-1 -> t, backward t -> t-1) flows between two RGB uint8 frames, HxWx2.
+
+    ``method``: "dis" (OpenCV DIS, preset MEDIUM) or "farneback" (OpenCV Farneback,
+    pyramid 0.5 x 3, window 15, 3 iterations, poly_n 5, sigma 1.2).
+    """
     cv2 = _cv2()
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     a = cv2.cvtColor(np.ascontiguousarray(previous), cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(np.ascontiguousarray(current), cv2.COLOR_RGB2GRAY)
+    if method == "farneback":
+        return (cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0),
+                cv2.calcOpticalFlowFarneback(b, a, None, 0.5, 3, 15, 3, 5, 1.2, 0))
+    if method != "dis":
+        raise UsageError(f"unknown flow method {method!r}; use one of {', '.join(FLOWS)}")
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(a, b, None), dis.calc(b, a, None)
 
 
@@ -97,6 +112,24 @@ def pair_error(previous: np.ndarray, current: np.ndarray, backward: np.ndarray, 
     return float(np.mean((diff ** 2)[mask]))
 
 
+def strength(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """Style strength: the mean absolute difference of OUTPUT from INPUT, RGB on [0, 1]."""
+    return float(np.mean([np.abs(o.astype(np.float32) - i.astype(np.float32)).mean()
+                          for i, o in zip(inputs, outputs)]) / 255.0)
+
+
+def sharpness(frames: Sequence[np.ndarray]) -> float:
+    """Sharpness: the mean gradient magnitude of the grey (RGB mean) frames, on [0, 1] per pixel.
+
+    A filter that steadies by blurring shows here (and in :func:`strength` if it fades the style).
+    """
+    values = []
+    for frame in frames:
+        g = frame.astype(np.float32).mean(axis=-1) / 255.0
+        values.append(float(np.mean(np.hypot(np.diff(g, axis=1)[:-1], np.diff(g, axis=0)[:, :-1]))))
+    return float(np.mean(values))
+
+
 @dataclass
 class Stability:
     """E_warp of a video against the input it was made from."""
@@ -106,6 +139,11 @@ class Stability:
     input: float
     #: Mean share of pixels that passed the mask.
     coverage: float
+    #: The flow the figure was scored with (:data:`FLOWS`).
+    flow: str = "dis"
+    #: :func:`strength` and :func:`sharpness` of the output (None where not measured).
+    strength: float | None = None
+    sharpness: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -113,12 +151,18 @@ class Stability:
 
     def as_dict(self) -> dict:
         return {"frames": self.frames, "e_warp_output": self.output, "e_warp_input": self.input,
-                "ratio": self.ratio, "mask_coverage": self.coverage,
-                "definition": "Lai et al. 2018 E_warp: DIS MEDIUM flow on the input, "
-                              "Ruder et al. 2016 mask, MSE of RGB on [0,1]"}
+                "ratio": self.ratio, "mask_coverage": self.coverage, "flow": self.flow,
+                "style_strength": self.strength, "sharpness": self.sharpness,
+                "definition": f"Lai et al. 2018 E_warp: {FLOW_NAMES[self.flow]} flow on the input, "
+                              "Ruder et al. 2016 mask, MSE of RGB on [0,1]; style strength = mean |out - in|, "
+                              "sharpness = mean gradient magnitude, both on [0,1]"}
 
 
-def warping_error(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | None = None) -> Stability:
+FLOW_NAMES = {"dis": "DIS MEDIUM", "farneback": "Farneback"}
+
+
+def warping_error(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | None = None,
+                  flow: str = "dis") -> Stability:
     """E_warp of ``outputs`` (default: the inputs themselves) with flow from ``inputs``.
 
     Both are equal-length lists of HxWx3 uint8 RGB frames of one size; at least two.
@@ -132,14 +176,15 @@ def warping_error(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | 
                          f"{outputs[0].shape[1]}x{outputs[0].shape[0]}")
     errors_in, errors_out, coverage = [], [], []
     for t in range(1, len(inputs)):
-        forward, backward = flow_pair(inputs[t - 1], inputs[t])
+        forward, backward = flow_pair(inputs[t - 1], inputs[t], flow)
         mask = valid_mask(forward, backward)
         coverage.append(float(mask.mean()))
         errors_in.append(pair_error(inputs[t - 1], inputs[t], backward, mask))
         errors_out.append(errors_in[-1] if outputs is inputs
                           else pair_error(outputs[t - 1], outputs[t], backward, mask))
     return Stability(frames=len(inputs), output=float(np.nanmean(errors_out)),
-                     input=float(np.nanmean(errors_in)), coverage=float(np.mean(coverage)))
+                     input=float(np.nanmean(errors_in)), coverage=float(np.mean(coverage)), flow=flow,
+                     strength=strength(inputs, outputs), sharpness=sharpness(outputs))
 
 
 def analysis_size(width: int, height: int, max_height: int | None) -> tuple[int, int]:
@@ -169,9 +214,35 @@ def read_frames(path: str, count: int = DEFAULT_FRAMES, max_height: int | None =
 
 
 def video_stability(input_path: str, output_path: str, count: int = DEFAULT_FRAMES,
-                    max_height: int | None = DEFAULT_HEIGHT, video_stream: int | None = None) -> Stability:
+                    max_height: int | None = DEFAULT_HEIGHT, video_stream: int | None = None,
+                    flow: str = "dis") -> Stability:
     """E_warp of OUTPUT against INPUT over their first ``count`` frames."""
     inputs = read_frames(input_path, count, max_height, video_stream)
     outputs = read_frames(output_path, count, max_height)
     n = min(len(inputs), len(outputs))
-    return warping_error(inputs[:n], outputs[:n])
+    return warping_error(inputs[:n], outputs[:n], flow)
+
+
+def stability_report(input_path: str, output_path: str, count: int = DEFAULT_FRAMES,
+                     max_height: int | None = DEFAULT_HEIGHT, video_stream: int | None = None,
+                     reference: str | None = None) -> dict:
+    """``verify --stability``: E_warp with DIS and with Farneback, style strength and sharpness of
+    OUTPUT; with ``reference`` (the same job made with ``--temporal off``) each also relative to it."""
+    inputs = read_frames(input_path, count, max_height, video_stream)
+    outputs = read_frames(output_path, count, max_height)
+    n = min(len(inputs), len(outputs))
+    report = warping_error(inputs[:n], outputs[:n]).as_dict()
+    second = warping_error(inputs[:n], outputs[:n], "farneback")
+    report["farneback"] = {"e_warp_output": second.output, "e_warp_input": second.input, "ratio": second.ratio}
+    if reference is not None:
+        others = read_frames(reference, count, max_height)[:n]
+        if len(others) != n or others[0].shape != outputs[0].shape:
+            raise UsageError(f"{reference}: the reference must have the frames and size of OUTPUT")
+        ref = warping_error(inputs[:n], others)
+        ref_second = warping_error(inputs[:n], others, "farneback")
+        report["relative_to_reference"] = {
+            "reference": reference, "e_warp": report["e_warp_output"] / ref.output if ref.output else None,
+            "e_warp_farneback": second.output / ref_second.output if ref_second.output else None,
+            "style_strength": report["style_strength"] / ref.strength if ref.strength else None,
+            "sharpness": report["sharpness"] / ref.sharpness if ref.sharpness else None}
+    return report

@@ -23,29 +23,15 @@ from pathlib import Path
 from ..colour.matrices import MATRIX_NAMES, PRIMARIES_NAMES, RANGE_NAMES, TRANSFER_NAMES
 from ..errors import VideoOpenFailure
 from ..media import frame_colour, open_input, output_format, pick_video_stream
+from ..media.containers import COARSEST_CONTAINER_TICK, timestamp_tolerance  # noqa: F401 - verify's interface
 
 
 #: What a passing report does not vouch for; printed in the report itself.
 NOT_CHECKED = ["pixels: which input frame each output frame was stylized from (frames swapped or "
                "duplicated in place, keeping their timestamps, pass)"]
 
-#: The coarsest timestamp tick an output container may impose (Matroska, WebM, FLV: 1 ms).
-COARSEST_CONTAINER_TICK = Fraction(1, 1000)
-
-
-def timestamp_tolerance(input_time_base: Fraction, output_time_base: Fraction) -> Fraction:
-    """How far an output timestamp may be from the input's and still be the same.
-
-    Half a tick of the input's time base, widened only as far as a container's
-    fixed 1 ms tick forces: a coarse time base given to the output by a remux
-    (1/26 s moves frames by up to 19 ms) is a difference, not rounding.
-    """
-    forced = min(Fraction(output_time_base), COARSEST_CONTAINER_TICK)
-    return max(Fraction(input_time_base), forced) / 2
-
-
-def _video_facts(path: str, stream_index: int | None) -> dict:
-    with open_input(path) as container:
+def _video_facts(path: str, stream_index: int | None, role: str = "input") -> dict:
+    with open_input(path, role=role) as container:
         stream = pick_video_stream(container, stream_index)
         stream.thread_type = "AUTO"
         time_base = Fraction(stream.time_base)
@@ -147,7 +133,7 @@ def verify(input_path: str, output_path: str, video_stream: int | None = None) -
     if not Path(output_path).exists():
         raise VideoOpenFailure(f"OUTPUT {output_path} does not exist")
     source = _video_facts(input_path, video_stream)
-    result = _video_facts(output_path, None)
+    result = _video_facts(output_path, None, "OUTPUT")
     in_audio, out_audio = _packet_streams(input_path, "audio"), _packet_streams(output_path, "audio")
     shift = _undo_forced_shift(output_path, source, in_audio)
     checks = _video_checks(source, result, shift)

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelLoadFailure, OutputFailure, UsageError
-from ..network.model import TransformerNet, network_from_state_dict
+from ..network.model import TransformerNet, load_network, network_from_state_dict
 from ..network.placement import DEFAULT_DEVICE
 from ..storage.files import atomic_write
+from ..network.styles import read_model
 from .lossnet import LossNet, build_lossnet, gram, style_distance
 from .temporal import DEFAULT_MOTION, DEFAULT_NOISE, DEFAULT_SHIFT, compound_loss
 from .trainset import collect_content, load_image, make_batch
@@ -203,9 +204,10 @@ class _Training:
 def train(options: TrainOptions) -> dict:
     """Train per ``options``; returns a summary dict (the loss parts of every step in ``history``)."""
     _check_options(options)
+    init = _read_init(options.init, options.width) if options.init else None  # before the slow set-up
     if options.threads:
         torch.set_num_threads(options.threads)
-    run = _set_up(options)
+    run = _set_up(options, init)
     start = _resume(run)
     started = time.time()
     history = _optimise(run, start)
@@ -231,9 +233,20 @@ def _check_options(options: TrainOptions) -> None:
                            options.temporal_noise)):
         raise UsageError("--temporal-weight, --temporal-shift, --temporal-motion and --temporal-noise "
                          "must not be negative")
+    # What a typo can get wrong, checked before the content is read and the loss network built
+    # (minutes with videos or a VGG-16 download), so a mistake costs no start-up.
+    if not Path(options.style).is_file():
+        raise UsageError(f"--style {options.style}: no such image file")
+    missing = [c for c in options.content if not Path(c).exists()]
+    if missing:
+        raise UsageError(f"--content {missing[0]}: no such file or folder")
+    if options.loss_weights is not None and not Path(options.loss_weights).is_file():
+        raise ModelLoadFailure(f"--loss-weights {options.loss_weights}: no such file")
+    if not Path(options.out).parent.is_dir():
+        raise OutputFailure(f"--out {options.out}: folder {Path(options.out).parent} does not exist")
 
 
-def _set_up(options: TrainOptions) -> _Training:
+def _set_up(options: TrainOptions, init: dict[str, torch.Tensor] | None = None) -> _Training:
     """Content, painting, loss network and a fresh (or --init) network and optimiser.
 
     The order is fixed: everything after the seed draws from torch's global generator
@@ -241,8 +254,6 @@ def _set_up(options: TrainOptions) -> _Training:
     """
     device = _device(options.device)
     out = Path(options.out)
-    if not out.parent.is_dir():
-        raise OutputFailure(f"--out {out}: folder {out.parent} does not exist")
     torch.manual_seed(options.seed)
     images = collect_content(options.content, options.image_size, options.frames_per_video)
     steps = options.steps
@@ -261,22 +272,22 @@ def _set_up(options: TrainOptions) -> _Training:
               "tv_weight": options.tv_weight, "lr": options.lr, "steps": steps,
               "temporal": [options.temporal_weight, options.temporal_shift, options.temporal_motion,
                            options.temporal_noise]}
-    if options.init:
-        _load_init(net, options.init, options.width)
+    if init is not None:
+        net.load_state_dict(init)
         config["init"] = str(Path(options.init).name)
     return _Training(options, device, out, images, steps, loss_fn, net, opt, config)
 
 
-def _load_init(net: TransformerNet, init: str, width: int) -> None:
-    """Start NET from the weights of the checkpoint INIT (--init), which must be of WIDTH."""
-    try:
-        init_state = torch.load(init, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadFailure(f"--init {init} is not a readable state_dict: {str(exc)[:160]}") from None
-    init_net = network_from_state_dict(init_state)
+def _read_init(init: str, width: int) -> dict[str, torch.Tensor]:
+    """The weights --init names (a checkpoint file or a built-in style name, as --model takes),
+    which must be of WIDTH."""
+    data, name = read_model(init)
+    init_net = load_network(data, name=name)
+    if not isinstance(init_net, TransformerNet):
+        raise ModelLoadFailure(f"--init {init}: {name} is not a fast_neural_style state_dict")
     if init_net.width != width:
         raise UsageError(f"--init {init} has width {init_net.width}, not --width {width}")
-    net.load_state_dict(init_net.state_dict())
+    return init_net.state_dict()
 
 
 def _resume(run: _Training) -> int:

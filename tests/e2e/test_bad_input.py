@@ -23,7 +23,7 @@ import torch
 
 import clips
 import oracle
-from conftest import stylempi
+from conftest import stylempi, without_stages
 from stylempi.network.model import TransformerNet
 
 TIMEOUT = 240
@@ -45,7 +45,8 @@ def digest(path: Path) -> str | None:
 
 
 def error_lines(res: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in res.stderr.splitlines() if line.strip()]
+    """Stderr's lines less blank ones and the stage lines a job prints as it goes."""
+    return without_stages([line for line in res.stderr.splitlines() if line.strip()])
 
 
 def assert_clean_failure(res: subprocess.CompletedProcess, output: Path, *,

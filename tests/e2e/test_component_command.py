@@ -5,14 +5,15 @@ component's ``command`` with the value as it is, drops a ``$[[...]]`` block
 whose inputs were not given, and runs the line in a shell on every MPI rank,
 from the uploaded code (the repository root). :func:`render` does the same
 substitution, and the test runs the result under ``mpirun -n 2 bash -c`` with a
-tiny model. The names come from an uploader: they contain spaces, ``;``,
-``$(...)`` and backquotes, which must reach stylempi as plain characters.
+tiny model. The names come from an uploader: they contain quotes, spaces, ``;``,
+``$(...)`` and backquotes, which must reach stylempi as plain characters (the
+component puts every value in a quoted here-document, which no shell expands).
 """
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,8 @@ def test_render_drops_optional_blocks_and_keeps_given_ones():
 
 
 HOSTILE_NAME = "my clip; touch PWNED $(touch PWNED2) `touch PWNED3`.mp4"
+#: The name that closed the single quotes the component used to put around each value.
+QUOTE_NAME = "a'b; touch PWNED5;'.mp4"
 
 
 @pytest.mark.slow
@@ -64,11 +67,11 @@ def test_component_command_runs_under_mpirun_with_hostile_names(tmp_path: Path):
     mounts = tmp_path / "mnt"
     (mounts / "video").mkdir(parents=True)
     (mounts / "styled").mkdir()
-    video = basic_clip(mounts / "video" / "up load; $(touch PWNED4).mp4", frames=8)
+    video = basic_clip(mounts / "video" / QUOTE_NAME, frames=8)
     model = save_test_model(mounts / "tiny model.pth")
     line = render(component()["command"],
                   with_defaults({"video": str(video), "model": str(model),
-                                 "output_name": HOSTILE_NAME, "device": "cpu",
+                                 "output_name": HOSTILE_NAME + " " + QUOTE_NAME, "device": "cpu",
                                  "precision": "fp32", "batch_size": "4"}),
                   {"styled": str(mounts / "styled")})
     assert "$[[" not in line and "${{" not in line
@@ -82,7 +85,7 @@ def test_component_command_runs_under_mpirun_with_hostile_names(tmp_path: Path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
     assert "on 2 ranks" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    result = mounts / "styled" / HOSTILE_NAME
+    result = mounts / "styled" / (HOSTILE_NAME + " " + QUOTE_NAME)
     assert result.is_file(), sorted(p.name for p in (mounts / "styled").iterdir())
     for place in (code, tmp_path, mounts, mounts / "styled"):
         assert not list(place.glob("PWNED*")), f"the shell ran part of a name in {place}"
@@ -90,11 +93,31 @@ def test_component_command_runs_under_mpirun_with_hostile_names(tmp_path: Path):
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_every_input_of_the_command_is_single_quoted():
-    """Each value, whatever it holds (but a single quote), stays one shell word."""
+def test_every_value_is_a_line_of_the_quoted_here_document():
+    """No value is ever a shell word: each is a KEY=VALUE line between <<'END' and END."""
     spec = component()
-    inputs = {name: f"in {name}; $(x) `y` *" for name in spec["inputs"]}
-    outputs = {name: f"out {name}; $(x)" for name in spec["outputs"]}
-    words = shlex.split(render(spec["command"], inputs, outputs))
+    inputs = {name: f"in {name}; $(x) `y` ' * \\" for name in spec["inputs"]}
+    outputs = {name: f"out {name}; '$(x)" for name in spec["outputs"]}
+    lines = render(spec["command"], inputs, outputs).splitlines()
+    opener = lines[0]
+    marker = re.fullmatch(r"python azure/run_stylempi\.py --inputs-from-stdin <<'(\w+)'", opener)
+    assert marker, opener
+    end = lines.index(marker.group(1))
+    assert lines[end + 1:] == [], "nothing may follow the here-document"
+    body = lines[1:end]
     for value in (*inputs.values(), *outputs.values()):
-        assert any(value in word for word in words), f"{value!r} was split: {words}"
+        assert any(line.split("=", 1)[1].startswith(value) for line in body), value
+
+
+def test_the_launcher_refuses_inputs_a_line_break_split():
+    """A line break in a value leaves a line that is no KEY=VALUE: one line, exit 2."""
+    spec = component()
+    inputs = with_defaults({"video": "/v/a.mp4", "model": "/m.pth",
+                            "output_name": "x.mp4\nrm -rf /"})
+    text = render(spec["command"], inputs, {"styled": "/out"}).splitlines()
+    body = "\n".join(text[1:-1]) + "\n"
+    proc = subprocess.run([sys.executable, str(ROOT / "azure" / "run_stylempi.py"),
+                           "--inputs-from-stdin"], input=body, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "unexpected input line" in proc.stderr, proc.stderr

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import clips
-from conftest import BIN, stylempi, stylempi_lines
+from conftest import BIN, stylempi, stylempi_lines, without_stages
 from stylempi.network.model import TransformerNet
 
 pytestmark = pytest.mark.slow
@@ -160,7 +160,7 @@ def test_error_on_one_rank_names_it_and_does_not_hang(job, tmp_path):
     finally:
         subprocess.run(["umount", str(blocker)], check=False)
     assert result.returncode != 0
-    lines = stylempi_lines(result.stderr)
+    lines = without_stages(stylempi_lines(result.stderr))
     assert len(lines) == 1, result.stderr
     assert re.search(r"error on rank 1 \(", lines[0]) and "cannot write" in lines[0], lines[0]
     assert "rerun the same command to resume" in lines[0]

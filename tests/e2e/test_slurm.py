@@ -156,6 +156,37 @@ def test_sbatch_script_gives_each_rank_one_gpu(tmp_path: Path):
     ], proc.stdout + proc.stderr
 
 
+FAKE_NVIDIA_SMI = """#!/bin/bash
+# Lists four GPUs, as nvidia-smi -L does on a node with four.
+for i in 0 1 2 3; do echo "GPU $i: NVIDIA A100 (UUID: GPU-$i)"; done
+"""
+
+
+@pytest.mark.parametrize("slurm_job, expected", [("", ["gpu=0", "gpu=1"]),
+                                                 ("4242", ["gpu=none", "gpu=none"])],
+                         ids=["outside-slurm", "inside-a-slurm-job"])
+def test_sbatch_script_lists_the_nodes_gpus_only_outside_slurm(tmp_path: Path, slurm_job: str,
+                                                                expected: list[str]):
+    """With CUDA_VISIBLE_DEVICES unset, the prelude falls back to nvidia-smi's list, but
+    not inside a Slurm job: there no GPU was requested, and where Slurm does not
+    constrain devices (ConstrainDevices=no) the node's GPUs belong to other jobs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLURM_") and k != "CUDA_VISIBLE_DEVICES"}
+    env.update(job_env({"STYLEMPI": str(fake_stylempi(tmp_path)), "STYLEMPI_RANKS": "2"}))
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    if slurm_job:
+        env["SLURM_JOB_ID"] = slurm_job
+    proc = subprocess.run(["bash", str(SBATCH_SCRIPT), "in.mp4", "out.mp4", "m.pth"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gpus = sorted(line.split()[2] for line in proc.stdout.splitlines() if line.startswith("fake "))
+    assert gpus == expected, proc.stdout + proc.stderr
+
+
 def test_sbatch_script_srun_launcher(slurm: SlurmCluster, tmp_path: Path):
     """STYLEMPI_LAUNCHER=srun starts one task per rank (--mpi=none: the pip Open MPI has
     no PMIx plugin match with this Slurm, so only the launch itself is checked)."""

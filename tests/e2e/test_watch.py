@@ -92,7 +92,8 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
            "--batch-size", "3", "--compile", "off", "--decode", "auto", "--convert", "torch", "--style-scale", "0.5",
            "--preserve-colors",
            "--video-stream", "0", "--codec", "libx265", "--crf", "20", "--preset", "fast", "--audio-codec",
-           "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet"]
+           "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet",
+           "--temporal", "off"]
     seen = []
     monkeypatch.setattr(stylempi.job.run, "run_job", lambda options, **kw: seen.append(options))
     assert cli.main(["run", *run]) == 0
@@ -307,10 +308,12 @@ def test_bad_run_args_fail_at_start(blob_env, mode):
     server, container = blob_env
     put(container, "in/clip.mp4", b"video")
     r = subprocess.run([sys.executable, "-m", "stylempi.cli.watch", f"az://{container}/in/", "--output",
-                        f"az://{container}/out/", "--model", "candy", *mode, "--once", "--run-args=--nope"],
+                        f"az://{container}/out/", "--model", "candy", *mode, "--once",
+                        "--run-args=--preserve-color"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr == "stylempi: error: --run-args: unrecognized arguments: --nope\n"
+    assert r.stderr == ("stylempi: error: --run-args: stylempi run has no option --preserve-color "
+                        "(did you mean --preserve-colors?)\n")
     assert names(container) == ["in/clip.mp4"]
 
 

@@ -42,7 +42,7 @@ def load_any(path: Path):
         return ml.load_environment(source=path)
     if schema.endswith(("/commandComponent.schema.json", "/pipelineComponent.schema.json")):
         return ml.load_component(source=path)
-    if schema.endswith("/pipelineJob.schema.json"):
+    if schema.endswith(("/pipelineJob.schema.json", "/commandJob.schema.json")):
         return ml.load_job(source=path)
     return None
 
@@ -63,10 +63,32 @@ def test_every_yaml_is_known_and_loads_offline():
             assert result.passed, f"{path.name} does not validate:\n{result}"
 
 
-def test_environment_is_conda_file_plus_mpi_cuda_image():
+def test_environment_is_conda_file_plus_an_open_mpi_image_without_cuda():
+    """torch's wheel brings its CUDA runtime and the host its driver: the image needs
+    Open MPI, not a CUDA toolkit."""
     env = ml.load_environment(source=AZURE / "environment.yml")
-    assert "openmpi" in env.image and "cuda" in env.image, env.image
+    assert env.image == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04", env.image
     assert env.conda_file and "dependencies" in env.conda_file  # the loader inlines conda.yml
+
+
+def test_torch_is_pinned_and_its_cuda_build_is_a_choice():
+    from packaging.requirements import Requirement
+
+    [torch] = [Requirement(str(e)) for dep in yaml.safe_load((AZURE / "conda.yml").read_text())
+               ["dependencies"] if isinstance(dep, dict) for e in dep["pip"]
+               if str(e).startswith("torch")]
+    assert "2.13.0" in torch.specifier and "2.14.0" not in torch.specifier, torch
+    submit = _import_submit()
+    pips = {}
+    for build in ("cu126", "cu130", "pypi"):
+        plan = submit.build(submit.parse_args(["--dry-run", "--torch-cuda", build]))
+        [pip] = [d["pip"] for d in plan.environment.conda_file["dependencies"] if isinstance(d, dict)]
+        pips[build] = [e for e in pip if str(e).startswith("--")]
+        assert plan.environment.version == submit.asset_versions(torch_cuda=build)["environment"]
+    assert pips == {"cu126": ["--extra-index-url https://download.pytorch.org/whl/cu126"],
+                    "cu130": ["--extra-index-url https://download.pytorch.org/whl/cu130"],
+                    "pypi": []}
+    assert len({submit.asset_versions(torch_cuda=b)["environment"] for b in pips}) == 3
 
 
 def test_style_component_is_an_mpi_command():
@@ -78,7 +100,7 @@ def test_style_component_is_an_mpi_command():
     assert {"video", "model"} <= set(component.inputs) and "styled" in component.outputs
     # The command runs the launcher from the uploaded code (the repository root).
     assert (AZURE / component.code).resolve() == ROOT
-    assert "azure/run_stylempi.py run" in component.command
+    assert "azure/run_stylempi.py --inputs-from-stdin" in component.command
     assert (ROOT / "azure" / "run_stylempi.py").is_file()
 
 
@@ -176,7 +198,7 @@ def test_asset_versions_follow_the_content(tmp_path: Path):
     assert len(set(first.values())) == 3
 
     conda = here / "conda.yml"
-    conda.write_text(conda.read_text().replace("torch>=2.1", "torch>=2.4"))
+    conda.write_text(conda.read_text().replace("torch>=2.13,<2.14", "torch>=2.13,<2.15"))
     changed_env = submit.asset_versions(here)
     assert changed_env["environment"] != first["environment"]
     # The component names its environment's version: it changes too, and so on up.
@@ -203,6 +225,49 @@ def test_submit_registers_the_content_versions():
     assert plan.pipeline_job.inputs.device.result() == "cuda"
 
 
+def test_endpoint_jobs_run_on_one_node_or_submit_refuses_in_one_line():
+    """Each upload's work directory is in its own output folder, a blobfuse mount that
+    nodes do not share: a multi-node endpoint deployment would lose chunks."""
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run",
+                           "--deploy-endpoint", "--nodes", "2", "--gpus-per-node", "4",
+                           "--work-dir", "https://acct.blob.core.windows.net/w/x"],
+                          capture_output=True, text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "--deploy-endpoint" in proc.stderr and "--nodes 1" in proc.stderr, proc.stderr
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run", "--deploy-endpoint", "--gpus-per-node", "4"]))
+    node = plan.pipeline_component.jobs["style"]
+    assert node.resources["instance_count"] == 1 and node.distribution.process_count_per_instance == 4
+
+
+def test_cluster_nodes_get_no_public_ip_unless_asked():
+    submit = _import_submit()
+    assert submit.build(submit.parse_args(["--dry-run"])).compute.enable_node_public_ip is False
+    plan = submit.build(submit.parse_args(["--dry-run", "--subnet", "/subscriptions/s/resourceGroups/"
+                                           "r/providers/Microsoft.Network/virtualNetworks/v/subnets/n"]))
+    assert plan.compute.network_settings.subnet.endswith("/subnets/n")
+    assert submit.build(submit.parse_args(["--dry-run", "--node-public-ip"])).compute.enable_node_public_ip
+
+
+def test_serverless_spot_replaces_the_low_priority_cluster_for_jobs():
+    """Azure ML retired low-priority VMs (31 March 2026): jobs can run on serverless
+    compute at the Spot tier instead of a cluster."""
+    submit = _import_submit()
+    plan = submit.build(submit.parse_args(["--dry-run", "--serverless-spot", "--nodes", "2",
+                                           "--vm-size", "Standard_NC8as_T4_v3",
+                                           "--work-dir", "https://acct.blob.core.windows.net/w/x"]))
+    node = plan.pipeline_job.jobs["style"]
+    assert plan.pipeline_job.settings.default_compute == "serverless"
+    assert node.queue_settings.job_tier.lower() == "spot"
+    assert (node.resources.instance_count, node.resources.instance_type) == (2, "Standard_NC8as_T4_v3")
+    submit.validate(plan)
+    proc = subprocess.run([sys.executable, str(AZURE / "submit.py"), "--dry-run", "--serverless-spot",
+                           "--low-priority"], capture_output=True, text=True, timeout=120,
+                          env=_no_network_env(), cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_submit_refuses_to_run_without_workspace():
     proc = subprocess.run([sys.executable, str(AZURE / "submit.py")], capture_output=True,
                           text=True, timeout=120, env=_no_network_env(), cwd=ROOT)
@@ -221,6 +286,38 @@ def test_rank_launcher_binds_one_gpu_per_local_rank(monkeypatch):
     env = {"CUDA_VISIBLE_DEVICES": "5"}
     run.bind_gpu(env)
     assert env["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_rank_launcher_counts_the_nodes_gpus_only_outside_slurm(monkeypatch):
+    """Unset CUDA_VISIBLE_DEVICES: on Azure ML, every GPU of the node; inside a Slurm job,
+    no GPU was requested (the node's GPUs may be other jobs')."""
+    spec = importlib.util.spec_from_file_location("stylempi_azure_run", AZURE / "run_stylempi.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setattr(run, "_count_nvidia_devices", lambda: 4)
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    env: dict = {}
+    run.bind_gpu(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    env = {"SLURM_JOB_ID": "4242"}
+    run.bind_gpu(env)
+    assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_rank_launcher_reads_the_components_input_lines():
+    spec = importlib.util.spec_from_file_location("stylempi_azure_run", AZURE / "run_stylempi.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    lines = ["video=/mnt/in/a'b; touch X;'.mp4", "model=/m.pth", "styled=/out", "output_name=a b.mp4",
+             "precision=fp32", "device=cpu", "", "crf=20", ""]
+    assert run.run_args(lines) == ["run", "/mnt/in/a'b; touch X;'.mp4", "/out/a b.mp4",
+                                   "--model", "/m.pth", "--precision", "fp32", "--device", "cpu",
+                                   "--crf", "20"]
+    others = [line for line in lines if not line.startswith("output_name=")]
+    for bad in (others + ["output_name=../escape.mp4"], others + ["output_name=.."],
+                lines + ["junk"], lines + ["video=/x"], others):
+        with pytest.raises(run.InputError):
+            run.run_args(bad)
 
 
 # --- the upload trigger ------------------------------------------------------------
@@ -342,7 +439,11 @@ def test_trigger_lets_the_compute_cluster_read_the_upload():
     assert len(cluster) == 1, "no role assignment for the compute cluster's identity"
     role_var = re.search(r"variables\('(\w+)'\)", cluster[0]["properties"]["roleDefinitionId"]).group(1)
     assert READER_ROLE in template["variables"][role_var]
-    assert cluster[0]["scope"].startswith("[format('Microsoft.Storage/storageAccounts/{0}'")
+    # Least privilege: the uploads container, not the whole account.
+    scope = re.fullmatch(r"\[variables\('(\w+)'\)\]", cluster[0]["scope"]).group(1)
+    assert template["variables"][scope].startswith(
+        "[format('Microsoft.Storage/storageAccounts/{0}/blobServices/default/containers/{1}'")
+    assert "parameters('containerName')" in template["variables"][scope]
 
 
 def test_trigger_answers_event_grid_before_invoking():
@@ -358,14 +459,21 @@ def test_trigger_answers_event_grid_before_invoking():
 
 
 def test_trigger_is_idempotent_per_upload():
-    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing."""
-    loop = _scope_of(_workflow_actions(trigger()), "Invoke_batch_endpoint")
-    claim = loop["Claim_upload"]
+    """A redelivered event (same blob URL and ETag) finds its claim and invokes nothing
+    (run for real in tests/e2e/test_trigger_workflow.py)."""
+    actions = _workflow_actions(trigger())
+    upload = _scope_of(actions, "Claim_upload")
+    claim = upload["Claim_upload"]
     assert claim["inputs"]["method"] == "PUT"
     assert claim["inputs"]["headers"]["If-None-Match"] == "*"
     assert "['url']" in claim["inputs"]["uri"] and "['eTag']" in claim["inputs"]["uri"]
-    assert loop["Invoke_batch_endpoint"]["runAfter"] == {"Claim_upload": ["Succeeded"]}
-    assert loop["Invoke_batch_endpoint"]["retryPolicy"]["count"] >= 1
+    # The jobs start only after the claim succeeded.
+    assert "Claim_upload" in _runs_after(upload, "Run_until_done")
+    assert all(upload[n]["runAfter"] == {p: ["Succeeded"]} for n, p in
+               (("Reset_job", "Claim_upload"), ("Reset_status", "Reset_job"),
+                ("Reset_attempts", "Reset_status"), ("Run_until_done", "Reset_attempts")))
+    invoke = _find_action(actions, "Invoke_batch_endpoint")
+    assert invoke["retryPolicy"]["count"] >= 1
 
 
 def test_trigger_dead_letters_what_it_cannot_deliver():
@@ -387,11 +495,38 @@ def test_trigger_accepts_an_existing_system_topic():
     assert "existingSystemTopicName" in template["variables"]["systemTopicName"]
 
 
-def test_trigger_output_name_cannot_close_the_components_quotes():
-    """The component single-quotes its inputs: the uploader's name must lose its quotes."""
-    invoke = _find_action(_workflow_actions(trigger()), "Invoke_batch_endpoint")
-    value = invoke["inputs"]["body"]["properties"]["InputData"]["output_name"]["Value"]
-    assert value.startswith("@{replace(") and value.endswith(", '''', '_')}")
+def test_trigger_dead_letters_a_failed_claim():
+    """A claim that fails for another reason than an existing claim (409/412), e.g. a 403
+    while role assignments propagate, is dead-lettered: Event Grid already has its 202."""
+    upload = _scope_of(_workflow_actions(trigger()), "Claim_upload")
+    check = upload["Claim_failed"]
+    assert set(check["runAfter"]["Claim_upload"]) == {"Failed", "TimedOut"}
+    codes = json.dumps(check["expression"])
+    assert "409" in codes and "412" in codes
+    dead = check["actions"]["Dead_letter_failed_claim"]
+    assert dead["inputs"]["method"] == "PUT" and "/dead-letters/failed-claims/" in dead["inputs"]["uri"]
+
+
+def test_event_grid_sends_only_completed_blobs():
+    """Azure Storage, "Blob storage events": filter data.api on the APIs that complete a
+    blob; on hierarchical namespace accounts CreateFile announces an empty one first."""
+    template = trigger()
+    [subscription] = resources_of(template, "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    [api_filter] = [f for f in subscription["properties"]["filter"]["advancedFilters"]
+                    if f["key"] == "data.api"]
+    assert api_filter["operatorType"] == "StringIn"
+    values = re.fullmatch(r"\[variables\('(\w+)'\)\]", api_filter["values"]).group(1)
+    assert sorted(template["variables"][values]) == ["CopyBlob", "FlushWithClose", "PutBlob",
+                                                     "PutBlockList"]
+
+
+def test_trigger_resubmits_failed_jobs_a_bounded_number_of_times():
+    template = trigger()
+    loop = _find_action(_workflow_actions(template), "Run_until_done")
+    assert loop["type"] == "Until" and "GaveUp" in loop["expression"]
+    attempts = _find_action(_workflow_actions(template), "Attempts_left")
+    assert "maxJobAttempts" in json.dumps(attempts["expression"])
+    assert template["parameters"]["maxJobAttempts"]["type"] == "int"
 
 
 def test_the_video_is_downloaded_not_mounted():

@@ -59,7 +59,20 @@ def misuses(clip, tmp):
         (["probe", str(tmp / "missing.mp4")], 3, "missing.mp4"),
         (["export", "sream", "--out", str(tmp / "m.pt")], 4, "did you mean"),
         (["preview", str(clip), "--model", "Sream", "--out", str(tmp / "s.png")], 4, "did you mean"),
+        # Guessed flags: no prefix matching (--style was --style-scale), the flag meant is named.
+        (["run", str(clip), out, "--style", "wave"], 2, "--model"),
+        (["run", str(clip), out, "--model", "wave", "--preserve-color"], 2, "did you mean --preserve-colors?"),
+        (["run", str(clip), out, "--model", str(onnx_file(tmp))], 4, "ONNX is an export target"),
+        (["run", "-n", "2", str(clip), out, "--model", "sream"], 4, "did you mean scream"),  # before mpirun
+        (["runn", str(clip), out, "--model", "scream"], 2, "did you mean run?"),
     ]
+
+
+def onnx_file(tmp):
+    """The smallest file an ONNX reader takes: ir_version, producer, an empty graph, an opset."""
+    path = tmp / "x.onnx"
+    path.write_bytes(b"\x08\x08\x12\x07pytorch:\x00B\x02\x10\x11")
+    return path
 
 
 def test_misuse_exit_codes_and_one_line(clip, tmp_path):

@@ -164,8 +164,28 @@ def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip,
     assert keys["ffmpeg"] != keys["torch"]
     entries = {"input_size": 1, "input_sha256": "", "video_stream": 0, "model_sha256": "", "precision": "fp32",
                "encoding": prepared.settings.as_dict(), "chunk_frames": 8, "compile": "auto",
-               "look": prepared.look.as_dict()}
+               "look": prepared.look.as_dict(), "temporal": None}
     key = lambda decode, convert: job_key({**entries, "engines": {"decode": decode, "convert": convert}})  # noqa: E731
-    without = {"format": WORK_FORMAT, "stylempi": __version__, **{k: v for k, v in entries.items() if k != "look"}}
+    without = {"format": WORK_FORMAT, "stylempi": __version__, **{k: v for k, v in entries.items() if k not in ("look", "temporal")}}
     assert key("cpu", "ffmpeg") == hashlib.sha256(json.dumps(without, sort_keys=True).encode()).hexdigest()
     assert key("cpu", "ffmpeg") != key("gpu", "ffmpeg")  # a default job's key has no engines entry
+
+
+@pytest.mark.parametrize("width, chroma, codec, reason", [
+    (65, "420", "libx264", "the frame size 65x48 is odd, and 420 needs even sizes"),
+    (64, "422", "h264_nvenc", "h264_nvenc cannot write 422"),
+])
+def test_the_chroma_note_says_which_reason_applies(tmp_path, width, chroma, codec, reason):
+    """4:4:4 is written for one of two reasons, and the note names the one that holds."""
+    import dataclasses
+    from fractions import Fraction
+
+    from stylempi.colour import matrices as colours
+    from stylempi.media import VideoStreamInfo, choose_encoding, encoding_notes
+    colour = dataclasses.replace(colours.Colour(colours.BT709, colours.RANGE_LIMITED, 1, 1), chroma=chroma)
+    video = VideoStreamInfo(index=0, codec="h264", width=width, height=48, time_base=Fraction(1, 25), start_pts=0,
+                            sample_aspect_ratio=None, rotation=0, pix_fmt=colour.pix_fmt(), frame_rate=Fraction(25),
+                            colour=colour)
+    settings = choose_encoding(tmp_path / "out.mp4", video, codec)
+    assert settings.colour.chroma == "444"
+    assert f"chroma {chroma} is written as 444 ({reason})" in encoding_notes(video, settings)

@@ -16,7 +16,7 @@ from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
 from stylempi.cli.export import add_export_arguments, export_main
 from stylempi.tools.export import export, onnx_available
-from stylempi.network.model import TransformerNet, load_network, network_from_state_dict
+from stylempi.network.model import TransformerNet, is_onnx, load_network, network_from_state_dict
 from stylempi.tools.preview import GAP, contact_sheet, list_models, preview, sample_frames, stylize_image
 from stylempi.network.styles import BUILTIN, builtin_checkpoint
 
@@ -193,6 +193,13 @@ def test_onnx_export_cli_prints_one_line(tmp_path):
     result = stylempi("export", sorted(BUILTIN)[0], "--format", "onnx", "--out", tmp_path / "s.onnx")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.startswith(f"wrote {tmp_path / 's.onnx'} (") and (tmp_path / "s.onnx").stat().st_size
+    # Given back to `run --model`, the export is recognised as ONNX, and the line says what to pass.
+    clip = clips.basic_clip(tmp_path / "c.mp4", frames=4)
+    done = stylempi("run", clip, tmp_path / "o.mp4", "--model", tmp_path / "s.onnx")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 4 and len(lines) == 1, done.stderr
+    assert "is an ONNX file" in lines[0] and "export target" in lines[0] and ".pth checkpoint" in lines[0]
+    assert is_onnx((tmp_path / "s.onnx").read_bytes()) and not is_onnx(open_model_bytes(sorted(BUILTIN)[0]))
 
 
 def test_builtin_styles_are_listed_small_and_load():

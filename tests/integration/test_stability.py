@@ -88,5 +88,9 @@ def test_verify_stability_reports_the_figure(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)["stability"]
     assert report["frames"] == 8 and report["ratio"] == pytest.approx(1.0)
+    assert report["farneback"]["ratio"] == pytest.approx(1.0) and report["style_strength"] == 0
+    proc = stylempi("verify", clip, clip, "--stability", "--stability-frames", "8", "--stability-reference", clip)
+    relative = json.loads(proc.stdout)["stability"]["relative_to_reference"]
+    assert relative["sharpness"] == pytest.approx(1.0) and relative["e_warp"] == pytest.approx(1.0)
     bad = stylempi("verify", clip, clip, "--stability", "--stability-frames", "1")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("stylempi: error: --stability-frames")

@@ -12,7 +12,8 @@ import torch
 
 import clips
 from conftest import stylempi
-from stylempi.network.placement import cuda_arch_supported
+from stylempi.errors import UsageError
+from stylempi.network.placement import cuda_arch_supported, resolve_device, slurm_gave_no_gpu
 
 #: torch.cuda.get_arch_list() of builds of the kind docs/deploy.md's table names.
 CUDA_13_LIKE = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
@@ -47,3 +48,18 @@ def test_device_cuda_without_a_gpu_is_one_line_error(tmp_path):
     assert lines and lines[-1].startswith("stylempi: error:") and "CUDA" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_slurm_job_given_no_gpu_runs_on_the_cpu_or_says_so():
+    """Inside a Slurm job with no GPU requested, Slurm leaves CUDA_VISIBLE_DEVICES unset; where
+    it does not constrain devices, torch would still see the node's GPUs, other jobs' GPUs."""
+    in_job = {"SLURM_JOB_ID": "4242"}
+    assert slurm_gave_no_gpu(in_job)
+    assert not slurm_gave_no_gpu({"SLURM_JOB_ID": "4242", "CUDA_VISIBLE_DEVICES": "0"})
+    assert not slurm_gave_no_gpu({})
+    assert resolve_device("auto", 0, in_job).type == "cpu"
+    with pytest.raises(UsageError, match="Slurm job that was given no GPU"):
+        resolve_device("cuda", 0, in_job)
+    if torch.cuda.is_available():  # on a GPU machine the GPUs would have been taken
+        assert resolve_device("auto", 0, {}).type == "cuda"
+        assert resolve_device("auto", 0, {"SLURM_JOB_ID": "1", "CUDA_VISIBLE_DEVICES": "0"}).type == "cuda"

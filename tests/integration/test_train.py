@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import need_shared, stylempi
 from stylempi.errors import ModelLoadFailure, UsageError
 from stylempi.training.lossnet import build_lossnet, gram, load_squeezenet, squeezenet1_0_features
-from stylempi.network.model import load_network
+from stylempi.network.model import load_network, open_model
 from stylempi.cli.train import add_train_arguments, train_main
 from stylempi.training.train import TrainOptions, state_path, train
 
@@ -163,6 +163,37 @@ def test_train_usage_errors(tmp_path):
         train(_args(tmp_path, tmp_path / "m.pth", image_size=30))
     with pytest.raises(UsageError, match="no such file"):
         train(_args(tmp_path, tmp_path / "m.pth", content=[str(tmp_path / "missing")]))
+
+
+def test_init_takes_a_builtin_style_name(tmp_path):
+    """`--init scream` starts from the built-in weights: one small step later they are still there."""
+    _content_dir(tmp_path)
+    out = tmp_path / "m.pth"
+    train(_args(tmp_path, out, init="Scream", width=16, steps=1, lr=1e-4))
+    trained = load_network(out.read_bytes()).state_dict()
+    scream = open_model("scream").state_dict()
+    gap = max(float((trained[k] - scream[k]).abs().max()) for k in scream if scream[k].is_floating_point())
+    assert gap <= 2e-4, gap  # one Adam step moves a weight by about lr
+    train(_args(tmp_path, out, width=16, steps=1, lr=1e-4))  # without --init: far from it
+    fresh = load_network(out.read_bytes()).state_dict()
+    assert max(float((fresh[k] - scream[k]).abs().max()) for k in scream if scream[k].is_floating_point()) > 0.1
+
+
+def test_arguments_are_checked_before_the_slow_set_up(tmp_path, monkeypatch):
+    """A bad --init, --style or --loss-weights fails before content is read (videos: minutes)."""
+    _content_dir(tmp_path)
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("the content was read before the arguments were checked")
+    monkeypatch.setattr("stylempi.training.train.collect_content", too_late)
+    with pytest.raises(ModelLoadFailure, match="did you mean scream"):
+        train(_args(tmp_path, tmp_path / "m.pth", init="sream", width=16))
+    with pytest.raises(UsageError, match="width 16, not --width 8"):
+        train(_args(tmp_path, tmp_path / "m.pth", init="scream"))
+    with pytest.raises(UsageError, match="--style"):
+        train(_args(tmp_path, tmp_path / "m.pth", style=str(tmp_path / "missing.png")))
+    with pytest.raises(ModelLoadFailure, match="--loss-weights"):
+        train(_args(tmp_path, tmp_path / "m.pth", loss_net="squeezenet", loss_weights=str(tmp_path / "no.pth")))
 
 
 def test_cli_train_one_line_error_and_success(tmp_path):

@@ -26,12 +26,13 @@ SETTINGS = EncodeSettings("libx264", "yuv420p", (("crf", "18"), ("preset", "medi
                           Fraction(1, 1), Colour(1, 1, 1, 1))
 
 
-def values(precision="fp32", chunk_frames=8, compile_mode="auto", look=Look(), decode="cpu", convert="ffmpeg"):
+def values(precision="fp32", chunk_frames=8, compile_mode="auto", look=Look(), decode="cpu", convert="ffmpeg",
+           temporal=None):
     """The entries as rank 0 resolves them (stylempi.job.prepare.key_values) for the inputs above."""
     return {"input_size": len(INPUT), "input_sha256": hashlib.sha256(INPUT).hexdigest(), "video_stream": 0,
             "model_sha256": hashlib.sha256(b"model").hexdigest(), "precision": precision,
             "encoding": SETTINGS.as_dict(), "chunk_frames": chunk_frames, "compile": compile_mode,
-            "look": look.as_dict(), "engines": {"decode": decode, "convert": convert}}
+            "look": look.as_dict(), "engines": {"decode": decode, "convert": convert}, "temporal": temporal}
 
 
 @pytest.fixture(autouse=True)
@@ -92,5 +93,6 @@ class _Bare:
 def test_options_that_change_pixels_change_the_key():
     base = key.job_key(values())
     for changed in (values(precision="bf16"), values(chunk_frames=9), values(compile_mode="on"),
-                    values(look=Look(scale=0.5)), values(convert="torch")):
+                    values(look=Look(scale=0.5)), values(convert="torch"),
+                    values(temporal={"weight": 0.9})):  # --temporal on: its settings enter the key
         assert key.job_key(changed) != base

@@ -22,6 +22,7 @@ from ... import storage
 from ...errors import StylempiError, UsageError
 from ...options import RunOptions
 from ...storage.staging import staged_run
+from ..parser import StylempiParser
 from ..run import add_run_arguments
 
 LOG_TAIL = 4000
@@ -63,9 +64,10 @@ def split_run_args(text: str | None) -> list[str]:
         raise UsageError(f"--run-args: {e}") from None
 
 
-class _RunArgsParser(argparse.ArgumentParser):
-    """``stylempi run``'s arguments (stylempi.cli.run.add_run_arguments), raising
-    :class:`UsageError` instead of printing usage and exiting."""
+class _RunArgsParser(StylempiParser):
+    """``stylempi run``'s arguments (stylempi.cli.run.add_run_arguments), parsed as ``run``
+    parses them (no abbreviations, a near-miss named), raising :class:`UsageError` instead
+    of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"--run-args: {message}")
@@ -85,7 +87,11 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def parse_run_args(input_path: str, output_path: str, model: str, run_args: list[str]) -> argparse.Namespace:
     """``stylempi run INPUT OUTPUT --model MODEL RUN_ARGS`` parsed as the CLI parses it."""
-    return _run_parser().parse_args([input_path, output_path, "--model", model, *run_args])
+    args = _run_parser().parse_args([input_path, output_path, "--model", model, *run_args])
+    if args.ranks is not None:
+        raise UsageError("--run-args: -n is not for a watched job: its ranks come from --launcher "
+                         "(e.g. --launcher 'mpirun -n 4')")
+    return args
 
 
 def check_run_args(model: str, run_args: list[str]) -> None:

@@ -1,7 +1,7 @@
 """Azure Blob Storage: URLs (urls), credentials (auth), errors as one line (failures),
-transfers and leases on blobs (blobs), and the work dir's lease (lease).
+transfers and leases on blobs (blobs), and all of it as a storage backend (backend).
 
-Imports only stylempi.errors and stylempi.storage's local modules (files, holders), and the
-Azure SDK inside functions; never staging, media, network, the job, tools or cli. The public
-names are re-exported by stylempi.storage.
+Imports only stylempi.errors, stylempi.storage's local modules (files, holders) and its backend
+protocol (backend), and the Azure SDK inside functions; never staging, worklease, media, network,
+the job, tools or cli. The public names are re-exported by stylempi.storage.
 """

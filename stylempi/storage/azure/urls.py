@@ -17,7 +17,6 @@ takes a Blob URL, in one of three forms, each optionally followed by a SAS query
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import re
 import urllib.parse
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ...errors import UsageError
+from ..backend import safe_local_name  # noqa: F401  (re-exported: a blob's local file name)
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _SCHEMES = ("az://", "http://", "https://")
@@ -36,8 +36,10 @@ def is_remote(location: str | os.PathLike | None) -> bool:
 
 
 def redact(url: str) -> str:
-    """URL without its query string or fragment (a SAS lives there); other text unchanged."""
-    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", str(url))
+    """Every URL in URL (a message, say) without its query string or fragment (a SAS lives
+    there) and without a user name and password before its host; other text unchanged."""
+    text = re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"]*@", r"\1", str(url))
+    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", text)
 
 
 class Account(NamedTuple):
@@ -80,6 +82,14 @@ class BlobLocation:
     def with_blob(self, blob: str) -> "BlobLocation":
         """Another blob of the same container, same credentials."""
         return replace(self, blob=blob)
+
+    # The storage backend protocol's names (stylempi.storage.backend.Location).
+    @property
+    def key(self) -> str:
+        return self.blob
+
+    def with_key(self, key: str) -> "BlobLocation":
+        return self.with_blob(key)
 
     def as_prefix(self) -> "BlobLocation":
         """This location with a trailing ``/`` (empty stays empty: the whole container)."""
@@ -186,18 +196,3 @@ def _split_http(split: urllib.parse.SplitResult, shown: str) -> tuple[Account, s
         container = urllib.parse.unquote(tail[0])
         rest = tail[1] if len(tail) > 1 else ""
     return account, container, urllib.parse.unquote(rest)
-
-
-def safe_local_name(blob_name: str, max_len: int = 120) -> str:
-    """A flat, harmless file name for a blob: no separators, no leading dots, no '..'.
-
-    Adds a short hash of the full name so different blobs never share a name.
-    """
-    base = blob_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".-") or "blob"
-    stem, dot, ext = base.rpartition(".")
-    if not dot or not stem or len(ext) > 8:
-        stem, ext = base, ""
-    digest = hashlib.sha256(blob_name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    stem = stem[: max_len - len(ext) - 12]
-    return f"{stem}-{digest}" + (f".{ext}" if ext else "")

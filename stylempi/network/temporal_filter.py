@@ -1,0 +1,202 @@
+"""A flow-guided temporal filter after the network: steady strokes on moving video.
+
+A style network paints every frame on its own, so its strokes crawl and shimmer
+where the picture barely moves. This filter blends each network frame ``S_t``
+with the previous *output* ``O_{t-1}`` carried along the input's optical flow,
+where that flow can be trusted::
+
+    O_t = S_t + w_t * (warp(O_{t-1}, b_t) - S_t)
+
+* the flow ``b_t`` (frame t -> t-1) is computed on the **input** frames (the
+  strokes would mislead it): OpenCV DIS on grey frames scaled to
+  :attr:`FilterSettings.flow_height` rows, then scaled back up;
+* ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
+  to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
+  one (occlusions), the flow must not sit on a motion boundary, the warped
+  previous input must match the current one (brightness change, newly
+  uncovered things), and the source must lie inside the frame. The mask is
+  soft (a Gaussian fall-off of each error) and lightly smoothed, so the weight
+  never jumps between neighbouring pixels;
+* the warp is bicubic: bilinear resampling, repeated frame after frame, blurs the
+  carried strokes (issue 25's first measurement: sharpness 0.69x);
+* a scene cut (:mod:`stylempi.media.cuts`) or the first frame resets the state: that
+  frame is the network's own frame, bit for bit.
+
+Only what the filter is given decides its output: :meth:`TemporalFilter.step`
+is a pure function of the frames since the last reset, so a chunk that warms
+the filter up on the same frames gives the same pixels on any rank.
+OpenCV runs single-threaded here, so its arithmetic does not depend on how
+many threads a rank has.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Ruder et al. 2016, eq. (5)-(6), as in stylempi.tools.stability: occlusion and motion-boundary tolerances.
+OCCLUSION_FACTOR, OCCLUSION_OFFSET = 0.01, 0.5
+BOUNDARY_FACTOR, BOUNDARY_OFFSET = 0.01, 0.002
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """The filter's tuning (docs/benchmarks.md, "Temporal filter"); part of a job's resume key."""
+
+    #: Largest share of the carried previous output in a frame (where the flow is trusted).
+    weight: float = 0.9
+    #: Rows the optical flow is computed at (frames with fewer rows: their own size).
+    flow_height: int = 360
+    #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
+    preset: str = "fast"
+    #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
+    brightness_sigma: float = 12.0
+    #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
+    warmup: int = 12
+    #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
+    #: resampling along an imperfect flow accumulates (0: none). Kept below 1/weight - 1 (+ the
+    #: resampling's own loss), so the loop's gain stays under 1 at every spatial frequency.
+    sharpen: float = 0.5
+    #: Share of the network frame's fine-detail amplitude the restoration aims at.
+    detail_target: float = 0.9
+    #: Interpolation of the carried output: "cubic" or "linear".
+    interpolation: str = "cubic"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cv2():
+    import cv2  # a core dependency (opencv-python-headless)
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def eight_bit(rgb: np.ndarray) -> np.ndarray:
+    """An RGB frame as 8-bit (deep inputs reach the network as 16-bit RGB): flow and cut scores
+    need no more precision than that."""
+    return rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xs, ys
+
+
+class TemporalFilter:
+    """The recursive filter of the module docstring; one per stream of consecutive frames."""
+
+    def __init__(self, settings: FilterSettings = FilterSettings()):
+        self.settings = settings
+        self._cv2 = _cv2()
+        presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                   "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+        self._dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next frame comes out as the network made it."""
+        self._previous_grey: np.ndarray | None = None
+        self._previous_out: np.ndarray | None = None
+
+    def _xy(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if (h, w) not in self._grid:
+            self._grid[(h, w)] = _grid(h, w)
+        return self._grid[(h, w)]
+
+    def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        grey = cv2.cvtColor(np.ascontiguousarray(eight_bit(rgb)), cv2.COLOR_RGB2GRAY)
+        h, w = grey.shape
+        rows = self.settings.flow_height
+        if h > rows:
+            grey = cv2.resize(grey, (max(8, round(w * rows / h)), rows), interpolation=cv2.INTER_AREA)
+        return grey
+
+    def weights(self, previous_grey: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(backward flow t -> t-1, blend weight in [0, weight]) at the flow's resolution."""
+        cv2 = self._cv2
+        s = self.settings
+        backward = self._dis.calc(grey, previous_grey, None)
+        forward = self._dis.calc(previous_grey, grey, None)
+        h, w = grey.shape
+        xs, ys = self._xy(h, w)
+        mx, my = xs + backward[..., 0], ys + backward[..., 1]
+        f = cv2.remap(forward, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Occlusion: the forward flow where a pixel came from must bring it back.
+        bu, bv, fu, fv = backward[..., 0], backward[..., 1], f[..., 0], f[..., 1]
+        b2 = bu * bu + bv * bv
+        undo = (fu + bu) ** 2 + (fv + bv) ** 2
+        score = undo / (OCCLUSION_FACTOR * (fu * fu + fv * fv + b2) + OCCLUSION_OFFSET)
+        # Motion boundary: a steep flow gradient means two motions meet.
+        gy_u, gx_u = np.gradient(bu)
+        gy_v, gx_v = np.gradient(bv)
+        steep = (gx_u ** 2 + gy_u ** 2 + gx_v ** 2 + gy_v ** 2) / (BOUNDARY_FACTOR * b2 + BOUNDARY_OFFSET)
+        # Brightness: what the flow brings must look like what is there.
+        warped_grey = cv2.remap(previous_grey.astype(np.float32), mx, my, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        bright = ((warped_grey - grey.astype(np.float32)) / s.brightness_sigma) ** 2
+        inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+        trust = np.exp(-0.5 * (score + steep + bright)) * inside
+        trust = cv2.GaussianBlur(trust.astype(np.float32), (0, 0), 1.0)
+        return backward, (s.weight * trust).astype(np.float32)
+
+    def _restore_detail(self, out: np.ndarray, styled: np.ndarray) -> np.ndarray:
+        """Give back the fine detail the blend lost, locally, up to the network frame's own.
+
+        Strokes carried along a flow that is off by a fraction of a pixel, frame after frame,
+        diffuse: the output grows softer than any network frame. The local energy of the fine
+        detail (frame minus its Gaussian blur, sigma 1) of the output is raised to that of the
+        network frame, by a gain of at most 1 + ``sharpen`` and never below 1; the gain is set per
+        8x8 block and smoothed, so it changes slowly in space and (as the style's texture does)
+        in time. It only amplifies detail that is there, carried, so it stays steady.
+        """
+        cv2 = self._cv2
+        h, w = out.shape[:2]
+        small = (max(1, w // 8), max(1, h // 8))
+        o = out.astype(np.float32)
+        detail = o - cv2.GaussianBlur(o, (0, 0), 1.0)
+        s = styled.astype(np.float32)
+        ref = s - cv2.GaussianBlur(s, (0, 0), 1.0)
+        e_out = cv2.resize((detail * detail).sum(axis=-1), small, interpolation=cv2.INTER_AREA)
+        e_ref = cv2.resize((ref * ref).sum(axis=-1), small, interpolation=cv2.INTER_AREA)
+        gain = self.settings.detail_target * np.sqrt((e_ref + 1.0) / (e_out + 1.0))
+        gain = cv2.GaussianBlur(np.clip(gain, 1.0, 1.0 + self.settings.sharpen), (0, 0), 1.0)
+        gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
+        top = np.iinfo(out.dtype).max
+        return np.clip(np.rint(o + (gain[..., None] - 1.0) * detail), 0, top).astype(out.dtype)
+
+    def step(self, rgb: np.ndarray, styled: np.ndarray, cut: bool = False) -> np.ndarray:
+        """The output frame for input ``rgb`` whose network frame is ``styled`` (both HxWx3 uint8).
+
+        ``cut``: a new shot starts here (the filter resets first).
+        """
+        cv2 = self._cv2
+        grey = self._small_grey(rgb)
+        if cut or self._previous_out is None or self._previous_out.shape != styled.shape:
+            self._previous_grey, self._previous_out = grey, styled
+            return styled
+        backward, weight = self.weights(self._previous_grey, grey)
+        h, w = styled.shape[:2]
+        fh, fw = grey.shape
+        if (fh, fw) != (h, w):
+            backward = cv2.resize(backward, (w, h), interpolation=cv2.INTER_LINEAR)
+            backward[..., 0] *= w / fw
+            backward[..., 1] *= h / fh
+            weight = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
+        xs, ys = self._xy(h, w)
+        interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4}[self.settings.interpolation]
+        # The carried frame is the previous output as written (rounded), so the state is exactly
+        # what a viewer saw; cubic on integers rounds once per frame, a negligible noise.
+        carried = cv2.remap(self._previous_out, xs + backward[..., 0], ys + backward[..., 1], interp,
+                            borderMode=cv2.BORDER_REPLICATE)
+        if styled.dtype == np.uint8:
+            out = cv2.blendLinear(carried, np.ascontiguousarray(styled), weight, 1.0 - weight)
+        else:  # blendLinear takes 8-bit or float frames only
+            mixed = cv2.blendLinear(carried.astype(np.float32), styled.astype(np.float32), weight, 1.0 - weight)
+            out = np.clip(np.rint(mixed), 0, np.iinfo(styled.dtype).max).astype(styled.dtype)
+        if self.settings.sharpen > 0:
+            out = self._restore_detail(out, styled)
+        self._previous_grey, self._previous_out = grey, out
+        return out
