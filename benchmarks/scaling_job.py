@@ -26,12 +26,21 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
 from stylempi.job.comm import get_comm  # noqa: E402
+from stylempi.media import EncoderRequest  # noqa: E402
 from stylempi.job.run import RunOptions, build_stylizer, run_job  # noqa: E402
 
 
 class SleepStylizer:
     """Sleeps ``seconds`` per frame, returns the frames unchanged (a GPU-like stand-in)."""
+
+    device = torch.device("cpu")  # the rest of stylempi.network.stylize.Stylizer
+    precision = "sleep"
+    compiled = False
+    compile_seconds = 0.0
+    input_kind = "rgb"
 
     def __init__(self, seconds: float, batch_size: int):
         self.seconds = seconds
@@ -81,7 +90,7 @@ def main() -> int:
         return built[-1]
 
     options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
-                         preset=args.preset, batch_size=args.batch_size if args.network else None,
+                         encoder=EncoderRequest(preset=args.preset), batch_size=args.batch_size if args.network else None,
                          chunk_frames=args.chunk_frames)
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()

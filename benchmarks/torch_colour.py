@@ -7,7 +7,7 @@ path's (swscale -> network -> swscale), PSNR of the worst plane; and, to show th
 figure can fail, the same with the chroma siting or the range wrong. Network: a built-in
 style (``wave`` by default: a real style's strokes, where random weights give flat,
 clamped pictures that hide every difference), fp32 on the CPU. Results:
-docs/benchmarks.md, section 12.
+docs/benchmarks.md, "YUV ↔ RGB in torch against swscale".
 
 ``--speed`` times the conversions themselves on one 1080p 4:2:0 frame, one thread, on
 this CPU: swscale's (``to_rgb``, ``to_yuv``) and torch's (``planes_to_rgb``,

@@ -34,7 +34,7 @@ def main() -> int:
     with open_input(clip) as container:
         stream = pick_video_stream(container)
         info = describe_video(container, stream)
-    settings = choose_encoding(Path(clip).with_suffix(".out.mp4"), info, None, None, None)
+    settings = choose_encoding(Path(clip).with_suffix(".out.mp4"), info, None)
     pts = index_frames(clip, info.index).pts
     share = -(-len(pts) // count)
     mine = pts[index * share:(index + 1) * share]

@@ -36,6 +36,18 @@ ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def assert_clean(message: str, *secrets: str) -> None:
+    """One line, no query string, none of the given secrets, no Azurite key."""
+    assert "\n" not in message and "\r" not in message, message
+    assert "?" not in message, message
+    assert "sig=" not in message and "AccountKey" not in message, message
+    for secret in (KEY, *secrets):
+        if secret:
+            assert secret not in message, message
+    assert "Traceback" not in message
+
+
+
 @dataclass
 class Azurite:
     port: int

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import torch
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stylempi.job.comm import get_comm  # noqa: E402
-from stylempi.job.run import RunOptions, run_job  # noqa: E402
+from stylempi.job.run import run_job  # noqa: E402
+from stylempi.media import EncoderRequest  # noqa: E402
+from stylempi.options import RunOptions  # noqa: E402
 
 
 class Identity:
+    """Frames out as they came in (stylempi.network.stylize.Stylizer, written out here)."""
+
+    device = torch.device("cpu")
     batch_size = 2
+    precision = "identity"
+    compiled = False
+    compile_seconds = 0.0
+    input_kind = "rgb"
 
     def __call__(self, frames):
         return [f.copy() for f in frames]
@@ -36,7 +47,8 @@ def main() -> int:
     ap.add_argument("--audio-codec", default=None)
     args = ap.parse_args()
     options = RunOptions(input=args.input, output=args.output, model=args.model, quiet=True, restart=True,
-                         crf=args.crf, codec=args.codec, audio_codec=args.audio_codec)
+                         encoder=EncoderRequest(crf=args.crf), codec=args.codec,
+                         audio_codec=args.audio_codec)
     run_job(options, stylizer_factory=lambda prepared, comm: Identity(), comm=get_comm())
     return 0
 

@@ -96,12 +96,10 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default=DEFAULT_DECODE,
                    help="where frames are decoded: cpu (FFmpeg); gpu (NVDEC, frames stay on the network's "
                         "GPU; needs the network on CUDA and NVDEC for the input's codec, else an error); auto = "
-                        "gpu where it works, else cpu with a note; the GPU path is not yet run on a GPU "
-                        f"(default: {DEFAULT_DECODE})")
+                        f"gpu where it works, else cpu with a note (default: {DEFAULT_DECODE})")
     p.add_argument("--convert", choices=CONVERT_MODES, default=DEFAULT_CONVERT,
                    help="what converts YUV to RGB and back around the network: ffmpeg (swscale, on the CPU); "
-                        "torch (tensor kernels on the network's device, the CPU included; not yet run on a "
-                        "GPU); auto = torch when "
+                        "torch (tensor kernels on the network's device, the CPU included); auto = torch when "
                         f"the network is on CUDA, else ffmpeg (default: {DEFAULT_CONVERT})")
 
 
@@ -120,7 +118,7 @@ def _add_encoding_arguments(p: argparse.ArgumentParser) -> None:
                         f"deeper than 8 bits, to keep their depth; {CONTAINERS['webm'].default_codec} for .webm); "
                         f"{AUTO_CODEC} = h264_nvenc (hevc_nvenc for deeper inputs) when the network is on CUDA "
                         "and NVENC opens there, else the default with a note; h264_nvenc, hevc_nvenc, "
-                        "av1_nvenc need NVENC here (not yet run on a GPU)")
+                        "av1_nvenc need NVENC here")
     p.add_argument("--crf", type=int, default=None,
                    help=f"encoder quality, lower is better: {_crf_scale('libx264')} for x264/x265 (default "
                         f"{DEFAULT_CRF['libx264']}), {_crf_scale('libvpx-vp9')} for VP9 (default "

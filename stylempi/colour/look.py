@@ -134,14 +134,22 @@ class Look:
 
 
 class LookStylizer:
-    """A stylizer with a :class:`Look` around it; other attributes are the wrapped one's."""
+    """A stylizer (stylempi.network.stylize.Stylizer) with a :class:`Look` around it: it takes and
+    gives RGB frames, as the stylizer it wraps must; the rest of the protocol is the wrapped one's."""
+
+    input_kind = "rgb"  # stylempi.network.stylize.RGB (colour sits below the network)
 
     def __init__(self, inner, look: Look):
+        if inner.input_kind != self.input_kind:
+            raise UsageError("--style-scale and --preserve-colors need a stylizer that takes RGB frames")
         self.inner = inner
         self.look = look
 
     def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return self.look.apply(self.inner, frames)
 
-    def __getattr__(self, name: str):
-        return getattr(self.__dict__["inner"], name)
+    device = property(lambda self: self.inner.device)
+    batch_size = property(lambda self: self.inner.batch_size)
+    precision = property(lambda self: self.inner.precision)
+    compiled = property(lambda self: self.inner.compiled)
+    compile_seconds = property(lambda self: self.inner.compile_seconds)

@@ -15,7 +15,7 @@ copies them off the decoder's surfaces, and NVENC is fed host planes).
 
 Chroma is resampled as swscale resamples it with the flags pixels.py uses (read off impulse
 responses): the simplest filter that matches it within 45 dB on sharp edges, since torch's own
-bicubic, bilinear or the wrong siting do not (docs/benchmarks.md, section 12):
+bicubic, bilinear or the wrong siting do not (docs/benchmarks.md, "YUV ↔ RGB in torch against swscale"):
 
 * up (to RGB): Keys' cubic with a = -0.6 (swscale's BICUBIC: B = 0, C = 0.6), 4 taps, with the
   chroma where the frame's chroma location puts it. swscale reads that tag off each decoded

@@ -1,42 +1,60 @@
 """The resume key: a digest of everything that decides a job's pixels and chunk boundaries.
 
 A rerun with the same key reuses the finished chunks in the work dir of that key
-(stylempi.job.workfiles); any change of the key starts over in a new one. Keys of
-existing work dirs must never change for the same settings, or their work is lost.
+(stylempi.job.workfiles); any change of the key starts over in a new one. What enters it is
+declared once, on the fields of :class:`~stylempi.options.RunOptions` (their metadata:
+:func:`~stylempi.options.in_key` names the entries a field decides,
+:func:`~stylempi.options.not_in_key` says why it changes no pixel). :func:`job_key` takes exactly
+the declared entries, as rank 0 resolved them (stylempi.job.prepare), and refuses a missing or an
+undeclared one, so a new option cannot silently reuse chunks made without it.
+
+Keys of existing work dirs must never change for the same settings, or their work is lost: an entry
+added later is left out at the value that means "as before" (``omitted_at``), and
+``tests/unit/test_key.py`` pins keys made before the declarations existed.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from pathlib import Path
+from typing import Any
 
 from .. import __version__
-from ..colour.look import Look
-from ..media import EncodeSettings, VideoStreamInfo
-from ..media.engines import DEFAULT_CONVERT, DEFAULT_DECODE
-from ..network.temporal_filter import FilterSettings
-from ..storage.files import sha256_file
+from ..errors import InternalError
+from ..options import ALWAYS, KEY, KeyEntry, NotInKey, RunOptions
 
 #: Bumped when the segment format or chunking changes, so old work is never reused.
 WORK_FORMAT = 2
 
 
-def job_key(input_path: Path, video: VideoStreamInfo, model_bytes: bytes, precision: str,
-            settings: EncodeSettings, chunk_frames: int, compile_mode: str = "auto",
-            look: Look | None = None, decode: str = DEFAULT_DECODE, convert: str = DEFAULT_CONVERT,
-            temporal: FilterSettings | None = None) -> str:
-    """A digest of everything that decides the output's pixels and chunk boundaries."""
-    identity = {
-        "format": WORK_FORMAT, "stylempi": __version__,
-        "input_size": input_path.stat().st_size, "input_sha256": sha256_file(input_path),
-        "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
-        "compile": compile_mode,  # compiled kernels round differently: never mix their chunks
-    }
-    if look is not None and not look.plain:  # plain jobs keep the keys they always had
-        identity["look"] = look.as_dict()
-    if (decode, convert) != (DEFAULT_DECODE, DEFAULT_CONVERT):  # NVDEC and torch round differently
-        identity["engines"] = {"decode": decode, "convert": convert}
-    if temporal is not None:  # off keeps the keys jobs always had, so their work dirs still resume
-        identity["temporal"] = temporal.as_dict()
+def declared_entries(options_type: type = RunOptions) -> dict[str, Any]:
+    """Every key entry the options' fields declare, with the value at which it is left out."""
+    entries: dict[str, Any] = {}
+    for f in dataclasses.fields(options_type):
+        how = f.metadata.get(KEY)
+        if isinstance(how, NotInKey):
+            continue
+        if not isinstance(how, KeyEntry):
+            raise InternalError(f"{options_type.__name__}.{f.name} does not say whether it changes pixels: "
+                                "declare it with in_key(...) or not_in_key(why) (stylempi.options)")
+        for name in how.entries:  # an entry is left out where any field says so (they must agree)
+            known = entries.setdefault(name, how.omitted_at)
+            if how.omitted_at is not ALWAYS:
+                if known is not ALWAYS and known != how.omitted_at:
+                    raise InternalError(f"the resume key entry {name!r} is left out at two different values")
+                entries[name] = how.omitted_at
+    return entries
+
+
+def job_key(values: dict[str, Any], options_type: type = RunOptions) -> str:
+    """A digest of VALUES (each declared entry, as rank 0 resolved it), the work format and the version."""
+    declared = declared_entries(options_type)
+    if set(values) != set(declared):
+        raise InternalError(f"the resume key's entries differ from those declared: missing "
+                            f"{sorted(set(declared) - set(values))}, undeclared {sorted(set(values) - set(declared))}")
+    identity = {"format": WORK_FORMAT, "stylempi": __version__}
+    for name, value in values.items():
+        omitted_at = declared[name]
+        if omitted_at is ALWAYS or value != omitted_at:
+            identity[name] = value
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -10,6 +10,7 @@ reuses (stylempi.job.workfiles). Its :class:`Prepared` is broadcast to all ranks
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ..network.styles import read_model
 from ..network.temporal_filter import FilterSettings
 from ..options import RunOptions
 from ..storage.safefiles import link_refusal, make_dir, probe_writable, refuse_link, remove_tree
+from ..storage.files import sha256_file
 from .key import job_key
 from .plan import Chunk, auto_chunk_frames, plan_chunks
 from .workfiles import PLAN_NAME, reusable, write_json
@@ -111,8 +113,12 @@ def prepare(options: RunOptions) -> Prepared:
     chunk_frames = options.chunk_frames or auto_chunk_frames(len(index.pts))
     chunks = plan_chunks(index.pts, index.keyframes, chunk_frames)
     siting = _chroma_location(input_path, video, index.pts[0]) if convert == "torch" and index.pts else "left"
-    key = job_key(input_path, video, model_bytes, precision, settings, chunk_frames, options.compile, look,
-                  decode, convert, temporal)
+    key = job_key({  # one value for each entry RunOptions' fields declare (stylempi.job.key)
+        "input_size": input_path.stat().st_size, "input_sha256": sha256_file(input_path),
+        "video_stream": video.index, "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "precision": precision, "encoding": settings.as_dict(), "chunk_frames": chunk_frames,
+        "compile": options.compile, "look": look.as_dict(), "engines": {"decode": decode, "convert": convert},
+        "temporal": temporal.as_dict() if temporal is not None else None})
     job_dir = _job_dir(options, output_path, key)
     if options.staging is not None:
         options.staging.lock_work(str(job_dir), str(options.output))  # one job per OUTPUT in Blob storage too
@@ -200,7 +206,7 @@ def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStream
     work started). An NVENC encoder ``--codec auto`` chose that refuses this job (a frame
     size it cannot take, a preset it lacks) gives way to the default, with a note. Returns
     the settings and the encoder's one-frame sample (for :func:`check_muxing`)."""
-    settings = choose_encoding(output_path, video, codec, options.crf, options.preset)
+    settings = choose_encoding(output_path, video, codec, options.encoder)
     try:
         return settings, check_encoder(settings)
     except UsageError:
@@ -208,7 +214,7 @@ def _checked_encoding(options: RunOptions, output_path: Path, video: VideoStream
         if options.codec != AUTO_CODEC or codec == fallback:
             raise
         notes.append(f"{codec} refuses this job's settings: encoding with {fallback}")
-        settings = choose_encoding(output_path, video, fallback, options.crf, options.preset)
+        settings = choose_encoding(output_path, video, fallback, options.encoder)
         return settings, check_encoder(settings)
 
 

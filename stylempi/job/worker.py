@@ -27,7 +27,7 @@ from ..errors import OutputFailure, StylempiError, VideoDecodeFailure
 from ..media import SegmentWriter, decode_frames, to_planes
 from ..media.cuts import CutDetector
 from ..network.placement import default_batch_size, resolve_compile, resolve_device, threads_per_rank
-from ..network.stylize import NetworkStylizer, Stylizer
+from ..network.stylize import INPUT_KINDS, PLANES, NetworkStylizer, Stylizer
 from ..network.temporal_filter import FilterSettings, TemporalFilter
 from ..options import Staging
 from ..storage.files import sha256_file
@@ -89,16 +89,12 @@ def build_stylizer(prepared: Prepared, comm: Comm, stage: Callable[[str], None] 
     return stylizer
 
 
-def describe_stylizer(stylizer: Stylizer) -> str:
+def describe_stylizer(stylizer: Stylizer, look: Look) -> str:
     """"cuda fp16 batch 8", "cpu bf16 batch 2 compiled": what a user needs to know the job ran as
-    expected (on the GPU, at the precision asked for); empty for stand-ins."""
-    device = getattr(stylizer, "device", None)
-    if device is None:
-        return ""
-    text = f"{device.type} {getattr(stylizer, 'precision', '?')} batch {getattr(stylizer, 'batch_size', '?')}"
-    text += " compiled" if getattr(stylizer, "compiled", False) else ""
-    look = getattr(stylizer, "look", None)
-    return text + (f" {look.describe()}" if isinstance(look, Look) and not look.plain else "")
+    expected (on the GPU, at the precision asked for), and the look around it."""
+    text = f"{stylizer.device.type} {stylizer.precision} batch {stylizer.batch_size}"
+    text += " compiled" if stylizer.compiled else ""
+    return text + ("" if look.plain else f" {look.describe()}")
 
 
 def _keep_heap_flat() -> None:
@@ -134,13 +130,15 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
          staging: Staging) -> RankStats:
     """Decode, stylize and encode this rank's chunks, three stages in parallel threads (module docstring)."""
     _keep_heap_flat()
-    stats = RankStats(rank=comm.rank, engine=describe_stylizer(stylizer))
-    batch_size = getattr(stylizer, "batch_size", 1) or 1
+    stats = RankStats(rank=comm.rank, engine=describe_stylizer(stylizer, prepared.look))
+    if stylizer.input_kind not in INPUT_KINDS:
+        raise StylempiError(f"the stylizer's input_kind is {stylizer.input_kind!r}, not one of {INPUT_KINDS}")
+    batch_size = max(1, stylizer.batch_size)
     sample_bytes = 1 if prepared.video.colour.depth <= 8 else 2  # 16-bit RGB for deep inputs
     depth = _queue_depth(prepared.settings.width * prepared.settings.height * 3 * sample_bytes * batch_size)
-    device = getattr(stylizer, "device", None)
-    gpu = device.index if device is not None and device.type == "cuda" else None
-    frame_reader = _frame_reader(prepared, device)
+    device = stylizer.device
+    gpu = device.index if device.type == "cuda" else None
+    frame_reader = _frame_reader(prepared, device, stylizer.input_kind)
     batches = _Prefetch(_decoded_batches(prepared, chunks, batch_size, stats, frame_reader), depth=depth)
     encoder = _EncoderThread(prepared, stats, staging, depth=depth, gpu=gpu)
     smoother = _ChunkFilter(prepared.temporal, batch_size) if prepared.temporal is not None else None
@@ -175,20 +173,21 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
     finally:
         batches.stop()
         encoder.stop()
-    stats.compile_s = float(getattr(stylizer, "compile_seconds", 0.0) or 0.0)
+    stats.compile_s = float(stylizer.compile_seconds)
     return stats
 
 
-def _frame_reader(prepared: Prepared, device) -> dict:
-    """How this rank's frames are decoded and handed over: RGB arrays (the default), the
-    job's YUV planes for the torch colour path, or CUDA planes from NVDEC (``--decode gpu``)."""
+def _frame_reader(prepared: Prepared, device, input_kind: str) -> dict:
+    """How this rank's frames are decoded and handed over, in the form the stylizer takes: RGB
+    arrays, or YUV planes (the torch colour path), CUDA planes when NVDEC decodes (``--decode gpu``).
+    A stylizer taking RGB gets RGB under ``--convert torch`` too (swscale converts)."""
     colour = prepared.video.colour
     if prepared.decode == "gpu":
         from ..media.nvdec import cuda_planes, nvdec
-        if prepared.convert == "torch":
+        if input_kind == PLANES:
             return {"hwaccel": nvdec(device), "convert": lambda frame: cuda_planes(frame, colour.depth)}
         return {"hwaccel": nvdec(device, keep_on_gpu=False), "convert": None}
-    if prepared.convert == "torch":
+    if input_kind == PLANES:
         return {"convert": lambda frame: to_planes(frame, colour)}
     return {}
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 from .assembly import CopyPlan, assemble, check_muxing, partial_output_path, plan_stream_copy
 from .decoding import decode_frames
 from .describe import VideoStreamInfo, describe_video, probe
-from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, SegmentWriter,
+from .encoding import (CRF_RANGES, DEEP_CODEC, DEFAULT_CRF, DEFAULT_PRESET, ENCODER_LOOKAHEAD, EncoderRequest,
+                       SegmentWriter,
                        add_video_stream, check_crf, check_encoder, choose_encoding, default_codec, encoder_options,
                        encoding_notes, output_format, segment_offset, tag_colour)
 from .indexing import FrameIndex, index_frames
@@ -45,7 +46,7 @@ from .settings import EncodeSettings
 
 __all__ = [
     "CRF_RANGES", "DEEP_CODEC", "DEFAULT_CRF", "DEFAULT_PRESET", "ENCODER_LOOKAHEAD", "TO_RGB", "TO_YUV",
-    "CopyPlan", "EncodeSettings", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
+    "CopyPlan", "EncodeSettings", "EncoderRequest", "FrameIndex", "SegmentWriter", "VideoStreamInfo",
     "add_video_stream", "assemble", "check_crf", "check_encoder", "check_muxing", "choose_encoding", "decode_frames",
     "default_codec", "describe_video", "encoder_options", "encoding_notes", "frame_colour", "index_frames",
     "open_input", "output_format", "partial_output_path", "pick_video_stream", "plan_stream_copy", "planes_frame",

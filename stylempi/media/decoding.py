@@ -25,7 +25,7 @@ def _prime_decoder(container, stream) -> None:
     repeat: FFmpeg's H.264 decoder reads the x264 version from the first
     packet's SEI and, for old x264 builds, decodes 4:4:4 streams with a
     workaround for that encoder's bug. Without it every frame after a seek came
-    out wrong (docs/benchmarks.md, section 10). One extra packet per chunk; the
+    out wrong (docs/benchmarks.md, "Why the media code does what it does"). One extra packet per chunk; the
     frame it gives is before the chunk.
     """
     for packet in container.demux(stream):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import av
@@ -66,8 +66,27 @@ def check_crf(codec: str, crf: int | None) -> None:
         raise UsageError(f"--crf {crf} is out of range for {codec} ({low} to {high}, lower is better)")
 
 
+@dataclass(frozen=True)
+class EncoderRequest:
+    """What a user asks of the video encoder beyond its name, as one value: ``stylempi run``'s flag
+    of each field's name (stylempi.cli.run) fills it (RunOptions.from_args), the job carries it
+    whole (RunOptions.encoder), and :func:`encoder_options` turns it into the encoder's options,
+    which are in the resume key (:class:`EncodeSettings`). A new encoder option is a field here,
+    its use in :func:`encoder_options`, and its flag in stylempi.cli.run."""
+
+    #: Quality, lower is better (:data:`CRF_RANGES`); None = :data:`DEFAULT_CRF`.
+    crf: int | None = None
+    #: Speed against size; None = :data:`DEFAULT_PRESET`.
+    preset: str | None = None
+
+    @classmethod
+    def from_args(cls, args) -> EncoderRequest:
+        """The request of parsed ``stylempi run`` arguments: each field from the flag of its name."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
 def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, codec: str | None,
-                    crf: int | None, preset: str | None) -> EncodeSettings:
+                    request: EncoderRequest = EncoderRequest()) -> EncodeSettings:
     """Pick codec, pixel format, colour and encoder options for OUTPUT's container.
 
     The output keeps the input's chroma subsampling and bit depth where the
@@ -76,8 +95,8 @@ def choose_encoding(output_path: str | os.PathLike, video: VideoStreamInfo, code
     """
     enc = _video_encoder(output_format(output_path), video.colour, codec)
     colour = _encodable_colour(enc, video)
-    check_crf(enc.name, crf)
-    options = encoder_options(enc.name, colour, crf, preset)
+    check_crf(enc.name, request.crf)
+    options = encoder_options(enc.name, colour, request)
     pix_fmt = _encoder_pix_fmt(_formats(enc), colour.pix_fmt())
     return EncodeSettings(enc.name, pix_fmt, tuple(sorted(options.items())), video.width,
                           video.height, video.time_base, video.sample_aspect_ratio, colour)
@@ -111,13 +130,14 @@ def _video_encoder(container: Container, wanted: Colour, codec: str | None) -> a
     return enc
 
 
-def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str | None) -> dict[str, str]:
+def encoder_options(encoder: str, colour: Colour, request: EncoderRequest = EncoderRequest()) -> dict[str, str]:
     """The options each encoder is opened with: quality, speed, and what keeps segments joinable.
 
     This is the place to change encoder settings. They are part of a job's
     resume key (:class:`EncodeSettings`): after a change, an interrupted job
     starts afresh instead of joining segments encoded two ways.
     """
+    crf, preset = request.crf, request.preset
     options: dict[str, str] = {}
     hdr = ":".join(f"{k}={v}" for k, v in colours.encoder_params(encoder, colour).items())
     if encoder in ("libx264", "libx265"):
@@ -133,7 +153,7 @@ def encoder_options(encoder: str, colour: Colour, crf: int | None, preset: str |
         # bytes of a segment's second frame depend on thread timing, so the same
         # pixels could encode to different packets (tests/e2e/test_run_matrix.py, same-N
         # test): it is off. Its threads stay on, as many as :func:`encoder_threads` says.
-        # Figures: docs/benchmarks.md, section 10.
+        # Figures: docs/benchmarks.md, "Why the media code does what it does".
         if encoder == "libx264":
             options.update({"bf": "0", "rc-lookahead": str(ENCODER_LOOKAHEAD), "threads": str(encoder_threads()),
                             "x264-params": ":".join(filter(None, ["sync-lookahead=0", hdr]))})

@@ -124,7 +124,7 @@ def package_path(step: nn.Module, shape: tuple, device: torch.device, settings: 
 
 def _jit_runner(step: nn.Module, shape: tuple, device: torch.device, cache: Path) -> Runner:
     # torch.compile's JIT, not a package: the JIT is what was measured on a GPU, and torch's
-    # package loader crashed on a CUDA package (docs/benchmarks.md, section 9).
+    # package loader crashed on a CUDA package (docs/benchmarks.md, "Why the stylizer does what it does").
     # Inductor's own on-disk caches (TORCHINDUCTOR_CACHE_DIR) keep the kernels between jobs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -188,7 +188,7 @@ class GilFreeRunner:
     Why: torch's package loader holds Python's GIL for the whole forward pass,
     so while a rank's network ran, its decode and encode threads could not run
     Python at all and the three stages took turns instead of overlapping
-    (docs/benchmarks.md, section 9). ctypes releases the GIL around a foreign
+    (docs/benchmarks.md, "Why the stylizer does what it does"). ctypes releases the GIL around a foreign
     call; the model's shared library exports a C ABI
     (``AOTInductorModelContainerRun``, torch/csrc/inductor/aoti_runtime/interface.h)
     that takes tensor handles, which torch's own AOTI helpers make and take back.
@@ -267,7 +267,7 @@ def _reductions_split_by_outer_loops_only():
     and ``-n 2`` would compute different pixels. Parallelising over the outer
     loops only (each mean and variance summed by one thread, in one order)
     gives the same pixels for every thread count, and the outer loops still
-    run in parallel (docs/benchmarks.md, section 9). Patches the private
+    run in parallel (docs/benchmarks.md, "Why the stylizer does what it does"). Patches the private
     ``LoopNest.max_parallel_depth`` for the duration of the compile only (if a
     torch release moves it, compile as it is).
     """

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -81,12 +82,29 @@ class UpsampleConvLayer(nn.Module):
         return self.conv2d(self.reflection_pad(x))
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What running an architecture needs to know of it (stylempi.network.stylize), declared by the
+    architecture as its ``LAYOUT``: its first layer, kept in fp32 under bf16/fp16 (in bf16 it alone
+    loses much of the quality); its last convolution, rearranged for oneDNN on CPUs; both as paths
+    of submodules. ``stride``: its total downsampling, so frames are padded to a multiple of it;
+    ``min_side``: the smallest side its border layers take (reflection pads need more than the pad)."""
+
+    first_layer: str
+    last_conv: str
+    stride: int
+    min_side: int = 16
+
+
 class TransformerNet(nn.Module):
     """Image transformation network; RGB in 0..255, RGB out (clamp to 0..255).
 
     Sizes that are not multiples of 4 change through the two stride-2
     convolutions and upsamplings; :mod:`stylempi.network.stylize` pads and crops.
     """
+
+    #: The 9x9 layers at both ends (their reflection pads take 4 pixels), two stride-2 stages.
+    LAYOUT = Layout(first_layer="conv1", last_conv="deconv3.conv2d", stride=4, min_side=16)
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -118,6 +136,19 @@ class TransformerNet(nn.Module):
         y = self.relu(self.in4(self.deconv1(y)))
         y = self.relu(self.in5(self.deconv2(y)))
         return self.deconv3(y)
+
+
+def layout_of(network: nn.Module) -> Layout:
+    """NETWORK's declared :class:`Layout`. A trusted TorchScript file is run as it is, padded as a
+    :class:`TransformerNet` (what ``stylempi export`` writes); any other architecture must declare
+    its ``LAYOUT``, or its first layer and output layer would silently run unlike the real one."""
+    if isinstance(network, torch.jit.ScriptModule):
+        return TransformerNet.LAYOUT
+    layout = getattr(type(network), "LAYOUT", None)
+    if not isinstance(layout, Layout):
+        raise ModelLoadFailure(f"{type(network).__name__} does not declare its LAYOUT "
+                               "(stylempi.network.model.Layout: first layer, last convolution, stride)")
+    return layout
 
 
 # --------------------------------------------------------------------------

@@ -22,10 +22,10 @@ DEFAULT_DEVICE = DEFAULT_PRECISION = DEFAULT_COMPILE = "auto"
 DEFAULT_BATCH_SIZE = {"cuda": 8, "cpu": 2}
 #: ``--compile auto`` compiles on CPUs for videos of at least this many frames (10 s at
 #: 30 fps): enough for the faster network to repay a cold compile (docs/benchmarks.md,
-#: section 9).
+#: "Why the stylizer does what it does").
 COMPILE_MIN_FRAMES = 300
 #: ``--precision auto`` on a CPU keeps narrower networks in fp32: in bf16 they fall under
-#: the quality line for little speed (docs/benchmarks.md, section 9).
+#: the quality line for little speed (docs/benchmarks.md, "Why the stylizer does what it does").
 BF16_MIN_WIDTH = 16
 
 
@@ -135,7 +135,7 @@ def resolve_compile(requested: str, device: torch.device, frames: int) -> bool:
     the rank count, so every N computes the same pixels), narrow networks too
     (inside a job they are faster compiled). Off on GPUs: only the bare network
     was measured compiled there, so ``--compile on`` is there to try a whole
-    job (docs/benchmarks.md, section 9). ``on`` without a C++ compiler is an
+    job (docs/benchmarks.md, "Why the stylizer does what it does"). ``on`` without a C++ compiler is an
     error on CPUs.
     """
     if requested not in COMPILE_MODES:

@@ -12,7 +12,7 @@ on the network's device rather than by swscale on the CPU.
 
 Why: on a GPU node the CPU's share of a frame (swscale both ways, the copies of
 RGB, three bytes a pixel, over PCIe) is most of a job's time while the GPU
-waits (docs/benchmarks.md, section 6). Planes are half the bytes of RGB at
+waits (docs/benchmarks.md, "GPU: NVIDIA H200 at 1080p"). Planes are half the bytes of RGB at
 4:2:0, and the conversions are a few element-wise kernels on the GPU. On a CPU
 device the same code runs in torch on the CPU, which is how CI tests it.
 """
@@ -27,7 +27,7 @@ import torch
 from ..colour.matrices import Colour
 from ..colour.tensors import CHROMA_LOCATIONS, planes_to_rgb, rgb_to_planes
 from ..media import to_planes, to_rgb
-from .stylize import NetworkStylizer
+from .stylize import PLANES, NetworkStylizer
 
 #: One frame's Y, Cb and Cr: numpy arrays (host) or tensors (already on the device).
 Planes = tuple[Union[np.ndarray, torch.Tensor], ...]
@@ -50,8 +50,14 @@ class PlanesStylizer:
         # Copies on a stream of this rank's own, so they overlap the previous batch's work.
         self._stream = torch.cuda.Stream(inner.device) if self.cuda else None
 
-    def __getattr__(self, name: str):  # device, precision, batch_size, compiled...: the network's
-        return getattr(self.__dict__["inner"], name)
+    input_kind = PLANES
+
+    # The rest of the Stylizer protocol is the network's.
+    device = property(lambda self: self.inner.device)
+    batch_size = property(lambda self: self.inner.batch_size)
+    precision = property(lambda self: self.inner.precision)
+    compiled = property(lambda self: self.inner.compiled)
+    compile_seconds = property(lambda self: self.inner.compile_seconds)
 
     def __call__(self, frames: Sequence[Planes]) -> list[Planes]:
         out: list[Planes] = []

@@ -1,9 +1,9 @@
 """Running the network on frames: padding, precision, batching, exact sizes.
 
-A *stylizer* is anything with ``__call__(frames: list[np.ndarray]) ->
-list[np.ndarray]`` taking and returning HxWx3 uint8 RGB arrays of the same
-size. :class:`NetworkStylizer` is the real one; benchmarks plug in stand-ins
-through :func:`stylempi.job.run.run_job` with the same interface. The device,
+A *stylizer* is what :class:`Stylizer` declares: a callable on batches of frames that says
+where it runs, how many frames it takes at once, its arithmetic, its compile time and the
+form of frames it takes (RGB arrays or YUV planes). :class:`NetworkStylizer` is the real
+one; a custom one plugs in through :func:`stylempi.job.run.run_job`'s ``stylizer_factory``. The device,
 precision, batch size and compile mode it is given are decided in
 :mod:`stylempi.network.placement`; compiling is :mod:`stylempi.network.aot`.
 """
@@ -20,12 +20,41 @@ from torch import nn
 
 from ..errors import ModelLoadFailure
 from . import aot
+from .model import layout_of
+
+
+#: Frames as HxWx3 RGB arrays: uint8, or uint16 (0..65535) for inputs deeper than 8 bits.
+RGB = "rgb"
+#: Frames as (Y, Cb, Cr) planes: the input's colour in (numpy arrays, or CUDA tensors when NVDEC
+#: decodes), the encoder's (the output's subsampling and depth) out, as numpy arrays.
+PLANES = "planes"
+INPUT_KINDS = (RGB, PLANES)
 
 
 class Stylizer(Protocol):
-    """Maps a batch of RGB uint8 frames to stylized frames of the same sizes."""
+    """What a job needs of a stylizer, whether :class:`NetworkStylizer` or a custom one given to
+    :func:`stylempi.job.run.run_job` as ``stylizer_factory(prepared, comm)``.
 
-    def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]: ...
+    ``__call__`` maps a batch of at most :attr:`batch_size` frames, in the form
+    :attr:`input_kind` names, to as many stylized frames of the same size and form. The job
+    decodes (and converts) frames into that form itself: a stylizer taking :data:`RGB` gets RGB
+    whatever ``--convert`` says.
+    """
+
+    #: Where it runs. A CUDA device is the GPU NVDEC decodes on and NVENC encodes on; any other
+    #: (``torch.device("cpu")``) keeps the media engines on the CPU.
+    device: torch.device
+    #: Frames per call; the job decodes batches of this size.
+    batch_size: int
+    #: Its arithmetic as the summary line shows it: "fp32", "bf16", "fp16" (or a stand-in's word).
+    precision: str
+    #: Whether it runs compiled, and the seconds spent compiling or loading compiled code so far.
+    compiled: bool
+    compile_seconds: float
+    #: :data:`RGB` or :data:`PLANES`.
+    input_kind: str
+
+    def __call__(self, frames: list) -> list: ...
 
 
 class _Float32(nn.Module):
@@ -48,7 +77,7 @@ class _SpaceToDepthConv2d(nn.Module):
     CPU's speed. Rearranged with ``pixel_unshuffle(2)`` it becomes a 5x5
     convolution of 4x the channels (128 -> 12) on a half-size image: a few
     more multiply-adds (the folded kernel has zeros), in much less time
-    (docs/benchmarks.md, section 9). The same products are summed in another
+    (docs/benchmarks.md, "Why the stylizer does what it does"). The same products are summed in another
     order, so it equals the plain convolution up to float rounding. Odd sizes
     take the plain convolution.
     """
@@ -100,19 +129,26 @@ def prepare_network(network: nn.Module, device: torch.device, precision: str,
     network = network.to(device).eval().to(memory_format=memory_format)
     if isinstance(network, torch.jit.ScriptModule):  # trusted TorchScript runs as it is
         return network
-    if precision in ("bf16", "fp16") and isinstance(getattr(network, "conv1", None), nn.Module) \
-            and not isinstance(network.conv1, _Float32):
-        # The 9x9 first layer in fp32: in bf16 it alone loses much of the quality, for a
-        # small share of the arithmetic (docs/benchmarks.md, section 9).
-        network.conv1 = _Float32(network.conv1)
-    last = getattr(getattr(network, "deconv3", None), "conv2d", None)
+    layout = layout_of(network)
+    first = network.get_submodule(layout.first_layer)
+    if precision in ("bf16", "fp16") and not isinstance(first, _Float32):
+        # The first layer in fp32: in bf16 it alone loses much of the quality, for a
+        # small share of the arithmetic (docs/benchmarks.md, "Why the stylizer does what it does").
+        _replace(network, layout.first_layer, _Float32(first))
+    last = network.get_submodule(layout.last_conv)
     if device.type == "cpu" and isinstance(last, nn.Conv2d) and last.out_channels <= 4 \
             and last.kernel_size[0] >= 5:
         try:  # the output layer, rearranged for oneDNN (see _SpaceToDepthConv2d)
-            network.deconv3.conv2d = _SpaceToDepthConv2d(last).to(memory_format=memory_format)
+            _replace(network, layout.last_conv, _SpaceToDepthConv2d(last).to(memory_format=memory_format))
         except ValueError:  # strided, dilated...: left as it is
             pass
     return network
+
+
+def _replace(network: nn.Module, path: str, module: nn.Module) -> None:
+    """Put MODULE at the submodule PATH ("deconv3.conv2d") of NETWORK."""
+    parent, _, name = path.rpartition(".")
+    setattr(network.get_submodule(parent) if parent else network, name, module)
 
 
 NON_FINITE = ("the model computed non-finite values (NaN or Inf) for a batch of frames; its weights "
@@ -123,8 +159,8 @@ class FrameStep(nn.Module):
     """The whole per-batch step as one module, so it exports and compiles as one graph.
 
     uint8 (or 16-bit) NHWC in, the same type NHWC out, the same size. Frames
-    are padded to a multiple of 4 (the network's two stride-2 stages would
-    otherwise change the size: 405 becomes 408) and cropped back. 16-bit
+    are padded to a multiple of the network's stride (its ``LAYOUT``; TransformerNet's two
+    stride-2 stages would otherwise change the size: 405 becomes 408) and cropped back. 16-bit
     frames (inputs deeper than 8 bits) are scaled to the network's usual
     0..255 range and back, so the output keeps its depth without banding.
 
@@ -138,6 +174,7 @@ class FrameStep(nn.Module):
     def __init__(self, network: nn.Module, precision: str, memory_format: torch.memory_format):
         super().__init__()
         self.network = network
+        self.layout = layout_of(network)
         self.memory_format = memory_format
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -147,8 +184,9 @@ class FrameStep(nn.Module):
         batch = batch.permute(0, 3, 1, 2).float()  # NHWC memory seen as NCHW: channels-last already
         if deep:
             batch = batch * (255 / 65535)
-        # Multiples of 4, and at least 16 pixels: the 9x9 border layers reflect 4 pixels.
-        pad_h, pad_w = max(-height % 4, 16 - height), max(-width % 4, 16 - width)
+        # Multiples of the network's stride, and the smallest side its border layers take.
+        stride, side = self.layout.stride, self.layout.min_side
+        pad_h, pad_w = max(-height % stride, side - height), max(-width % stride, side - width)
         if pad_h or pad_w:
             # Reflection needs the pad smaller than the side; replicate covers tiny frames.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
@@ -195,7 +233,7 @@ class NetworkStylizer:
         self.batch_size = max(1, batch_size)
         if device.type == "cuda" and not compile:
             # Eager on a GPU, channels-last costs more than it gives: the instance norms copy
-            # every activation back to NCHW (docs/benchmarks.md, section 9).
+            # every activation back to NCHW (docs/benchmarks.md, "Why the stylizer does what it does").
             channels_last = False
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if device.type == "cuda" and precision == "fp32":
@@ -208,6 +246,7 @@ class NetworkStylizer:
         self.compiled = bool(compile) and not isinstance(network, torch.jit.ScriptModule)
         self.require_compile = require_compile
         self.compile_seconds = 0.0
+        self.input_kind = RGB
         self.compile_notes: list[str] = []
         self._runners: dict[tuple, aot.Runner | None] = {}
 

@@ -43,7 +43,7 @@ def test_torch_colour_job_keeps_everything_for_any_n_and_matches_swscale(tmp_pat
     """VFR, B-frames and sound: verify passes, the summary names the path, one and two ranks
     give the same pictures, and they are the swscale path's pictures up to conversion rounding,
     which x264 turns into coding noise (the planes before encoding: docs/benchmarks.md,
-    section 12)."""
+    "YUV ↔ RGB in torch against swscale")."""
     clip = clips.make_clip(tmp_path / "in.mp4", frames=20, size=(96, 54), pts=clips.vfr_pts(20), audio_tracks=1,
                            gop=6)
     one = _run(clip, tmp_path / "n1.mp4", model, "--convert", "torch")

@@ -21,7 +21,7 @@ import torch
 
 import clips
 from conftest import mpirun_path, stylempi, stylempi_cli
-from stylempi.job.launcher import local_peers, shared_error_exit
+from stylempi.job.launcher import local_peers
 
 TIMEOUT = 240
 
@@ -43,11 +43,6 @@ OPEN_MPI_5 = pytest.mark.skipif(_open_mpi_major() != 5, reason="pins the behavio
 # ---------------------------------------------------------------------------
 # The pieces, without MPI
 # ---------------------------------------------------------------------------
-
-def test_outside_mpi_the_code_is_unchanged():
-    assert shared_error_exit(3, shared=True) == 3
-    assert shared_error_exit(4, shared=False) == 4
-
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
 def test_local_peers_are_this_jobs_unreaped_children():

@@ -16,64 +16,8 @@ import pytest
 import clips
 from conftest import stylempi
 from stylempi.job.run import RunOptions, prepare
-from stylempi.colour.look import Look, keep_colors, luma, luma_coefficients, resize, scaled_size
+from stylempi.colour.look import luma
 from stylempi.errors import UsageError
-
-
-def chroma(rgb: np.ndarray, kr: float, kb: float) -> tuple[np.ndarray, np.ndarray]:
-    y = luma(rgb, kr, kb)
-    return (rgb[..., 2] - y) / (2 * (1 - kb)), (rgb[..., 0] - y) / (2 * (1 - kr))
-
-
-def random_frames(count: int = 3, size: tuple[int, int] = (37, 23), seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(count)]
-
-
-@pytest.mark.parametrize("matrix", ["bt601", "bt709", "bt2020"])
-def test_keep_colors_keeps_chroma_and_takes_luma(matrix):
-    rng = np.random.default_rng(3)
-    original = rng.integers(40, 216, (32, 48, 3), dtype=np.uint8)  # room for luma changes
-    styled = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    kr, kb = luma_coefficients(matrix)
-    out = keep_colors(original, styled, matrix).astype(np.float32)
-    for a, b in zip(chroma(out, kr, kb), chroma(original.astype(np.float32), kr, kb)):
-        assert np.abs(a - b).max() <= 0.51  # rounding to integers only
-    base = original.astype(np.float32)
-    want = np.clip(luma(styled, kr, kb) - luma(base, kr, kb), -base.min(axis=-1), 255 - base.max(axis=-1)) \
-        + luma(base, kr, kb)
-    assert np.abs(luma(out, kr, kb) - want).max() <= 0.51
-    assert np.abs(luma(out, kr, kb) - luma(styled, kr, kb)).mean() < 15  # mostly the stylized luma
-
-
-def test_keep_colors_never_changes_a_saturated_pixels_colour():
-    original = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
-    styled = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)
-    assert (keep_colors(original, styled) == original).all()
-
-
-def test_matrix_names():
-    assert luma_coefficients(None) == luma_coefficients("BT.709") == (0.2126, 0.0722)
-    assert luma_coefficients("smpte170m") == (0.299, 0.114)
-    with pytest.raises(UsageError):
-        luma_coefficients("nonsense")
-
-
-def test_scale_changes_what_the_network_sees_never_the_size_out():
-    frames = random_frames(size=(101, 57))
-    seen = []
-
-    def network(batch):
-        seen.extend(f.shape for f in batch)
-        return [255 - f for f in batch]
-
-    out = Look(scale=0.5).apply(network, frames)
-    assert seen == [(28, 50, 3)] * 3 and scaled_size(101, 57, 0.5) == (50, 28)
-    assert [f.shape for f in out] == [(57, 101, 3)] * 3 and all(f.dtype == np.uint8 for f in out)
-    assert Look(scale=2.0).apply(lambda b: b, frames)[0].shape == (57, 101, 3)
-    assert Look().apply(network, frames)[1].tolist() == (255 - frames[1]).tolist()  # scale 1: untouched
-    flat = [np.full((40, 60, 3), 77, np.uint8)]
-    assert (resize(flat, (30, 20))[0] == 77).all() and (resize(flat, (120, 80))[0] == 77).all()
 
 
 def test_options_that_change_pixels_change_the_job_key(tmp_path):

@@ -214,7 +214,9 @@ def test_other_options_never_reuse_chunks(job, tmp_path):
 
 def test_a_changed_option_gets_a_new_job_dir_and_drops_the_old(job, tmp_path):
     """Chunks are keyed by everything that changes pixels: stale ones are never reused."""
-    from stylempi.job.run import RunOptions, prepare
+    from stylempi.job.run import prepare
+    from stylempi.media import EncoderRequest
+    from stylempi.options import RunOptions
 
     _, _, model = job
     clip = clips.make_clip(tmp_path / "small.mp4", frames=12, size=(64, 48), gop=4)
@@ -223,7 +225,7 @@ def test_a_changed_option_gets_a_new_job_dir_and_drops_the_old(job, tmp_path):
     first = prepare(RunOptions(**base))
     (Path(first.job_dir) / "chunk-00000.json").write_text("{}")
     assert prepare(RunOptions(**base)).job_dir == first.job_dir  # same job: same place
-    for change in ({"crf": 30}, {"precision": "bf16"}, {"chunk_frames": 4}, {"codec": "libx265"}):
+    for change in ({"encoder": EncoderRequest(crf=30)}, {"precision": "bf16"}, {"chunk_frames": 4}, {"codec": "libx265"}):
         other = prepare(RunOptions(**{**base, **change}))
         assert other.job_dir != first.job_dir, change
         assert not Path(first.job_dir).exists(), f"stale chunks kept after {change}"

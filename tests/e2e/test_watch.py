@@ -81,39 +81,7 @@ def wait_for(predicate, deadline_s=120, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-# --------------------------------------------------------------------------- pure units
-
-def test_build_job_argv():
-    plain = watch.build_job_argv(None, "/w/in.mp4", "/w/out.mp4", "m.pth")
-    assert plain == [sys.executable, "-m", "stylempi.cli", "run", "/w/in.mp4", "/w/out.mp4", "--model", "m.pth"]
-    mpi = watch.build_job_argv("mpirun -n 4 --bind-to 'a b'", "/w/i x.mp4", "/w/o.mp4", "m", ["--crf", "20"])
-    assert mpi[:5] == ["mpirun", "-n", "4", "--bind-to", "a b"] and mpi[5:] == plain[:4] + ["/w/i x.mp4", "/w/o.mp4", "--model", "m", "--crf", "20"]
-    sb = watch.build_job_argv("sbatch --wait slurm/stylempi.sbatch {input} {output} {model}",
-                              "/w/in;rm -rf.mp4", "/w/o.mp4", "m")
-    assert sb == ["sbatch", "--wait", "slurm/stylempi.sbatch", "/w/in;rm -rf.mp4", "/w/o.mp4", "m"]
-
-
-def test_safe_relative_name():
-    assert watch.safe_relative_name("../../evil.mp4") == "evil.mp4"
-    assert watch.safe_relative_name("a/./b//..\\c.mp4") == "a/b/c.mp4"
-    assert watch.safe_relative_name("..") == ""
-
-
-def test_candidates_exclude_own_things():
-    account = storage.parse_account_url("http://127.0.0.1:1/devstoreaccount1")
-    w = watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in", account),
-                                        storage.parse_blob_url("az://box/in/styled/", account), "m"))
-    info = lambda name, **md: storage.BlobInfo(name=name, size=1, etag="e", metadata=md)  # noqa: E731
-    assert w.is_candidate(info("in/a.mp4")) and w.is_candidate(info("in/sub/b.MKV"))
-    for name in ("in/styled/a.mp4", "in/failed/a.mp4", "in/.stylempi/done/a.mp4", "in/a.txt",
-                 "in/a.mp4.report.json", "inx/a.mp4", "other/a.mp4"):
-        assert not w.is_candidate(info(name)), name
-    assert not w.is_candidate(info("in/x.mp4", stylempi_role="output"))
-    assert w.output_location("sub/a.mpg").blob == "in/styled/sub/a.mp4"
-    with pytest.raises(Exception, match="contains SOURCE"):
-        watch.Watcher(watch.WatchConfig(storage.parse_blob_url("az://box/in/x/", account),
-                                        storage.parse_blob_url("az://box/in/", account), "m"))
-
+# --------------------------------------------------------------------------- in process (MPI, no Azurite)
 
 def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     """An in-process job builds its RunOptions from `stylempi run`'s own flags as the CLI does."""
@@ -124,7 +92,8 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
            "--batch-size", "3", "--compile", "off", "--decode", "auto", "--convert", "torch", "--style-scale", "0.5",
            "--preserve-colors",
            "--video-stream", "0", "--codec", "libx265", "--crf", "20", "--preset", "fast", "--audio-codec",
-           "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet"]
+           "aac", "--reencode-audio", "--work-dir", "w", "--restart", "--chunk-frames", "9", "--quiet",
+           "--temporal", "off"]
     seen = []
     monkeypatch.setattr(stylempi.job.run, "run_job", lambda options, **kw: seen.append(options))
     assert cli.main(["run", *run]) == 0
@@ -132,7 +101,8 @@ def test_run_options_map_run_arguments_as_cmd_run_does(monkeypatch):
     # every flag reached its field (each is given a value other than its default above)
     unset = [f.name for f in dataclasses.fields(RunOptions)
              if f.name not in ("input", "output", "model", "color_matrix", "staging")
-             and getattr(seen[0], f.name) == f.default]
+             and getattr(seen[0], f.name) == (f.default_factory() if f.default is dataclasses.MISSING
+                                              else f.default)]
     assert not unset, unset
 
 

@@ -8,6 +8,7 @@ affinity. The GPU halves are in tests/e2e/test_gpu.py.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -137,7 +138,7 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
     from stylempi.colour import matrices as colours
     from stylempi.media import choose_encoding, encoding_notes, to_yuv
     video = _deep_video(colours.RANGE_LIMITED if range_name == "limited" else colours.RANGE_FULL)
-    settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc", None, None)
+    settings = choose_encoding(tmp_path / "out.mkv", video, "hevc_nvenc")
     assert (settings.pix_fmt, settings.colour.depth, settings.colour.chroma) == ("p010le", 10, "420")
     assert not [n for n in encoding_notes(video, settings) if "depth" in n]
     rgb = np.random.default_rng(1).integers(0, 65536, (48, 64, 3)).astype(np.uint16)
@@ -149,8 +150,9 @@ def test_hevc_nvenc_keeps_10_bits_as_p010_with_the_same_samples(tmp_path, range_
 
 
 def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip, model, tmp_path):
-    from stylempi.job.run import RunOptions
-    from stylempi.job.key import job_key
+    from stylempi.options import RunOptions
+    from stylempi import __version__
+    from stylempi.job.key import WORK_FORMAT, job_key
     from stylempi.job.prepare import prepare, release_work_lock
     keys = {}
     for convert in ("ffmpeg", "torch"):  # torch converts on the CPU too
@@ -160,9 +162,13 @@ def test_the_engines_are_in_the_job_key_and_the_defaults_keep_the_old_keys(clip,
         assert (prepared.decode, prepared.convert) == ("cpu", convert)
         keys[convert] = prepared.key
     assert keys["ffmpeg"] != keys["torch"]
-    key = lambda *engines: job_key(clip, prepared.video, model.read_bytes(), "fp32", prepared.settings, 8,  # noqa: E731
-                                   "auto", None, *engines)
-    assert key() == key("cpu", "ffmpeg") != key("gpu", "ffmpeg")  # a default job's key has no engines entry
+    entries = {"input_size": 1, "input_sha256": "", "video_stream": 0, "model_sha256": "", "precision": "fp32",
+               "encoding": prepared.settings.as_dict(), "chunk_frames": 8, "compile": "auto",
+               "look": prepared.look.as_dict(), "temporal": None}
+    key = lambda decode, convert: job_key({**entries, "engines": {"decode": decode, "convert": convert}})  # noqa: E731
+    without = {"format": WORK_FORMAT, "stylempi": __version__, **{k: v for k, v in entries.items() if k not in ("look", "temporal")}}
+    assert key("cpu", "ffmpeg") == hashlib.sha256(json.dumps(without, sort_keys=True).encode()).hexdigest()
+    assert key("cpu", "ffmpeg") != key("gpu", "ffmpeg")  # a default job's key has no engines entry
 
 
 @pytest.mark.parametrize("width, chroma, codec, reason", [
@@ -180,6 +186,6 @@ def test_the_chroma_note_says_which_reason_applies(tmp_path, width, chroma, code
     video = VideoStreamInfo(index=0, codec="h264", width=width, height=48, time_base=Fraction(1, 25), start_pts=0,
                             sample_aspect_ratio=None, rotation=0, pix_fmt=colour.pix_fmt(), frame_rate=Fraction(25),
                             colour=colour)
-    settings = choose_encoding(tmp_path / "out.mp4", video, codec, None, None)
+    settings = choose_encoding(tmp_path / "out.mp4", video, codec)
     assert settings.colour.chroma == "444"
     assert f"chroma {chroma} is written as 444 ({reason})" in encoding_notes(video, settings)

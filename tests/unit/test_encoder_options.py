@@ -12,16 +12,16 @@ import pytest
 from stylempi.colour import matrices as colours
 from stylempi.colour.matrices import Colour
 from stylempi.errors import UsageError
-from stylempi.media import CRF_RANGES, DEFAULT_CRF, DEFAULT_PRESET, check_crf, encoder_options
+from stylempi.media import CRF_RANGES, EncoderRequest, DEFAULT_CRF, DEFAULT_PRESET, check_crf, encoder_options
 
 SDR = Colour(colours.BT709, colours.RANGE_LIMITED, colours.BT709, colours.BT709)
 
 
 @pytest.mark.parametrize("encoder", ["h264_nvenc", "hevc_nvenc", "av1_nvenc"])
 def test_nvenc_is_constant_quality_without_b_frames(encoder):
-    assert encoder_options(encoder, SDR, None, None) == {
+    assert encoder_options(encoder, SDR) == {
         "rc": "vbr", "cq": str(DEFAULT_CRF[encoder]), "b": "0", "bf": "0", "preset": DEFAULT_PRESET[encoder]}
-    assert encoder_options(encoder, SDR, 30, "p7") == {"rc": "vbr", "cq": "30", "b": "0", "bf": "0", "preset": "p7"}
+    assert encoder_options(encoder, SDR, EncoderRequest(crf=30, preset="p7")) == {"rc": "vbr", "cq": "30", "b": "0", "bf": "0", "preset": "p7"}
 
 
 def test_nvenc_crf_scale_leaves_out_cq_0_which_is_not_lossless():
@@ -34,6 +34,6 @@ def test_nvenc_crf_scale_leaves_out_cq_0_which_is_not_lossless():
 @pytest.mark.parametrize("encoder", ["libx264", "libvpx-vp9"])
 def test_encoder_threads_are_the_node_cpu_count_whatever_the_affinity(monkeypatch, encoder):
     """The thread count is a pixel setting (x264's slices): never the affinity mask's count."""
-    assert encoder_options(encoder, SDR, None, None)["threads"] == str(os.cpu_count())
+    assert encoder_options(encoder, SDR)["threads"] == str(os.cpu_count())
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert encoder_options(encoder, SDR, None, None)["threads"] == str(os.cpu_count())
+    assert encoder_options(encoder, SDR)["threads"] == str(os.cpu_count())

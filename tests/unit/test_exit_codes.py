@@ -5,6 +5,7 @@ import re
 
 from conftest import ROOT
 from stylempi import cli, errors
+from stylempi.job.launcher import shared_error_exit
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -29,3 +30,9 @@ def test_readme_codes_exist_in_errors_py():
     codes = {int(c) for c in re.findall(r"(?:^|, )(\d+) ", sentence.group(1))}
     assert codes and codes <= set(errors.EXIT_CODES)
     assert codes >= set(errors.EXIT_CODES) - {errors.EXIT_OK, errors.StylempiError.exit_code}
+
+
+def test_outside_mpi_the_code_is_unchanged():
+    assert shared_error_exit(3, shared=True) == 3
+    assert shared_error_exit(4, shared=False) == 4
+

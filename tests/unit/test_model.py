@@ -178,3 +178,38 @@ def test_every_shape_is_checked_against_the_width_before_allocating():
     state["res3.conv1.conv2d.weight"] = torch.zeros(1).expand(4096, 4096, 3, 3)  # 600 MB if materialised
     with pytest.raises(ModelLoadFailure, match="res3.conv1.conv2d.weight has shape"):
         load_network(_bytes(state))
+
+
+class _Other(torch.nn.Module):
+    """Another architecture, with its own layer names and a total stride of 2."""
+
+    LAYOUT = None  # set below, once Layout is imported in the test
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, 4, 5, padding=2)
+        self.down = torch.nn.Conv2d(4, 4, 2, stride=2)
+        self.up = torch.nn.Upsample(scale_factor=2)
+        self.tail = torch.nn.Sequential(torch.nn.ReflectionPad2d(2), torch.nn.Conv2d(4, 3, 5))
+
+    def forward(self, x):
+        return self.tail(self.up(self.down(self.head(x))))
+
+
+def test_another_architecture_gets_the_rewrites_through_its_declared_layout():
+    from stylempi.network.model import Layout
+    from stylempi.network.stylize import _Float32, _SpaceToDepthConv2d, prepare_network
+    _Other.LAYOUT = Layout(first_layer="head", last_conv="tail.1", stride=2, min_side=6)
+    net = prepare_network(_Other(), torch.device("cpu"), "bf16", torch.channels_last)
+    assert isinstance(net.head, _Float32) and isinstance(net.tail[1], _SpaceToDepthConv2d)
+    frames = [np.full((7, 9, 3), 100, np.uint8)]  # odd sizes: padded to the stride, cropped back
+    assert NetworkStylizer(_Other(), torch.device("cpu"), "fp32", 1)(frames)[0].shape == (7, 9, 3)
+
+
+def test_an_architecture_without_a_layout_is_refused():
+    class Bare(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ModelLoadFailure, match="LAYOUT"):
+        NetworkStylizer(Bare(), torch.device("cpu"), "fp32", 1)

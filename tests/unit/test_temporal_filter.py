@@ -126,30 +126,20 @@ def test_warm_up_frames_are_the_tail_of_the_chunk_before_in_its_own_batches():
 
 
 def test_the_key_changes_only_when_the_filter_is_on(tmp_path):
-    from stylempi.media import EncodeSettings  # noqa: F401 - the key's own types
     from stylempi.job import key as prep
-    clip = tmp_path / "x.bin"
-    clip.write_bytes(b"video")
-
-    class Video:
-        index = 0
-
-    class Settings:
-        def as_dict(self):
-            return {"codec": "libx264"}
-
-    old = prep.job_key(clip, Video(), b"model", "bf16", Settings(), 8)
-    assert prep.job_key(clip, Video(), b"model", "bf16", Settings(), 8, temporal=None) == old
-    on = prep.job_key(clip, Video(), b"model", "bf16", Settings(), 8, temporal=FilterSettings())
-    assert on != old
-    assert prep.job_key(clip, Video(), b"model", "bf16", Settings(), 8,
-                        temporal=FilterSettings(weight=0.5)) != on
-    # today's key, computed as main computed it before the filter existed (format 2)
+    from stylempi.media.engines import DEFAULT_CONVERT, DEFAULT_DECODE
+    from stylempi.options import PLAIN_LOOK
     import json
     from stylempi import __version__
-    from stylempi.storage.files import sha256_file
-    identity = {"format": prep.WORK_FORMAT, "stylempi": __version__, "input_size": 5,
-                "input_sha256": sha256_file(clip), "video_stream": 0,
-                "model_sha256": hashlib.sha256(b"model").hexdigest(), "precision": "bf16",
-                "encoding": {"codec": "libx264"}, "chunk_frames": 8, "compile": "auto"}
+    base = {"input_size": 5, "input_sha256": hashlib.sha256(b"video").hexdigest(), "video_stream": 0,
+            "model_sha256": hashlib.sha256(b"model").hexdigest(), "precision": "bf16",
+            "encoding": {"codec": "libx264"}, "chunk_frames": 8, "compile": "auto", "look": PLAIN_LOOK,
+            "engines": {"decode": DEFAULT_DECODE, "convert": DEFAULT_CONVERT}}
+    old = prep.job_key({**base, "temporal": None})
+    on = prep.job_key({**base, "temporal": FilterSettings().as_dict()})
+    assert on != old
+    assert prep.job_key({**base, "temporal": FilterSettings(weight=0.5).as_dict()}) != on
+    # today's key, computed as main computed it before the filter existed (format 2)
+    identity = {"format": prep.WORK_FORMAT, "stylempi": __version__,
+                **{k: v for k, v in base.items() if k not in ("look", "engines")}}
     assert old == hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

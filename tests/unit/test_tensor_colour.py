@@ -3,7 +3,7 @@
 The bar is 45 dB PSNR against swscale, on 8-bit RGB or planes (16-bit RGB for deep inputs),
 on a noisy gradient picture (tests/clips.py) and on colour bars with 1-pixel strokes whose
 edges fall on odd columns: smooth pictures hide chroma siting and filter errors, bars do not
-(docs/benchmarks.md, section 12, has the figures). swscale places chroma by
+(docs/benchmarks.md, "YUV ↔ RGB in torch against swscale", has the figures). swscale places chroma by
 the frame's chroma location: frames from to_yuv are untagged (centred chroma), frames decoded
 from H.264 say "left" (an in-memory lossless encode makes such frames of the same planes).
 Every test runs on CUDA too where a GPU is present.
