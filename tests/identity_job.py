@@ -46,9 +46,11 @@ def main() -> int:
     ap.add_argument("--codec", default=None)
     ap.add_argument("--audio-codec", default=None)
     args = ap.parse_args()
+    # The temporal filter is off: these jobs check that the frame path keeps every picture as it
+    # was, and the filter blends each frame with the one before (its own tests: test_temporal_jobs).
     options = RunOptions(input=args.input, output=args.output, model=args.model, quiet=True, restart=True,
                          encoder=EncoderRequest(crf=args.crf), codec=args.codec,
-                         audio_codec=args.audio_codec)
+                         audio_codec=args.audio_codec, temporal="off")
     run_job(options, stylizer_factory=lambda prepared, comm: Identity(), comm=get_comm())
     return 0
 

@@ -76,9 +76,14 @@ class WorkLock:
                 break
             # The holder removed the file as it finished, after we opened it: lock the new one.
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, holder_text())
-        return cls(path, fd, always_remove)
+        lock = cls(path, fd, always_remove)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, holder_text())
+        except OSError as exc:  # a full disk: the file was made, its few bytes do not fit
+            lock.release(remove=True)
+            raise OutputFailure(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+        return lock
 
     def release(self, remove: bool = False) -> None:
         """Free the lock; ``remove`` also deletes the file (the work root is being removed)."""
