@@ -24,6 +24,7 @@ command reuses them. Rank 0's progress bar is stylempi.job.progress.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -204,7 +205,15 @@ def _with_hint(error: BaseException, hint: str) -> BaseException:
 def _discard_work(prepared: Prepared) -> None:
     """Remove the job's work dir, its lock file and the work root when empty (any rank may call)."""
     job_dir = Path(prepared.job_dir)
-    shutil.rmtree(job_dir, ignore_errors=True)
+    # Renamed first, then removed: the other ranks go on writing chunk files by name until the
+    # launcher stops them, and a file one creates while the tree is being removed would keep the
+    # dir alive; under the new name no rank can create anything in it.
+    doomed = job_dir.with_name(f"{job_dir.name}.discarded-{os.getpid()}")
+    try:
+        os.rename(job_dir, doomed)
+    except OSError:
+        doomed = job_dir
+    shutil.rmtree(doomed, ignore_errors=True)
     release_work_lock(remove=True)  # rank 0; another rank removes the files below (the job is ending)
     (job_dir.parent / LOCK_NAME).unlink(missing_ok=True)
     output_lock_path(prepared.output).unlink(missing_ok=True)
