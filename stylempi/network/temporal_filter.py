@@ -18,7 +18,7 @@ where that flow can be trusted::
   soft (a Gaussian fall-off of each error) and lightly smoothed, so the weight
   never jumps between neighbouring pixels;
 * the warp is bicubic: bilinear resampling, repeated frame after frame, blurs the
-  carried strokes (issue 25's first measurement: sharpness 0.69x);
+  carried strokes (docs/benchmarks.md, "The temporal filter");
 * a scene cut (:mod:`stylempi.media.cuts`) or the first frame resets the state: that
   frame is the network's own frame, bit for bit.
 
