@@ -1,6 +1,6 @@
 """What a job is asked to do: :class:`RunOptions` (everything ``stylempi run`` takes), and the
 :class:`Staging` protocol through which a job gets and gives its files (local paths here,
-Blob storage in stylempi.storage.staging).
+Blob storage in stylempi.job.staging).
 
 It sits between the engines it names defaults of (stylempi.network, stylempi.media) and the job
 (stylempi.job) that reads it; it imports nothing from stylempi.job, stylempi.storage or above.
@@ -58,7 +58,7 @@ def not_in_key(why: str) -> dict:
 
 
 class Staging(Protocol):
-    """What the job needs from Blob staging (stylempi.storage.staging.JobStaging), in the order it asks.
+    """What the job needs from Blob staging (stylempi.job.staging.JobStaging), in the order it asks.
 
     Rank 0 calls :meth:`lock_work` and :meth:`pull_chunks` while planning; every
     rank calls :meth:`rank_paths` after the plan's broadcast and :meth:`push_chunk`
@@ -152,7 +152,7 @@ class RunOptions:
     #: The flow-guided temporal filter after the network (stylempi.network.temporal_filter): on or off;
     #: its settings enter the key only when on (off keeps the keys jobs always had).
     temporal: str = field(default="on", metadata=in_key("temporal", omitted_at=None))
-    #: Blob storage staging (stylempi.storage.staging.staged_run sets it) when a path is a Blob URL.
+    #: Blob storage staging (stylempi.job.staging.staged_run sets it) when a path is a Blob URL.
     staging: Staging | None = field(default=None, metadata=not_in_key("how files move; the input's content "
                                                                       "is in the key"))
 

@@ -155,7 +155,7 @@ def stylempi_cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "stylempi"]
 
 
-#: The line a job prints as a slow stage starts (stylempi.progress, stylempi.storage.staging): what it
+#: The line a job prints as a slow stage starts (stylempi.progress, stylempi.job.staging): what it
 #: was doing, not a second error; the one-line error contract is about the other lines.
 STAGE_LINE = re.compile(r"^stylempi: (loading|compiling|downloading|uploading|joining) ")
 

@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..job.run import run_job  # the job (torch, MPI) is imported only when one runs
     options = RunOptions.from_args(args)
     from ..job.comm import get_comm
-    from ..storage.staging import staged_run
+    from ..job.staging import staged_run
     comm = get_comm()
     with staged_run(options, args.account_url, comm) as options:  # no-op unless a Blob URL is given
         summary = run_job(options, comm=comm)

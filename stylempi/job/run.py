@@ -13,7 +13,7 @@ never do. Each rank reads the input and writes its encoded segments on the
 filesystem all ranks share, so rank 0's serial work is the index (a packet
 scan) and the final packet-copy join, both far faster than decoding or
 encoding. With Blob URLs and no shared filesystem, a :class:`Staging`
-(stylempi.storage.staging) gives each rank local copies and moves the
+(stylempi.job.staging) gives each rank local copies and moves the
 segments through Blob storage instead.
 
 Finished chunks are durable in the work dir with a checksum (stylempi.job.workfiles),

@@ -10,7 +10,7 @@
 
 A chunk is finished exactly when its record exists and its segment matches the
 record's checksum: a later run reuses it and redoes everything else. Torch-free
-and PyAV-free: Blob staging (stylempi.storage.staging) moves the same files.
+and PyAV-free: Blob staging (stylempi.job.staging) moves the same files.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where files live: local files (files, tempdirs, safefiles), the storage backend protocol and its scheme
 registry (backend), Azure Blob Storage as the built-in backend (azure/: URLs, credentials,
-streaming transfers, leases), and job staging through any backend (worklease, staging).
+streaming transfers, leases), and a work dir's lease in any backend (worklease).
 
 Anywhere stylempi takes a file (INPUT, OUTPUT, ``--model``, ``--work-dir``) it
 also takes a Blob URL: ``az://CONTAINER/PATH`` (the account from
@@ -37,15 +37,12 @@ with a SAS query. One module per concern:
     Blob storage behind that protocol (``AzureBackend``).
 ``worklease``
     The work dir's lease: one job per OUTPUT (as stylempi.job.worklock locally), in any backend.
-``staging``
-    ``stylempi run`` on remote URLs without a filesystem shared between ranks, written against
-    the protocol only (``stylempi.storage.staging.staged_run``; not re-exported here).
 
 The names below are the Blob surface: ``from stylempi import storage``, then
 ``storage.download(...)``. This ``__init__`` imports only ``backend`` and ``azure/`` (which
-import nothing above the local modules), so that any layer may import ``storage.files``:
-it must never import ``staging``, which sits above the job whose work files it moves
-(the job sees only stylempi.options.Staging).
+import nothing above the local modules), so that any layer may import ``storage.files``.
+Nothing here imports stylempi.job: moving a job's files through a backend is the job's own
+concern (stylempi.job.staging, written against the protocol alone).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A *backend* is one storage service (Azure Blob Storage is the built-in one, stylempi.storage.azure);
 a *location* is a place in it, named by a URL such as ``az://CONTAINER/PATH``. Job staging
-(stylempi.storage.staging) is written against :class:`Backend` and :class:`Location` alone, so a
+(stylempi.job.staging) is written against :class:`Backend` and :class:`Location` alone, so a
 second service needs a backend and a registered scheme, nothing else.
 
 The registry maps a scheme (the part of a URL before ``://``, case-insensitive) to a *factory*:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stylempi import storage
-from stylempi.storage.staging import BlobWorkDir
+from stylempi.job.staging import BlobWorkDir
 from stylempi.errors import StorageFailure
 
 from azurite import (ACCOUNT, KEY, assert_clean, azurite_https_server, azurite_server, blob_env,  # noqa: F401

@@ -28,7 +28,7 @@ from stylempi.job.prepare import prepare, release_work_lock
 from stylempi.job.worklock import WorkLock
 from stylempi.network import aot
 from stylempi.options import RunOptions
-from stylempi.storage.staging import JobStaging
+from stylempi.job.staging import JobStaging
 from stylempi.storage.tempdirs import reaped_temp_dir, remove
 from stylempi.tools.export import onnx_available
 from stylempi.training.train import state_path

@@ -16,12 +16,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("stylempi", "stylempi.errors"),                    # the version, exit codes and error types
     ("stylempi.colour", "stylempi.storage.files",       # pure colour maths, local file helpers
      "stylempi.storage.tempdirs", "stylempi.storage.holders", "stylempi.storage.safefiles"),
-    ("stylempi.storage",),                              # Blob storage (azure/); not staging
+    ("stylempi.storage",),                              # the backend protocol, Blob storage (azure/)
     ("stylempi.media",),                                # PyAV: probe, decode, encode, assemble
     ("stylempi.network",),                              # the style network on a device
     ("stylempi.options",),                              # what a job is asked to do
-    ("stylempi.job",),                                  # the MPI job's phases
-    ("stylempi.storage.staging",),                      # a job's files through Blob storage
+    ("stylempi.job",),                                  # the MPI job's phases, its files through storage
     ("stylempi.training", "stylempi.tools"),            # training; verify, preview, export, demo
     ("stylempi.cli", "stylempi.__main__"),              # the command line
 ]
@@ -178,8 +177,8 @@ def test_a_package_init_that_imports_back_is_a_cycle(tmp_path):
 
 
 @pytest.mark.parametrize("low, high", [("stylempi.media.encoding", "stylempi.job.run"),
-                                       ("stylempi.storage.files", "stylempi.storage.staging"),
-                                       ("stylempi.job.worklock", "stylempi.storage.staging")])
+                                       ("stylempi.storage.files", "stylempi.job.staging"),
+                                       ("stylempi.storage.backend", "stylempi.job.staging")])
 def test_an_upward_import_is_reported(low, high):
     assert upward_imports({low: {high}, high: set()}) != []
     assert upward_imports({high: {low}, low: set()}) == []

@@ -115,8 +115,8 @@ def test_a_broken_plugin_is_one_clean_storage_failure(tmp_path, monkeypatch):
 
 def test_staging_and_the_work_lease_import_no_backend():
     """Written against the protocol: neither names a module of azure/."""
-    for module in ("staging.py", "worklease.py", "backend.py"):
-        tree = ast.parse((ROOT / "stylempi" / "storage" / module).read_text())
+    for module in ("job/staging.py", "storage/worklease.py", "storage/backend.py"):
+        tree = ast.parse((ROOT / "stylempi" / module).read_text())
         imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not [m for m in imported if "azure" in m], (module, imported)

@@ -21,7 +21,7 @@ from typing import Callable, NoReturn
 from ... import storage
 from ...errors import StylempiError, UsageError
 from ...options import RunOptions
-from ...storage.staging import staged_run
+from ...job.staging import staged_run
 from ..parser import StylempiParser
 from ..run import add_run_arguments
 

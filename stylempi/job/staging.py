@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StorageFailure, StylempiError
-from ..job.comm import SharedError
-from ..job.workfiles import finished_pairs, record_name, record_path, segment_matches, segment_name, segment_path
-from ..job.worklock import LOCK_NAME
-from .backend import (Location, Missing, Place, backend_for_scheme, parent_key, place, safe_local_name, served,
-                      service_name)
-from .tempdirs import reaped_temp_dir, remove as remove_temp_dir
-from .worklease import WorkLease
+from ..storage.backend import (Location, Missing, Place, backend_for_scheme, parent_key, place, safe_local_name,
+                               served, service_name)
+from ..storage.tempdirs import reaped_temp_dir, remove as remove_temp_dir
+from ..storage.worklease import WorkLease
+from .comm import SharedError
+from .workfiles import finished_pairs, record_name, record_path, segment_matches, segment_name, segment_path
+from .worklock import LOCK_NAME
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$")
 
