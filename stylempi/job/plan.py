@@ -84,11 +84,15 @@ def plan_chunks(pts: Sequence[int], keyframes: Sequence[int] | set[int] = (),
     return chunks
 
 
-def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
-    """Split ``chunks`` into ``ranks`` contiguous runs of about equal frame counts.
+def assign_chunks(chunks: Sequence[Chunk], ranks: int, warmup: int = 0) -> list[list[Chunk]]:
+    """Split ``chunks`` into ``ranks`` contiguous runs of about equal cost.
 
-    Contiguous runs let a rank decode consecutive chunks without seeking back.
-    Ranks beyond the number of chunks get an empty list (they stay idle).
+    Contiguous runs let a rank decode consecutive chunks without seeking back, and
+    warm the temporal filter up only once: a run that starts after the first
+    chunk first stylizes about ``warmup`` frames before it (warmup_frames), so
+    such a run gets that many frames fewer, and every rank's frames plus
+    warm-up come out about equal. Ranks beyond the number of chunks get an empty
+    list (they stay idle).
     """
     if ranks < 1:
         raise ValueError("need at least one rank")
@@ -100,15 +104,18 @@ def assign_chunks(chunks: Sequence[Chunk], ranks: int) -> list[list[Chunk]]:
         for i, chunk in enumerate(chunks):
             out[i].append(chunk)
         return out
+    # Each rank's fair share of frames plus warm-ups; rank 0's run needs no warm-up of its own
+    # only when it starts the video, but counting it alike would leave rank 0 short everywhere.
+    share = (total + (ranks - 1) * warmup) / ranks
+    later = share - warmup  # the frames of a run that pays a warm-up
     done = 0
     for chunk in chunks:
         # The chunk goes to the rank whose share holds the chunk's midpoint.
         middle = done + chunk.frames / 2
-        rank = min(ranks - 1, int(middle * ranks / total))
-        out[rank].append(chunk)
+        rank = 0 if middle < share or later <= 0 else 1 + int((middle - share) / later)
+        out[min(ranks - 1, rank)].append(chunk)
         done += chunk.frames
     return out
-
 
 
 def warmup_frames(chunks: Sequence[Chunk], index: int, count: int, batch: int = 1

@@ -123,7 +123,9 @@ def _run(options: RunOptions, stylizer_factory: StylizerFactory | None, comm: Co
     prepared = comm.on_root(lambda: prepare(options))
     input_, job_dir = staging.rank_paths(prepared.input, prepared.job_dir)  # this rank's own copies
     prepared = dataclasses.replace(prepared, input=input_, job_dir=job_dir)
-    assignments = assign_chunks([prepared.chunks[i] for i in prepared.pending], comm.size) if comm.is_root else None
+    warmup = prepared.temporal.warmup if prepared.temporal is not None else 0
+    assignments = (assign_chunks([prepared.chunks[i] for i in prepared.pending], comm.size, warmup)
+                   if comm.is_root else None)
     mine: list[Chunk] = comm.scatter(assignments)
 
     work_started = time.monotonic()
