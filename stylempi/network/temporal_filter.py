@@ -31,6 +31,7 @@ many threads a rank has.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Hashable
 
 import numpy as np
 
@@ -86,8 +87,11 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 class TemporalFilter:
     """The recursive filter of the module docstring; one per stream of consecutive frames."""
 
-    def __init__(self, settings: FilterSettings = FilterSettings()):
+    def __init__(self, settings: FilterSettings = FilterSettings(), remember: int = 0):
+        """``remember``: how many recent frame pairs keep their flow and weight (see :meth:`step`'s key)."""
         self.settings = settings
+        self._remember = remember
+        self._motions: dict[tuple[Hashable, Hashable], tuple[np.ndarray, np.ndarray]] = {}
         self._cv2 = _cv2()
         presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                    "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -99,6 +103,7 @@ class TemporalFilter:
         """Forget the past: the next frame comes out as the network made it."""
         self._previous_grey: np.ndarray | None = None
         self._previous_out: np.ndarray | None = None
+        self._previous_key: Hashable | None = None
 
     def _xy(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         if (h, w) not in self._grid:
@@ -122,25 +127,28 @@ class TemporalFilter:
         forward = self._dis.calc(previous_grey, grey, None)
         h, w = grey.shape
         xs, ys = self._xy(h, w)
-        mx, my = xs + backward[..., 0], ys + backward[..., 1]
-        f = cv2.remap(forward, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # One contiguous plane per flow component: numpy is several times slower on the
+        # interleaved (H, W, 2) views, and this runs on every frame.
+        bu, bv = cv2.split(backward)
+        mx, my = xs + bu, ys + bv
+        fu, fv = cv2.split(cv2.remap(forward, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
         # Occlusion: the forward flow where a pixel came from must bring it back.
-        bu, bv, fu, fv = backward[..., 0], backward[..., 1], f[..., 0], f[..., 1]
         b2 = bu * bu + bv * bv
-        undo = (fu + bu) ** 2 + (fv + bv) ** 2
-        score = undo / (OCCLUSION_FACTOR * (fu * fu + fv * fv + b2) + OCCLUSION_OFFSET)
+        du, dv = fu + bu, fv + bv
+        score = (du * du + dv * dv) / (OCCLUSION_FACTOR * (fu * fu + fv * fv + b2) + OCCLUSION_OFFSET)
         # Motion boundary: a steep flow gradient means two motions meet.
         gy_u, gx_u = np.gradient(bu)
         gy_v, gx_v = np.gradient(bv)
-        steep = (gx_u ** 2 + gy_u ** 2 + gx_v ** 2 + gy_v ** 2) / (BOUNDARY_FACTOR * b2 + BOUNDARY_OFFSET)
+        score += (gx_u * gx_u + gy_u * gy_u + gx_v * gx_v + gy_v * gy_v) / (BOUNDARY_FACTOR * b2 + BOUNDARY_OFFSET)
         # Brightness: what the flow brings must look like what is there.
         warped_grey = cv2.remap(previous_grey.astype(np.float32), mx, my, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        bright = ((warped_grey - grey.astype(np.float32)) / s.brightness_sigma) ** 2
+        bright = cv2.subtract(warped_grey, grey, dtype=cv2.CV_32F) * np.float32(1.0 / s.brightness_sigma)
+        score += bright * bright
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-        trust = np.exp(-0.5 * (score + steep + bright)) * inside
-        trust = cv2.GaussianBlur(trust.astype(np.float32), (0, 0), 1.0)
-        return backward, (s.weight * trust).astype(np.float32)
+        trust = np.exp(score * np.float32(-0.5)) * inside
+        trust = cv2.GaussianBlur(trust, (0, 0), 1.0)
+        return backward, trust * np.float32(s.weight)
 
     def _restore_detail(self, out: np.ndarray, styled: np.ndarray) -> np.ndarray:
         """Give back the fine detail the blend lost, locally, up to the network frame's own.
@@ -159,25 +167,42 @@ class TemporalFilter:
         detail = o - cv2.GaussianBlur(o, (0, 0), 1.0)
         s = styled.astype(np.float32)
         ref = s - cv2.GaussianBlur(s, (0, 0), 1.0)
-        e_out = cv2.resize((detail * detail).sum(axis=-1), small, interpolation=cv2.INTER_AREA)
-        e_ref = cv2.resize((ref * ref).sum(axis=-1), small, interpolation=cv2.INTER_AREA)
+        # Block energies: an area resize of each channel's square, then the channels' sum (the
+        # same sums as summing the channels first, without a slow reduction over the last axis).
+        e_out = cv2.resize(detail * detail, small, interpolation=cv2.INTER_AREA).sum(axis=-1)
+        e_ref = cv2.resize(ref * ref, small, interpolation=cv2.INTER_AREA).sum(axis=-1)
         gain = self.settings.detail_target * np.sqrt((e_ref + 1.0) / (e_out + 1.0))
         gain = cv2.GaussianBlur(np.clip(gain, 1.0, 1.0 + self.settings.sharpen), (0, 0), 1.0)
-        gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
-        top = np.iinfo(out.dtype).max
-        return np.clip(np.rint(o + (gain[..., None] - 1.0) * detail), 0, top).astype(out.dtype)
+        gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR) - np.float32(1.0)
+        # Rounded to nearest and saturated to the frame's type in the same pass.
+        return cv2.add(o, detail * gain[..., None], dtype=cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U)
 
-    def step(self, rgb: np.ndarray, styled: np.ndarray, cut: bool = False) -> np.ndarray:
+    def _motion(self, grey: np.ndarray, key: Hashable | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`weights` from the previous frame to this one, remembered by the two frames' keys."""
+        pair = (self._previous_key, key)
+        if key is None or self._previous_key is None or not self._remember:
+            return self.weights(self._previous_grey, grey)
+        if pair not in self._motions:
+            self._motions[pair] = self.weights(self._previous_grey, grey)
+            while len(self._motions) > self._remember:
+                del self._motions[next(iter(self._motions))]
+        return self._motions[pair]
+
+    def step(self, rgb: np.ndarray, styled: np.ndarray, cut: bool = False, key: Hashable | None = None
+             ) -> np.ndarray:
         """The output frame for input ``rgb`` whose network frame is ``styled`` (both HxWx3 uint8).
 
-        ``cut``: a new shot starts here (the filter resets first).
+        ``cut``: a new shot starts here (the filter resets first). ``key`` names the input frame
+        (its timestamp): the flow and weight between two frames depend on those frames alone, so
+        when the same pair comes again (a chunk's warm-up over frames this filter just filtered as
+        the chunk before's tail, stylempi.job.worker) they are reused, which is most of the cost.
         """
         cv2 = self._cv2
         grey = self._small_grey(rgb)
         if cut or self._previous_out is None or self._previous_out.shape != styled.shape:
-            self._previous_grey, self._previous_out = grey, styled
+            self._previous_grey, self._previous_out, self._previous_key = grey, styled, key
             return styled
-        backward, weight = self.weights(self._previous_grey, grey)
+        backward, weight = self._motion(grey, key)
         h, w = styled.shape[:2]
         fh, fw = grey.shape
         if (fh, fw) != (h, w):
@@ -198,5 +223,5 @@ class TemporalFilter:
             out = np.clip(np.rint(mixed), 0, np.iinfo(styled.dtype).max).astype(styled.dtype)
         if self.settings.sharpen > 0:
             out = self._restore_detail(out, styled)
-        self._previous_grey, self._previous_out = grey, out
+        self._previous_grey, self._previous_out, self._previous_key = grey, out, key
         return out

@@ -87,6 +87,30 @@ def test_the_output_is_a_pure_function_of_the_frames_since_the_reset():
     assert [again.step(i, s).tobytes() for i, s in zip(inputs, styled)] == once
 
 
+def test_a_warm_up_over_frames_just_filtered_reuses_their_flow_and_gives_the_same_pixels():
+    """A rank that runs two chunks in a row warms the second up over the first's tail: the flows
+    between those frames are remembered by their keys, not computed again, and nothing changes."""
+    inputs = pan(14)
+    styled = noisy_stylizer(inputs)
+
+    class Counting(TemporalFilter):
+        calls = 0
+
+        def weights(self, previous_grey, grey):
+            Counting.calls += 1
+            return super().weights(previous_grey, grey)
+
+    fresh = TemporalFilter()
+    expected = [fresh.step(i, s) for i, s in zip(inputs[8:], styled[8:])]  # a chunk warmed up on 8..13
+    again = Counting(remember=8)
+    [again.step(i, s, key=k) for k, (i, s) in enumerate(zip(inputs, styled))]  # the chunk before
+    before = Counting.calls
+    again.reset()
+    replayed = [again.step(i, s, key=k) for k, (i, s) in enumerate(zip(inputs[8:], styled[8:]), start=8)]
+    assert Counting.calls == before  # every pair of the replay was remembered
+    assert all(np.array_equal(a, b) for a, b in zip(expected, replayed))
+
+
 def test_deep_frames_keep_their_depth():
     inputs = [f.astype(np.uint16) * 257 for f in pan(4)]
     out = filtered(inputs, inputs)
