@@ -9,7 +9,11 @@ where that flow can be trusted::
 
 * the flow ``b_t`` (frame t -> t-1) is computed on the **input** frames (the
   strokes would mislead it): OpenCV DIS on grey frames scaled to
-  :attr:`FilterSettings.flow_height` rows, then scaled back up;
+  :attr:`FilterSettings.flow_height` rows, then scaled back up. The coarse
+  preset FAST serves slow frames; its error grows with the motion, and carried
+  strokes follow that error, so a frame whose median flow exceeds
+  :attr:`FilterSettings.fast_motion` gets its flow again from the finer preset
+  MEDIUM (a hand-held shot; a slow pan never pays for it);
 * ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
   to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
   one (occlusions), the flow must not sit on a motion boundary, the warped
@@ -49,8 +53,15 @@ class FilterSettings:
     flow_height: int = 360
     #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
     preset: str = "fast"
+    #: Median flow length (pixels a frame at flow_height rows, as ``preset`` finds it) above which
+    #: the frame's flow is computed again with ``fast_preset`` (0: never).
+    fast_motion: float = 2.0
+    #: OpenCV DIS preset of the flow on frames that move faster than ``fast_motion``.
+    fast_preset: str = "medium"
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
-    brightness_sigma: float = 12.0
+    #: Loose: fast motion blurs the input and shifts its texture by the flow's sub-pixel error, and
+    #: the occlusion test already catches what the flow cannot follow.
+    brightness_sigma: float = 30.0
     #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
     warmup: int = 12
     #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
@@ -92,6 +103,7 @@ class TemporalFilter:
         presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                    "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
         self._dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        self._fast_dis = self._cv2.DISOpticalFlow_create(presets[settings.fast_preset])
         self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
@@ -119,7 +131,13 @@ class TemporalFilter:
         cv2 = self._cv2
         s = self.settings
         backward = self._dis.calc(grey, previous_grey, None)
-        forward = self._dis.calc(previous_grey, grey, None)
+        dis = self._dis
+        # the median over every 4th row and column: cheap, and a pure function of the frames
+        sample = backward[::4, ::4]
+        if s.fast_motion > 0 and np.median(np.hypot(sample[..., 0], sample[..., 1])) > s.fast_motion:
+            dis = self._fast_dis
+            backward = dis.calc(grey, previous_grey, None)
+        forward = dis.calc(previous_grey, grey, None)
         h, w = grey.shape
         xs, ys = self._xy(h, w)
         mx, my = xs + backward[..., 0], ys + backward[..., 1]
