@@ -13,7 +13,8 @@ where that flow can be trusted::
   preset FAST serves slow frames; its error grows with the motion, and carried
   strokes follow that error, so a frame whose median flow exceeds
   :attr:`FilterSettings.fast_motion` gets its flow again from the finer preset
-  MEDIUM (a hand-held shot; a slow pan never pays for it);
+  MEDIUM and a looser brightness check (below): a hand-held shot, say; a slow
+  pan never pays for it;
 * ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
   to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
   one (occlusions), the flow must not sit on a motion boundary, the warped
@@ -59,9 +60,11 @@ class FilterSettings:
     #: OpenCV DIS preset of the flow on frames that move faster than ``fast_motion``.
     fast_preset: str = "medium"
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
-    #: Loose: fast motion blurs the input and shifts its texture by the flow's sub-pixel error, and
-    #: the occlusion test already catches what the flow cannot follow.
-    brightness_sigma: float = 30.0
+    brightness_sigma: float = 12.0
+    #: The same on frames that move faster than ``fast_motion``: there the input's motion blur
+    #: changes with the camera's speed and the flow's sub-pixel error shifts steep texture, which
+    #: is no occlusion (the forward-backward test still catches what the flow cannot follow).
+    fast_brightness_sigma: float = 30.0
     #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
     warmup: int = 12
     #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
@@ -131,11 +134,11 @@ class TemporalFilter:
         cv2 = self._cv2
         s = self.settings
         backward = self._dis.calc(grey, previous_grey, None)
-        dis = self._dis
+        dis, sigma = self._dis, s.brightness_sigma
         # the median over every 4th row and column: cheap, and a pure function of the frames
         sample = backward[::4, ::4]
         if s.fast_motion > 0 and np.median(np.hypot(sample[..., 0], sample[..., 1])) > s.fast_motion:
-            dis = self._fast_dis
+            dis, sigma = self._fast_dis, s.fast_brightness_sigma
             backward = dis.calc(grey, previous_grey, None)
         forward = dis.calc(previous_grey, grey, None)
         h, w = grey.shape
@@ -154,7 +157,7 @@ class TemporalFilter:
         # Brightness: what the flow brings must look like what is there.
         warped_grey = cv2.remap(previous_grey.astype(np.float32), mx, my, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        bright = ((warped_grey - grey.astype(np.float32)) / s.brightness_sigma) ** 2
+        bright = ((warped_grey - grey.astype(np.float32)) / sigma) ** 2
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         trust = np.exp(-0.5 * (score + steep + bright)) * inside
         trust = cv2.GaussianBlur(trust.astype(np.float32), (0, 0), 1.0)

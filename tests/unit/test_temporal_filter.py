@@ -57,12 +57,13 @@ def test_a_pan_with_fresh_noise_every_frame_is_steadied_at_least_four_times():
     assert off / on >= 4.0, (off, on)
 
 
-def test_a_frame_that_moves_fast_gets_the_finer_flow_and_a_slow_one_the_coarse_flow():
+def test_a_frame_that_moves_fast_gets_the_fast_motion_settings_and_a_slow_one_the_others():
     import cv2
     settings = FilterSettings()
     assert settings.fast_motion > 0 and settings.fast_preset != settings.preset
     coarse = TemporalFilter(dataclasses.replace(settings, fast_motion=0.0))
-    fine = TemporalFilter(dataclasses.replace(settings, preset=settings.fast_preset, fast_motion=0.0))
+    fine = TemporalFilter(dataclasses.replace(settings, preset=settings.fast_preset, fast_motion=0.0,
+                                              brightness_sigma=settings.fast_brightness_sigma))
     for step, expected in ((8, fine), (1, coarse)):
         a, b = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in pan(2, step=step))
         flow, weight = TemporalFilter(settings).weights(a, b)
