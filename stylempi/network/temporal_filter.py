@@ -10,11 +10,11 @@ where that flow can be trusted::
 * the flow ``b_t`` (frame t -> t-1) is computed on the **input** frames (the
   strokes would mislead it): OpenCV DIS on grey frames scaled to
   :attr:`FilterSettings.flow_height` rows, then scaled back up. The coarse
-  preset FAST serves slow frames; its error grows with the motion, and carried
-  strokes follow that error, so a frame whose median flow exceeds
-  :attr:`FilterSettings.fast_motion` gets its flow again from the finer preset
-  MEDIUM and a looser brightness check (below): a hand-held shot, say; a slow
-  pan never pays for it;
+  preset FAST stops at a quarter of the resolution; its error grows with the
+  motion, and carried strokes follow that error, so a frame whose median flow
+  exceeds :attr:`FilterSettings.fast_motion` gets its flow again, refined down
+  to half the resolution, and a looser brightness check (below): a hand-held
+  shot, say; a slow pan never pays for it;
 * ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
   to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
   one (occlusions), the flow must not sit on a motion boundary, the warped
@@ -55,10 +55,11 @@ class FilterSettings:
     #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
     preset: str = "fast"
     #: Median flow length (pixels a frame at flow_height rows, as ``preset`` finds it) above which
-    #: the frame's flow is computed again with ``fast_preset`` (0: never).
+    #: the frame's flow is computed again, refined down to ``fast_finest_scale`` (0: never).
     fast_motion: float = 2.0
-    #: OpenCV DIS preset of the flow on frames that move faster than ``fast_motion``.
-    fast_preset: str = "medium"
+    #: Finest pyramid level (0: full resolution, 1: half...) of the flow on frames that move faster
+    #: than ``fast_motion``; the presets stop at 2 ("ultrafast", "fast") or 1 ("medium").
+    fast_finest_scale: int = 1
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
     brightness_sigma: float = 12.0
     #: The same on frames that move faster than ``fast_motion``: there the input's motion blur
@@ -106,7 +107,8 @@ class TemporalFilter:
         presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                    "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
         self._dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
-        self._fast_dis = self._cv2.DISOpticalFlow_create(presets[settings.fast_preset])
+        self._fast_dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        self._fast_dis.setFinestScale(settings.fast_finest_scale)
         self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
