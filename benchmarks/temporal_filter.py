@@ -19,7 +19,7 @@ its default settings, and prints, relative to the input (E_warp) or to the off o
 
     python benchmarks/temporal_filter.py [--frames 90] [--height 360] [--clips a,b] [--styles a,b]
         [--chunk-frames 8] [--cache DIR] [--json out.json] [--set weight=0.85 ...]
-    python benchmarks/temporal_filter.py --cost 10
+    python benchmarks/temporal_filter.py --cost 10 [--clips cockatoo.mp4]
 """
 from __future__ import annotations
 
@@ -111,11 +111,11 @@ def network_frames(style, clip, inputs, cache: Path | None):
     return out
 
 
-def cost(rounds: int) -> None:
+def cost(rounds: int, clip: str = "flower.mp4") -> None:
     """The filter's time per frame against the network's, interleaved in one process (one thread),
     at 640x360 and, for the filter alone, 1920x1080: a loaded machine slows both alike."""
-    inputs = read_frames(str(MEDIA / "flower.mp4"), 2 * rounds + 1, 360)
-    big = read_frames(str(MEDIA / "flower.mp4"), 2 * rounds + 1, None)
+    inputs = read_frames(str(MEDIA / clip), 2 * rounds + 1, 360)
+    big = read_frames(str(MEDIA / clip), 2 * rounds + 1, None)
     big = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, axis=0), 2, axis=1)[:1080, :1920]) for f in big]
     net = load_network(builtin_checkpoint("wave").read_bytes(), name="wave")
     stylizer = NetworkStylizer(net, torch.device("cpu"), resolve_precision("auto", torch.device("cpu"), 32),
@@ -155,12 +155,13 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a filter setting")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--cost", type=int, default=0, metavar="ROUNDS",
-                    help="only time the filter against the network, ROUNDS batches of 2 frames")
+                    help="only time the filter against the network, ROUNDS batches of 2 frames of the "
+                    "first clip of --clips (flower.mp4 unless given)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cost:
         print(f"# {machine()}; {load_note()}", flush=True)
-        cost(args.cost)
+        cost(args.cost, args.clips.split(",")[0])
         return 0
     defaults = FilterSettings()
     changes = {}

@@ -9,7 +9,12 @@ where that flow can be trusted::
 
 * the flow ``b_t`` (frame t -> t-1) is computed on the **input** frames (the
   strokes would mislead it): OpenCV DIS on grey frames scaled to
-  :attr:`FilterSettings.flow_height` rows, then scaled back up;
+  :attr:`FilterSettings.flow_height` rows, then scaled back up. The coarse
+  preset FAST stops at a quarter of the resolution; its error grows with the
+  motion, and carried strokes follow that error, so a frame whose median flow
+  exceeds :attr:`FilterSettings.fast_motion` gets its flow again, refined down
+  to half the resolution, and a looser brightness check (below): a hand-held
+  shot, say; a slow pan never pays for it;
 * ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
   to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
   one (occlusions), the flow must not sit on a motion boundary, the warped
@@ -50,8 +55,18 @@ class FilterSettings:
     flow_height: int = 360
     #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
     preset: str = "fast"
+    #: Median flow length (pixels a frame at flow_height rows, as ``preset`` finds it) above which
+    #: the frame's flow is computed again, refined down to ``fast_finest_scale`` (0: never).
+    fast_motion: float = 2.0
+    #: Finest pyramid level (0: full resolution, 1: half...) of the flow on frames that move faster
+    #: than ``fast_motion``; the presets stop at 2 ("ultrafast", "fast") or 1 ("medium").
+    fast_finest_scale: int = 1
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
     brightness_sigma: float = 12.0
+    #: The same on frames that move faster than ``fast_motion``: there the input's motion blur
+    #: changes with the camera's speed and the flow's sub-pixel error shifts steep texture, which
+    #: is no occlusion (the forward-backward test still catches what the flow cannot follow).
+    fast_brightness_sigma: float = 30.0
     #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
     warmup: int = 12
     #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
@@ -96,6 +111,8 @@ class TemporalFilter:
         presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                    "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
         self._dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        self._fast_dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        self._fast_dis.setFinestScale(settings.fast_finest_scale)
         self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
@@ -124,7 +141,13 @@ class TemporalFilter:
         cv2 = self._cv2
         s = self.settings
         backward = self._dis.calc(grey, previous_grey, None)
-        forward = self._dis.calc(previous_grey, grey, None)
+        dis, sigma = self._dis, s.brightness_sigma
+        # the median over every 4th row and column: cheap, and a pure function of the frames
+        sample = backward[::4, ::4]
+        if s.fast_motion > 0 and np.median(np.hypot(sample[..., 0], sample[..., 1])) > s.fast_motion:
+            dis, sigma = self._fast_dis, s.fast_brightness_sigma
+            backward = dis.calc(grey, previous_grey, None)
+        forward = dis.calc(previous_grey, grey, None)
         h, w = grey.shape
         xs, ys = self._xy(h, w)
         # One contiguous plane per flow component: numpy is several times slower on the
@@ -143,7 +166,7 @@ class TemporalFilter:
         # Brightness: what the flow brings must look like what is there.
         warped_grey = cv2.remap(previous_grey.astype(np.float32), mx, my, cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
-        bright = cv2.subtract(warped_grey, grey, dtype=cv2.CV_32F) * np.float32(1.0 / s.brightness_sigma)
+        bright = cv2.subtract(warped_grey, grey, dtype=cv2.CV_32F) * np.float32(1.0 / sigma)
         score += bright * bright
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         trust = np.exp(score * np.float32(-0.5)) * inside

@@ -5,6 +5,7 @@ the unfiltered one, a cut would carry the previous shot, a slow pan or fade woul
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -19,19 +20,21 @@ from stylempi.tools.stability import warping_error  # noqa: E402
 from stylempi.network.temporal_filter import FilterSettings, TemporalFilter  # noqa: E402
 
 
-def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A random texture of blobs a few pixels wide (blurred noise, stretched to a standard
-    deviation of 50 grey levels), RGB uint8: optical flow can lock on to it, as on a photo."""
+def texture(height: int, width: int, seed: int = 0, blob: float = 6.0) -> np.ndarray:
+    """A random texture of blobs a few pixels wide (noise blurred by a Gaussian of sigma ``blob``,
+    stretched to a standard deviation of 50 grey levels), RGB uint8: optical flow can lock on to
+    it, as on a photo."""
     import cv2
     rng = np.random.default_rng(seed)
-    noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), 6.0)
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), blob)
     return np.clip((noise - noise.mean()) / noise.std() * 50 + 128, 0, 255).astype(np.uint8)
 
 
-def pan(frames: int, step: int = 2, size: tuple[int, int] = (96, 160), seed: int = 0) -> list[np.ndarray]:
+def pan(frames: int, step: int = 2, size: tuple[int, int] = (96, 160), seed: int = 0,
+        blob: float = 6.0) -> list[np.ndarray]:
     """A textured picture moved by ``step`` whole pixels a frame (a camera pan)."""
     h, w = size
-    big = texture(h, w + step * frames, seed)
+    big = texture(h, w + step * frames, seed, blob)
     return [np.ascontiguousarray(big[:, step * t:step * t + w]) for t in range(frames)]
 
 
@@ -52,6 +55,43 @@ def test_a_pan_with_fresh_noise_every_frame_is_steadied_at_least_four_times():
     off = warping_error(inputs, styled).output
     on = warping_error(inputs, filtered(inputs, styled)).output
     assert off / on >= 4.0, (off, on)
+
+
+def test_a_frame_that_moves_fast_gets_the_fast_motion_settings_and_a_slow_one_the_others():
+    import cv2
+    settings = FilterSettings()
+    assert settings.fast_motion > 0
+    coarse = TemporalFilter(dataclasses.replace(settings, fast_motion=0.0))
+    fine = TemporalFilter(dataclasses.replace(settings, fast_motion=0.0,
+                                              brightness_sigma=settings.fast_brightness_sigma))
+    fine._dis.setFinestScale(settings.fast_finest_scale)
+    for step, expected in ((8, fine), (1, coarse)):
+        a, b = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in pan(2, step=step, size=(192, 320)))
+        flow, weight = TemporalFilter(settings).weights(a, b)
+        want_flow, want_weight = expected.weights(a, b)
+        assert not np.array_equal(flow, (coarse if expected is fine else fine).weights(a, b)[0])
+        assert np.array_equal(flow, want_flow) and np.array_equal(weight, want_weight), step
+
+
+def test_a_fast_pan_is_steadied_better_than_by_the_coarse_flow_alone():
+    """The coarse flow's error grows with the motion, and carried strokes follow it."""
+    inputs = pan(20, step=8)
+    styled = noisy_stylizer(inputs)
+    off = warping_error(inputs, styled).output
+    coarse = warping_error(inputs, filtered(inputs, styled, FilterSettings(fast_motion=0.0))).output
+    on = warping_error(inputs, filtered(inputs, styled)).output
+    assert off / on >= 80 and coarse / on >= 1.6, (off / on, off / coarse)
+
+
+def test_a_sharp_fast_pan_whose_motion_blur_changes_every_frame_is_still_steadied():
+    """A hand-held camera's motion blur changes with its speed: the brightness check must not take
+    that for an occlusion and let the network's shimmer through."""
+    import cv2
+    inputs = [cv2.blur(f, (1 + 8 * (t % 2), 1)) for t, f in enumerate(pan(12, step=8, blob=1.5))]
+    styled = noisy_stylizer(inputs)
+    off = warping_error(inputs, styled).output
+    on = warping_error(inputs, filtered(inputs, styled)).output
+    assert off / on >= 8, off / on
 
 
 def sharpness(frame: np.ndarray) -> float:
