@@ -68,7 +68,7 @@ class FilterSettings:
     #: is no occlusion (the forward-backward test still catches what the flow cannot follow).
     fast_brightness_sigma: float = 30.0
     #: Frames run through the filter before a chunk that starts mid-shot (never across a cut).
-    warmup: int = 20
+    warmup: int = 24
     #: Unsharp-mask amount given back to the carried frame, against the blur that repeated
     #: resampling along an imperfect flow accumulates (0: none). Kept below 1/weight - 1 (+ the
     #: resampling's own loss), so the loop's gain stays under 1 at every spatial frequency.
