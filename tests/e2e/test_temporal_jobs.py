@@ -1,9 +1,14 @@
-"""The temporal filter in real jobs: the same frames on 1, 2 and 3 ranks, and a reset at a cut.
+"""The temporal filter in real jobs: the same frames on 1, 2 and 3 ranks and after a killed rank
+and a resume, and a reset at a cut.
 
 Real mpirun, real codecs, the real (tiny) network; clips generated here.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +17,8 @@ import numpy as np
 import pytest
 
 import clips
-from conftest import stylempi
+from conftest import BIN, stylempi
+from test_resume import _rank_pids, _wait_for
 
 pytest.importorskip("cv2")
 
@@ -50,9 +56,12 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
+FIXED = ("--device", "cpu", "--compile", "off", "--quiet")
+MPI_ENV = {"OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
 def run(*args, ranks=None):
-    r = stylempi("run", *args, "--device", "cpu", "--compile", "off", "--quiet", ranks=ranks, timeout=RUN_TIMEOUT,
-                 env={"OMPI_MCA_rmaps_base_oversubscribe": "1"})
+    r = stylempi("run", *args, *FIXED, ranks=ranks, timeout=RUN_TIMEOUT, env=MPI_ENV)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -94,3 +103,41 @@ def test_the_first_frame_after_a_hard_cut_is_the_unfiltered_frame(tmp_path, mode
     assert psnr(on[14], off[14]) >= 45.0, psnr(on[14], off[14])
     assert psnr(on[13], off[13]) < 45.0  # before the cut (and after it) the filter is at work
     assert psnr(on[16], off[16]) < 45.0
+
+
+@pytest.mark.slow
+def test_a_killed_rank_and_a_resume_give_the_frames_of_an_uninterrupted_run(tmp_path, model):
+    """Rank 1 is SIGKILLed once two chunks are on disk; the rerun on 3 ranks reuses those and
+    warms the filter up again for the chunks it makes, some on frames of reused chunks: every
+    frame must equal a 1-rank run's, with the filter at work."""
+    clip = shots_clip(tmp_path / "in.mp4", frames_a=40, frames_b=20, size=(160, 96))
+    args = [clip, "--model", model, "--chunk-frames", "6", "--batch-size", "1"]
+    run(args[0], tmp_path / "one.mkv", *args[1:], ranks=1)
+    run(args[0], tmp_path / "off.mkv", *args[1:], "--temporal", "off", ranks=1)
+
+    out, work_root = tmp_path / "out.mkv", tmp_path / ".out.mkv.stylempi"
+    argv = [str(BIN / "mpirun"), "-n", "2", str(BIN / "stylempi"), "run", args[0], out, *args[1:], *FIXED]
+    proc = subprocess.Popen(list(map(str, argv)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, **MPI_ENV})
+    try:
+        assert _wait_for(lambda: len(list(work_root.glob("*/chunk-*.json"))) >= 2, 240, proc), \
+            "the job never finished a chunk"
+        os.kill(_rank_pids(proc.pid)[1], signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and not out.exists()
+    records = sorted(p.name for p in work_root.glob("*/chunk-*.json"))
+    kept = len(records)
+    assert 2 <= kept < 10, f"{kept} of 10 chunks were done at the kill: it proves nothing"
+
+    rerun = stylempi("run", *args[:1], out, *args[1:], *FIXED[:-1], ranks=3, timeout=RUN_TIMEOUT, env=MPI_ENV)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{kept} reused" in rerun.stdout, rerun.stdout
+    one, resumed, off = decoded(tmp_path / "one.mkv"), decoded(out), decoded(tmp_path / "off.mkv")
+    assert len(resumed) == len(one) == 60
+    differ = [i for i, (a, b) in enumerate(zip(one, resumed)) if not np.array_equal(a, b)]
+    assert not differ, f"the resumed output differs at frames {differ} (kept {records}; mean differences " \
+        f"{[round(float(np.abs(one[i].astype(float) - resumed[i]).mean()), 3) for i in differ]})"
+    assert sum(not np.array_equal(a, b) for a, b in zip(one, off)) > 40  # the filter did change frames
