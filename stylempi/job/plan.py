@@ -104,8 +104,9 @@ def assign_chunks(chunks: Sequence[Chunk], ranks: int, warmup: int = 0) -> list[
         for i, chunk in enumerate(chunks):
             out[i].append(chunk)
         return out
-    # Each rank's fair share of frames plus warm-ups; rank 0's run needs no warm-up of its own
-    # only when it starts the video, but counting it alike would leave rank 0 short everywhere.
+    # Every run gets SHARE frames of work: the first run its frames alone (it starts the video, or
+    # the first pending chunk of a resume, whose warm-up is not counted), every later run its
+    # frames plus a warm-up.
     share = (total + (ranks - 1) * warmup) / ranks
     later = share - warmup  # the frames of a run that pays a warm-up
     done = 0
