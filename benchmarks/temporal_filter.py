@@ -167,7 +167,8 @@ def main() -> int:
     changes = {}
     for item in args.set:
         name, value = item.split("=", 1)
-        changes[name] = type(getattr(defaults, name))(value)
+        default = getattr(defaults, name)
+        changes[name] = int(value) if default is None else type(default)(value)  # None: finest_scale
     settings = dataclasses.replace(defaults, **changes)
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)

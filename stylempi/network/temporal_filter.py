@@ -55,6 +55,9 @@ class FilterSettings:
     flow_height: int = 360
     #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
     preset: str = "fast"
+    #: Finest pyramid level of the flow (0: flow_height rows, 1: half...; None: the preset's own,
+    #: 2 for "ultrafast" and "fast", 1 for "medium").
+    finest_scale: int | None = None
     #: Median flow length (pixels a frame at flow_height rows, as ``preset`` finds it) above which
     #: the frame's flow is computed again, refined down to ``fast_finest_scale`` (0: never).
     fast_motion: float = 2.0
@@ -103,14 +106,18 @@ class TemporalFilter:
     """The recursive filter of the module docstring; one per stream of consecutive frames."""
 
     def __init__(self, settings: FilterSettings = FilterSettings(), remember: int = 0):
-        """``remember``: how many recent frame pairs keep their flow and weight (see :meth:`step`'s key)."""
+        """``remember``: how many recent frame pairs keep their flow and weight, and frames their
+        network frame's detail energy (see :meth:`step`'s key)."""
         self.settings = settings
         self._remember = remember
-        self._motions: dict[tuple[Hashable, Hashable], tuple[np.ndarray, np.ndarray]] = {}
+        self._motions: dict[tuple[Hashable, Hashable], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._detail_energies: dict[Hashable, np.ndarray] = {}
         self._cv2 = _cv2()
         presets = {"ultrafast": self._cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                    "fast": self._cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": self._cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
         self._dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
+        if settings.finest_scale is not None:
+            self._dis.setFinestScale(settings.finest_scale)
         self._fast_dis = self._cv2.DISOpticalFlow_create(presets[settings.preset])
         self._fast_dis.setFinestScale(settings.fast_finest_scale)
         self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -138,6 +145,12 @@ class TemporalFilter:
 
     def weights(self, previous_grey: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(backward flow t -> t-1, blend weight in [0, weight]) at the flow's resolution."""
+        bu, bv, trust = self._motion_planes(previous_grey, grey)
+        return self._cv2.merge((bu, bv)), trust
+
+    def _motion_planes(self, previous_grey: np.ndarray, grey: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`weights` with the flow as two contiguous planes (x, y), as the warp takes them."""
         cv2 = self._cv2
         s = self.settings
         backward = self._dis.calc(grey, previous_grey, None)
@@ -171,9 +184,9 @@ class TemporalFilter:
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         trust = np.exp(score * np.float32(-0.5)) * inside
         trust = cv2.GaussianBlur(trust, (0, 0), 1.0)
-        return backward, trust * np.float32(s.weight)
+        return bu, bv, trust * np.float32(s.weight)
 
-    def _restore_detail(self, out: np.ndarray, styled: np.ndarray) -> np.ndarray:
+    def _restore_detail(self, out: np.ndarray, styled: np.ndarray, key: Hashable | None = None) -> np.ndarray:
         """Give back the fine detail the blend lost, locally, up to the network frame's own.
 
         Strokes carried along a flow that is off by a fraction of a pixel, frame after frame,
@@ -188,63 +201,77 @@ class TemporalFilter:
         small = (max(1, w // 8), max(1, h // 8))
         o = out.astype(np.float32)
         detail = o - cv2.GaussianBlur(o, (0, 0), 1.0)
-        s = styled.astype(np.float32)
-        ref = s - cv2.GaussianBlur(s, (0, 0), 1.0)
         # Block energies: an area resize of each channel's square, then the channels' sum (the
         # same sums as summing the channels first, without a slow reduction over the last axis).
         e_out = cv2.resize(detail * detail, small, interpolation=cv2.INTER_AREA).sum(axis=-1)
-        e_ref = cv2.resize(ref * ref, small, interpolation=cv2.INTER_AREA).sum(axis=-1)
+        e_ref = self._remembered(self._detail_energies, key, lambda: self._detail_energy(styled, small))
         gain = self.settings.detail_target * np.sqrt((e_ref + 1.0) / (e_out + 1.0))
         gain = cv2.GaussianBlur(np.clip(gain, 1.0, 1.0 + self.settings.sharpen), (0, 0), 1.0)
         gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR) - np.float32(1.0)
         # Rounded to nearest and saturated to the frame's type in the same pass.
-        return cv2.add(o, detail * gain[..., None], dtype=cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U)
+        # (cv2.multiply of 3-channel planes: numpy's broadcast over the last axis is several times slower)
+        boost = cv2.multiply(detail, cv2.merge((gain, gain, gain)))
+        return cv2.add(o, boost, dtype=cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U)
 
-    def _motion(self, grey: np.ndarray, key: Hashable | None) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`weights` from the previous frame to this one, remembered by the two frames' keys."""
-        pair = (self._previous_key, key)
-        if key is None or self._previous_key is None or not self._remember:
-            return self.weights(self._previous_grey, grey)
-        if pair not in self._motions:
-            self._motions[pair] = self.weights(self._previous_grey, grey)
-            while len(self._motions) > self._remember:
-                del self._motions[next(iter(self._motions))]
-        return self._motions[pair]
+    def _detail_energy(self, styled: np.ndarray, small: tuple[int, int]) -> np.ndarray:
+        """The network frame's fine-detail energy per 8x8 block (see :meth:`_restore_detail`)."""
+        cv2 = self._cv2
+        s = styled.astype(np.float32)
+        ref = s - cv2.GaussianBlur(s, (0, 0), 1.0)
+        return cv2.resize(ref * ref, small, interpolation=cv2.INTER_AREA).sum(axis=-1)
+
+    def _remembered(self, cache: dict, key: Hashable | None, compute):
+        """``compute()``, kept in ``cache`` under ``key`` while it is among the last ``remember`` keys."""
+        if key is None or not self._remember:
+            return compute()
+        if key not in cache:
+            cache[key] = compute()
+            while len(cache) > self._remember:
+                del cache[next(iter(cache))]
+        return cache[key]
+
+    def _motion(self, grey: np.ndarray, key: Hashable | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_motion_planes` from the previous frame to this one, remembered by the two frames' keys."""
+        pair = None if key is None or self._previous_key is None else (self._previous_key, key)
+        previous = self._previous_grey
+        return self._remembered(self._motions, pair, lambda: self._motion_planes(previous, grey))
 
     def step(self, rgb: np.ndarray, styled: np.ndarray, cut: bool = False, key: Hashable | None = None
              ) -> np.ndarray:
         """The output frame for input ``rgb`` whose network frame is ``styled`` (both HxWx3 uint8).
 
-        ``cut``: a new shot starts here (the filter resets first). ``key`` names the input frame
-        (its timestamp): the flow and weight between two frames depend on those frames alone, so
-        when the same pair comes again (a chunk's warm-up over frames this filter just filtered as
-        the chunk before's tail, stylempi.job.worker) they are reused, which is most of the cost.
+        ``cut``: a new shot starts here (the filter resets first). ``key`` names the frame (its
+        timestamp; a key always comes with the same input and network frame): the flow and weight
+        between two frames depend on those frames alone, and the network frame's detail energy on
+        that frame, so when they come again (a chunk's warm-up over frames this filter just
+        filtered as the chunk before's tail, stylempi.job.worker) they are reused, which is most
+        of the cost.
         """
         cv2 = self._cv2
         grey = self._small_grey(rgb)
         if cut or self._previous_out is None or self._previous_out.shape != styled.shape:
             self._previous_grey, self._previous_out, self._previous_key = grey, styled, key
             return styled
-        backward, weight = self._motion(grey, key)
+        bu, bv, weight = self._motion(grey, key)
         h, w = styled.shape[:2]
         fh, fw = grey.shape
         if (fh, fw) != (h, w):
-            backward = cv2.resize(backward, (w, h), interpolation=cv2.INTER_LINEAR)
-            backward[..., 0] *= w / fw
-            backward[..., 1] *= h / fh
+            # one 2-channel resize: its rounding differs from two 1-channel ones
+            bu, bv = cv2.split(cv2.resize(cv2.merge((bu, bv)), (w, h), interpolation=cv2.INTER_LINEAR))
+            bu *= w / fw
+            bv *= h / fh
             weight = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
         xs, ys = self._xy(h, w)
         interp = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4}[self.settings.interpolation]
         # The carried frame is the previous output as written (rounded), so the state is exactly
         # what a viewer saw; cubic on integers rounds once per frame, a negligible noise.
-        carried = cv2.remap(self._previous_out, xs + backward[..., 0], ys + backward[..., 1], interp,
-                            borderMode=cv2.BORDER_REPLICATE)
+        carried = cv2.remap(self._previous_out, xs + bu, ys + bv, interp, borderMode=cv2.BORDER_REPLICATE)
         if styled.dtype == np.uint8:
             out = cv2.blendLinear(carried, np.ascontiguousarray(styled), weight, 1.0 - weight)
         else:  # blendLinear takes 8-bit or float frames only
             mixed = cv2.blendLinear(carried.astype(np.float32), styled.astype(np.float32), weight, 1.0 - weight)
             out = np.clip(np.rint(mixed), 0, np.iinfo(styled.dtype).max).astype(styled.dtype)
         if self.settings.sharpen > 0:
-            out = self._restore_detail(out, styled)
+            out = self._restore_detail(out, styled, key)
         self._previous_grey, self._previous_out, self._previous_key = grey, out, key
         return out

@@ -50,6 +50,15 @@ def test_scaling_and_memory_tiny(tmp_path):
     assert all(len(r["vm_hwm_kib"]) == 2 and min(r["vm_hwm_kib"]) > 0 for r in rows)
 
 
+def test_temporal_cost_tiny_times_the_job_with_and_without_the_filter(tmp_path):
+    out = tmp_path / "cost.json"
+    proc = bench("temporal_cost.py", "--tiny", "--cache", tmp_path / "clips", "--json", out)
+    [row] = json.loads(out.read_text())
+    assert row["frames"] == 24 and row["ranks"] == 2
+    assert len(row["off_s"]) == len(row["on_s"]) == 1 and min(row["off_s"] + row["on_s"]) > 0
+    assert "on / off" in proc.stdout
+
+
 def test_quality_tiny(tmp_path):
     need_shared("models", "pretrained", "mosaic_nc16.pth")
     bench("quality.py", "--frames", "1", "--clips", "cityCC0.mpg", "--json", tmp_path / "q.json")
