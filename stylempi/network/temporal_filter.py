@@ -8,13 +8,14 @@ where that flow can be trusted::
     O_t = S_t + w_t * (warp(O_{t-1}, b_t) - S_t)
 
 * the flow ``b_t`` (frame t -> t-1) is computed on the **input** frames (the
-  strokes would mislead it): OpenCV DIS on grey frames scaled to
-  :attr:`FilterSettings.flow_height` rows, then scaled back up. The coarse
-  preset FAST stops at a quarter of the resolution; its error grows with the
-  motion, and carried strokes follow that error, so a frame whose median flow
-  exceeds :attr:`FilterSettings.fast_motion` gets its flow again, refined down
-  to half the resolution, and a looser brightness check (below): a hand-held
-  shot, say; a slow pan never pays for it;
+  strokes would mislead it): OpenCV DIS (preset FAST) on grey frames scaled to
+  :attr:`FilterSettings.flow_height` rows, refined down to half those rows,
+  then scaled back up to the frame; the masks below are computed at the
+  flow's size too, which is most of the saving. The flow's error grows with
+  the motion, and carried strokes follow that error, so a frame whose median
+  flow exceeds :attr:`FilterSettings.fast_motion` gets its flow again, refined
+  down to the full flow size, and a looser brightness check (below): a
+  hand-held shot, say; a slow pan never pays for it;
 * ``w_t`` is :attr:`FilterSettings.weight` where the flow is trusted and falls
   to 0 elsewhere (Ruder et al. 2016): the forward flow must undo the backward
   one (occlusions), the flow must not sit on a motion boundary, the warped
@@ -51,19 +52,19 @@ class FilterSettings:
 
     #: Largest share of the carried previous output in a frame (where the flow is trusted).
     weight: float = 0.9
-    #: Rows the optical flow is computed at (frames with fewer rows: their own size).
-    flow_height: int = 360
+    #: Rows the optical flow and the masks are computed at (frames with fewer rows: their own size).
+    flow_height: int = 180
     #: OpenCV DIS preset of the flow: "ultrafast", "fast" or "medium".
     preset: str = "fast"
     #: Finest pyramid level of the flow (0: flow_height rows, 1: half...; None: the preset's own,
     #: 2 for "ultrafast" and "fast", 1 for "medium").
-    finest_scale: int | None = None
+    finest_scale: int | None = 1
     #: Median flow length (pixels a frame at flow_height rows, as ``preset`` finds it) above which
     #: the frame's flow is computed again, refined down to ``fast_finest_scale`` (0: never).
-    fast_motion: float = 2.0
+    fast_motion: float = 1.0
     #: Finest pyramid level (0: full resolution, 1: half...) of the flow on frames that move faster
     #: than ``fast_motion``; the presets stop at 2 ("ultrafast", "fast") or 1 ("medium").
-    fast_finest_scale: int = 1
+    fast_finest_scale: int = 0
     #: Brightness mismatch (grey levels, 0..255) at which the weight falls to exp(-1/2) of its top.
     brightness_sigma: float = 12.0
     #: The same on frames that move faster than ``fast_motion``: there the input's motion blur
