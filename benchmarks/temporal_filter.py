@@ -19,7 +19,7 @@ its default settings, and prints, relative to the input (E_warp) or to the off o
 
     python benchmarks/temporal_filter.py [--frames 90] [--height 360] [--clips a,b] [--styles a,b]
         [--chunk-frames 8] [--cache DIR] [--json out.json] [--set weight=0.85 ...]
-    python benchmarks/temporal_filter.py --cost 10 [--clips cockatoo.mp4]
+    python benchmarks/temporal_filter.py --cost 10 [--clips cockatoo.mp4] [--set ...]
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def network_frames(style, clip, inputs, cache: Path | None):
     return out
 
 
-def cost(rounds: int, clip: str = "flower.mp4") -> None:
+def cost(rounds: int, clip: str = "flower.mp4", settings: FilterSettings = FilterSettings()) -> None:
     """The filter's time per frame against the network's, interleaved in one process (one thread),
     at 640x360 and, for the filter alone, 1920x1080: a loaded machine slows both alike."""
     inputs = read_frames(str(MEDIA / clip), 2 * rounds + 1, 360)
@@ -120,7 +120,7 @@ def cost(rounds: int, clip: str = "flower.mp4") -> None:
     net = load_network(builtin_checkpoint("wave").read_bytes(), name="wave")
     stylizer = NetworkStylizer(net, torch.device("cpu"), resolve_precision("auto", torch.device("cpu"), 32),
                                batch_size=BATCH, compile=False)
-    small, large = TemporalFilter(), TemporalFilter()
+    small, large = TemporalFilter(settings), TemporalFilter(settings)
     small.step(inputs[0], inputs[0])
     large.step(big[0], big[0])
     network_s = filter_s = big_s = 0.0
@@ -159,17 +159,20 @@ def main() -> int:
                     "first clip of --clips (flower.mp4 unless given)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.cost:
-        print(f"# {machine()}; {load_note()}", flush=True)
-        cost(args.cost, args.clips.split(",")[0])
-        return 0
     defaults = FilterSettings()
     changes = {}
     for item in args.set:
         name, value = item.split("=", 1)
-        default = getattr(defaults, name)
-        changes[name] = int(value) if default is None else type(default)(value)  # None: finest_scale
+        kind = type(getattr(defaults, name))
+        if value.lower() == "none":  # finest_scale: the preset's own
+            changes[name] = None
+        else:
+            changes[name] = int(value) if kind is type(None) else kind(value)
     settings = dataclasses.replace(defaults, **changes)
+    if args.cost:
+        print(f"# {machine()}; {load_note()}\n# {settings}", flush=True)
+        cost(args.cost, args.clips.split(",")[0], settings)
+        return 0
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
     print(f"# {machine()}; {load_note()}\n# {settings}", flush=True)
