@@ -25,7 +25,7 @@ import numpy as np
 from ..colour.look import Look
 from ..errors import OutputFailure, StylempiError, VideoDecodeFailure
 from ..media import SegmentWriter, decode_frames, to_planes
-from ..media.cuts import CutDetector
+from ..media.cuts import CutDetector, last_cut
 from ..network.placement import default_batch_size, resolve_compile, resolve_device, threads_per_rank
 from ..network.stylize import INPUT_KINDS, PLANES, NetworkStylizer, Stylizer
 from ..network.temporal_filter import FilterSettings, TemporalFilter
@@ -55,6 +55,8 @@ class RankStats:
     #: Seconds in the temporal filter (flow, masks, blend) and frames stylized only to warm it up.
     filter_s: float = 0.0
     warmup_frames: int = 0
+    #: Warm-up frames before a scene cut, which the filter would forget there: not stylized.
+    warmup_skipped: int = 0
     damaged: list[int] = field(default_factory=list)
     #: Where and how this rank's network ran, e.g. "cuda fp16 batch 8" (see :func:`describe_stylizer`).
     engine: str = ""
@@ -149,6 +151,10 @@ def work(prepared: Prepared, chunks: list[Chunk], stylizer: Stylizer, comm: Comm
                 smoother.warm_up_again(chunk, pts)
                 stats.filter_s += time.monotonic() - t
                 continue
+            if kind == SKIP:  # warm-up frames before a cut: only the cut detector sees them
+                smoother.skip(chunk, pts, frames)
+                stats.warmup_skipped += len(frames)
+                continue
             if frames is None:
                 encoder.put((chunk, None, None))
                 continue
@@ -199,8 +205,9 @@ def picture_size(picture) -> tuple[int, int]:
 
 
 #: What a decoded batch is for: the chunk's own frames, frames decoded and stylized only to warm
-#: the temporal filter up, or warm-up frames this rank stylized a moment ago (no pictures sent).
-OWN, WARM, REUSE = "own", "warm", "reuse"
+#: the temporal filter up, warm-up frames this rank stylized a moment ago (no pictures sent), or
+#: warm-up frames before a scene cut, which only the cut detector needs.
+OWN, WARM, REUSE, SKIP = "own", "warm", "reuse", "skip"
 
 
 class _ChunkFilter:
@@ -225,31 +232,48 @@ class _ChunkFilter:
             self._filter.reset()
             self._cuts.reset()
 
+    def _keep_frames(self, pts: list[int], frames: list[np.ndarray], styled: list | None) -> None:
+        for i, (p, frame) in enumerate(zip(pts, frames)):
+            self._tail[p] = (frame, None if styled is None else styled[i])
+        while len(self._tail) > self._keep:
+            del self._tail[next(iter(self._tail))]
+
     def __call__(self, chunk: Chunk, pts: list[int], frames: list[np.ndarray], styled: list[np.ndarray]
                  ) -> list[np.ndarray]:
         self._start(chunk)
-        for p, frame, out in zip(pts, frames, styled):
-            self._tail[p] = (frame, out)
-        while len(self._tail) > self._keep:
-            del self._tail[next(iter(self._tail))]
+        self._keep_frames(pts, frames, styled)
         return [self._filter.step(frame, out, cut=self._cuts.is_cut(frame), key=p)
                 for p, frame, out in zip(pts, frames, styled)]
 
+    def skip(self, chunk: Chunk, pts: list[int], frames: list[np.ndarray]) -> None:
+        """Warm-up frames before a cut (:func:`~stylempi.media.cuts.last_cut`): the filter resets at
+        the cut, so it needs neither them nor their network frames; the cut detector sees them, so
+        its decisions are those of a whole warm-up."""
+        self._start(chunk)
+        self._keep_frames(pts, frames, None)
+        for frame in frames:
+            self._cuts.is_cut(frame)
+
     def warm_up_again(self, chunk: Chunk, pts: list[int]) -> None:
-        """Warm up for ``chunk`` on frames stylized as the tail of the chunk before it."""
+        """Warm up for ``chunk`` on frames stylized as the tail of the chunk before it (the filter
+        only from the last cut among them, as :meth:`skip`)."""
         missing = [p for p in pts if p not in self._tail]
         if missing:
             raise StylempiError(f"chunk {chunk.index}: warm-up frames {missing[:3]} were not kept")
         self._start(chunk)
-        for p in pts:
+        cuts = [self._cuts.is_cut(self._tail[p][0]) for p in pts]
+        start = max(i for i, cut in enumerate(cuts) if cut)
+        for p, cut in zip(pts[start:], cuts[start:]):
             frame, out = self._tail[p]
-            self._filter.step(frame, out, cut=self._cuts.is_cut(frame), key=p)
+            if out is None:  # a frame a warm-up skipped comes after the last cut here: a planning bug
+                raise StylempiError(f"chunk {chunk.index}: warm-up frame {p} was never stylized")
+            self._filter.step(frame, out, cut=cut, key=p)
 
 
 def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, stats: RankStats,
                      frame_reader: dict) -> Iterator[tuple[Chunk, list[int] | None, list | None, str]]:
-    """Each chunk's frames in batches, after its filter warm-up (:data:`WARM` or :data:`REUSE`
-    batches, see stylempi.plan.warmup_frames), then an end-of-chunk item (frames None)."""
+    """Each chunk's frames in batches, after its filter warm-up (:data:`SKIP`, :data:`WARM` or
+    :data:`REUSE` batches, see stylempi.plan.warmup_frames), then an end-of-chunk item (frames None)."""
     done: int | None = None  # the chunk this rank decoded last
     warmup = prepared.temporal.warmup if prepared.temporal is not None else 0
     for chunk in chunks:
@@ -260,11 +284,17 @@ def _decoded_batches(prepared: Prepared, chunks: list[Chunk], batch_size: int, s
             t = time.monotonic()
             scratch: list[int] = []  # a damaged warm-up frame is reported by the chunk that owns it
             # decoded as the chunk's own frames are (NVDEC where the job uses it), or a reused
-            # warm-up and a decoded one would differ
-            warm = list(decode_frames(prepared.input, prepared.video.index, wanted, scratch, seek_from,
-                                      prepared.video.colour, **frame_reader))
+            # warm-up and a decoded one would differ; the chunk's first frame too, for its cut
+            warm = list(decode_frames(prepared.input, prepared.video.index, (*wanted, chunk.first), scratch,
+                                      seek_from, prepared.video.colour, **frame_reader))
             stats.decode_s += time.monotonic() - t
-            for i in range(0, len(warm), batch_size):
+            # Before the last cut (the chunk's first frame, it may be) the filter forgets all:
+            # the network need not paint those frames.
+            start = last_cut([picture for _, picture in warm])
+            warm.pop()
+            if start:
+                yield chunk, [q for q, _ in warm[:start]], [w for _, w in warm[:start]], SKIP
+            for i in range(start, len(warm), batch_size):
                 part = warm[i:i + batch_size]
                 yield chunk, [q for q, _ in part], [w for _, w in part], WARM
         pts: list[int] = []

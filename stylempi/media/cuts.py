@@ -70,3 +70,12 @@ class CutDetector:
         score, before = float(np.mean(np.abs(previous - hsv), axis=(0, 1)).mean()), self._score
         self._score = score
         return score >= self.threshold and (before is None or score >= self.ratio * before)
+
+
+def last_cut(frames) -> int:
+    """The index of the last of ``frames`` (in order) that starts a shot, as a fresh
+    :class:`CutDetector` fed them all decides: 0 when only the first does. Nothing before it
+    reaches a filter that resets there."""
+    detector = CutDetector()
+    return max(i for i, frame in enumerate(frames) if detector.is_cut(frame))
+

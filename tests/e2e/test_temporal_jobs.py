@@ -5,6 +5,7 @@ Real mpirun, real codecs, the real (tiny) network; clips generated here.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -15,9 +16,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 import clips
 from conftest import BIN, stylempi
+from stylempi.errors import StylempiError
 from test_resume import _rank_pids, _wait_for
 
 pytest.importorskip("cv2")
@@ -141,3 +144,67 @@ def test_a_killed_rank_and_a_resume_give_the_frames_of_an_uninterrupted_run(tmp_
     assert not differ, f"the resumed output differs at frames {differ} (kept {records}; mean differences " \
         f"{[round(float(np.abs(one[i].astype(float) - resumed[i]).mean()), 3) for i in differ]})"
     assert sum(not np.array_equal(a, b) for a, b in zip(one, off)) > 40  # the filter did change frames
+
+
+class _Shimmer:
+    """A stand-in network, in process: each frame's negative plus noise drawn from the frame's own
+    bytes (the same frame always gets the same picture, on any run). It counts the frames it is
+    given; ``stop_at`` frames in, it waits for the chunk before to be recorded, then fails."""
+
+    device = torch.device("cpu")
+    precision = "shimmer"
+    compiled = False
+    compile_seconds = 0.0
+    input_kind = "rgb"
+    batch_size = 3
+
+    def __init__(self, stop_at: int | None = None, record: Path | None = None):
+        self.seen = 0
+        self.stop_at, self.record = stop_at, record
+
+    def __call__(self, frames: list) -> list:
+        if self.stop_at is not None and self.seen + len(frames) > self.stop_at:
+            assert _wait_for(lambda: any(self.record.parent.glob(f"*/*/{self.record.name}")), 60), "never recorded"
+            raise StylempiError("stopped by the test")
+        self.seen += len(frames)
+        out = []
+        for f in frames:
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha1(f.tobytes()).digest()[:8], "little"))
+            out.append(np.clip(255.0 - f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8))
+        return out
+
+
+@pytest.mark.parametrize("first_pending, stylized", [(6, 24), (7, 6 + 18)])
+def test_a_warm_up_stylizes_nothing_before_a_cut_and_gives_the_same_frames(tmp_path, model, first_pending,
+                                                                          stylized):
+    """Chunks of 6 frames, a cut at frame 36 (chunk 6's first). A run stopped before chunk
+    FIRST_PENDING resumes there, warming the filter up on the 24 frames before it: the network
+    paints none of those before the cut (all of them for chunk 6, frames 36-41 for chunk 7), and
+    every frame equals an uninterrupted run's. Lossless (CRF 0): x264's lossy output has been seen
+    to differ between runs from the same frames (issue 25's notes), which is not what this checks."""
+    from stylempi.job.run import run_job
+    from stylempi.job.workfiles import record_name
+    from stylempi.media.encoding import EncoderRequest
+    from stylempi.options import RunOptions
+
+    clip = shots_clip(tmp_path / "in.mp4", frames_a=36, frames_b=24, size=(96, 64))
+
+    def job(out: Path, work: Path, stylizer: _Shimmer):
+        options = RunOptions(input=str(clip), output=str(out), model=str(model), device="cpu", quiet=True,
+                             chunk_frames=6, work_dir=str(work), encoder=EncoderRequest(crf=0))
+        return run_job(options, stylizer_factory=lambda prepared, comm: stylizer)
+
+    whole = _Shimmer()
+    summary = job(tmp_path / "whole.mkv", tmp_path / "w1", whole)
+    assert summary.chunks == 10 and whole.seen == 60  # one rank: every later warm-up reuses frames
+
+    work = tmp_path / "w2"
+    with pytest.raises(StylempiError, match="stopped by the test"):
+        job(tmp_path / "resumed.mkv", work, _Shimmer(stop_at=6 * first_pending,
+                                                      record=work / record_name(first_pending - 1)))
+    rest = _Shimmer()
+    summary = job(tmp_path / "resumed.mkv", work, rest)
+    assert summary.reused_chunks == first_pending
+    assert rest.seen == stylized, rest.seen  # the whole warm-up painted: 48 and 42
+    whole_frames, resumed = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "resumed.mkv")
+    assert len(resumed) == 60 and all(np.array_equal(a, b) for a, b in zip(whole_frames, resumed))
