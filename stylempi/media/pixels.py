@@ -34,7 +34,8 @@ def frame_colour(frame, width: int, height: int, pix_fmt: str | None, name: str)
     luma, chroma = fmt.components[0], fmt.components[min(1, len(fmt.components) - 1)]
     shifts = (int(chroma.width < luma.width), int(chroma.height < luma.height))
     mastering = light = None
-    for side in frame.side_data.values():  # a mapping: iterating it gives the types (PyAV 18.1.1)
+    for entry in frame.side_data:  # PyAV 18.1.0 iterates the side data, 18.1.1 their types (its keys)
+        side = entry if hasattr(entry, "type") else frame.side_data[entry]
         kind = side.type.name
         if kind == "MASTERING_DISPLAY_METADATA" and len(bytes(side)) >= 88:
             mastering = colours.mastering_display(struct.unpack("<22i", bytes(side)[:88]))
