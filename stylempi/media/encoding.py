@@ -19,6 +19,7 @@ from ..colour import matrices as colours
 from ..colour.matrices import Colour
 from ..errors import OutputFailure, UsageError
 from ..storage.safefiles import create_file, fd_name
+from . import cpu
 from ._ffmpeg import ffmpeg_log, ffmpeg_reason, stderr_captured
 from .containers import CONTAINERS, Container, container_for
 from .describe import VideoStreamInfo
@@ -281,10 +282,14 @@ def add_video_stream(container: av.container.OutputContainer, settings: EncodeSe
     exactly the encoder every rank will open. ``gpu``: the CUDA device index an NVENC
     encoder runs on (this rank's GPU; FFmpeg's own default is the first GPU of the
     node for every rank); not part of the settings, since it changes no pixels.
+    x264 is kept to the kernels up to AVX2 on a CPU with AVX-512 (:mod:`.cpu`): a
+    choice of each rank's own node, where a CPU without AVX2 must not be told to use it.
     """
     options = dict(settings.options)
     if gpu is not None and settings.codec in NVENC:
         options["gpu"] = str(gpu)
+    if settings.codec == "libx264":
+        options["x264-params"] = cpu.x264_params(options.get("x264-params", ""))
     stream = container.add_stream(settings.codec, options=options)
     stream.width = settings.width
     stream.height = settings.height
