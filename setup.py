@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     # The tested release (2.13); which CUDA build: docs/deploy.md, torch builds and GPUs.
     "torch>=2.13,<2.14",
-    "av>=14.0,<18.1.1",  # 18.1.1: the hostile-fs race test fails 3 in 4 (issue 25 notes); 18.1.0 passes the suite
+    "av>=14.0",
     "numpy>=1.24",
     "pillow>=10.0",
     "tqdm>=4.60",
