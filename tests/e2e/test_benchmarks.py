@@ -59,6 +59,12 @@ def test_temporal_cost_tiny_times_the_job_with_and_without_the_filter(tmp_path):
     assert "on / off" in proc.stdout
 
 
+def test_x264_repeat_counts_the_runs_whose_frames_differ():
+    row = json.loads(bench("x264_repeat.py", "--runs", "2", "--processes", "2").stdout.splitlines()[-1])
+    assert row["runs"] == 4 and row["size"] == "32x32" and not row["x264_avx512"]
+    assert row["runs_with_other_frames"] == 0  # the same job, the same frames (x264 kept to AVX2)
+
+
 def test_quality_tiny(tmp_path):
     need_shared("models", "pretrained", "mosaic_nc16.pth")
     bench("quality.py", "--frames", "1", "--clips", "cityCC0.mpg", "--json", tmp_path / "q.json")

@@ -180,8 +180,8 @@ def test_a_warm_up_stylizes_nothing_before_a_cut_and_gives_the_same_frames(tmp_p
     """Chunks of 6 frames, a cut at frame 36 (chunk 6's first). A run stopped before chunk
     FIRST_PENDING resumes there, warming the filter up on the 24 frames before it: the network
     paints none of those before the cut (all of them for chunk 6, frames 36-41 for chunk 7), and
-    every frame equals an uninterrupted run's. Lossless (CRF 0): x264's lossy output has been seen
-    to differ between runs from the same frames (issue 25's notes), which is not what this checks."""
+    every frame equals an uninterrupted run's. Lossless (CRF 0), so that any difference in the
+    filter's frames shows, not only one that survives x264's quantizer."""
     from stylempi.job.run import run_job
     from stylempi.job.workfiles import record_name
     from stylempi.media.encoding import EncoderRequest
