@@ -74,6 +74,10 @@ class Summary:
     damaged_s: list[float] = field(default_factory=list)
     #: The media engines, e.g. "decode cpu, convert ffmpeg, encode libx264" (stylempi.media.engines).
     media: str = ""
+    #: The temporal filter's seconds, and the frames stylized only to warm it up, summed over ranks:
+    #: what ``--temporal off`` would save.
+    filter_s: float = 0.0
+    warmup_frames: int = 0
 
     def warnings(self) -> list[str]:
         if not self.damaged_s:
@@ -92,7 +96,14 @@ class Summary:
                 f"{self.reused_chunks} reused; plan {self.plan_s:.1f} s, stylize {self.work_s:.1f} s "
                 f"(summed over ranks: decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
                 f"encode {self.encode_s:.1f} s), assemble {self.assemble_s:.1f} s"
-                f"{f', compile {self.compile_s:.1f} s' if self.compile_s else ''} -> {self.output}")
+                f"{f', compile {self.compile_s:.1f} s' if self.compile_s else ''}"
+                f"{self._filter_part()} -> {self.output}")
+
+    def _filter_part(self) -> str:
+        if not (self.filter_s or self.warmup_frames):
+            return ""  # --temporal off, or nothing left to stylize
+        return (f"; temporal filter {self.filter_s:.1f} s and {self.warmup_frames} warm-up "
+                f"frame{'s' if self.warmup_frames != 1 else ''} (summed over ranks)")
 
 
 StylizerFactory = Callable[[Prepared, Comm], Stylizer]
@@ -182,7 +193,8 @@ def _summary(prepared: Prepared, ranks: Sequence[RankStats], staging: Staging, s
         ranks=size, engines=sorted({r.engine for r in ranks if r.engine}),
         compile_s=max((r.compile_s for r in ranks), default=0.0),
         damaged_s=sorted(float(p * prepared.video.time_base) for r in ranks for p in r.damaged),
-        media=describe_engines(prepared.decode, prepared.convert, prepared.settings.codec))
+        media=describe_engines(prepared.decode, prepared.convert, prepared.settings.codec),
+        filter_s=sum(r.filter_s for r in ranks), warmup_frames=sum(r.warmup_frames for r in ranks))
 
 
 def _with_hint(error: BaseException, hint: str) -> BaseException:

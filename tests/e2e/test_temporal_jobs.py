@@ -206,5 +206,8 @@ def test_a_warm_up_stylizes_nothing_before_a_cut_and_gives_the_same_frames(tmp_p
     summary = job(tmp_path / "resumed.mkv", work, rest)
     assert summary.reused_chunks == first_pending
     assert rest.seen == stylized, rest.seen  # the whole warm-up painted: 48 and 42
+    warm = stylized - 6 * (10 - first_pending)  # painted only to warm the filter up: 0 and 6
+    assert summary.warmup_frames == warm and summary.filter_s > 0
+    assert f"; temporal filter {summary.filter_s:.1f} s and {warm} warm-up frame" in summary.line()
     whole_frames, resumed = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "resumed.mkv")
     assert len(resumed) == 60 and all(np.array_equal(a, b) for a, b in zip(whole_frames, resumed))
