@@ -10,6 +10,11 @@ for decoding and encoding). For each N it reports
 and the start-up (launch until every rank has imported and met: reported apart),
 then draws throughput against ranks (docs/benchmarks-scaling.png by default).
 
+The temporal filter is off here unless ``--temporal on``: the stand-in sleeps so
+that 16 ranks fit on 2 cores as 16 GPU ranks would on 16 nodes, but the filter is
+CPU work on every frame, which here all 16 ranks would do on the same 2 cores.
+Its cost on a whole job is benchmarks/temporal_cost.py's measure.
+
     python benchmarks/scaling.py                       # N = 2,4,8,16, 120 frames per rank (N=16: 1920)
     python benchmarks/scaling.py --ranks 2,4 --frames 96 --sleep 0.02 --plot none
 """
@@ -30,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_scaling(ranks: list[int], frames: int | None, sleep: float, work: Path, size=(320, 180),
-                per_rank: int = 120) -> list[dict]:
+                per_rank: int = 120, temporal: str = "off") -> list[dict]:
     """``frames`` None: ``per_rank`` x N frames for N ranks (every N has the same ideal time)."""
     model = common.random_model(work / "w8.pth", 8)
     rows = []
@@ -43,7 +48,8 @@ def run_scaling(ranks: list[int], frames: int | None, sleep: float, work: Path, 
         launched = time.time()
         _, proc = common.run_timed(common.mpirun(n, [sys.executable, HERE / "scaling_job.py", clip,
                                                      work / f"out-{n}.mp4", model, "--sleep", str(sleep),
-                                                     "--launched", str(launched)]), env=common.mpi_env())
+                                                     "--temporal", temporal, "--launched", str(launched)]),
+                                   env=common.mpi_env())
         r = common.last_json(proc.stdout)
         ideal = frames_n * sleep / n
         r.update(ideal_s=ideal, efficiency=ideal / r["window_s"], fps=frames_n / r["window_s"])
@@ -73,16 +79,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames for every N (default: --per-rank x N, the same ideal time for every N)")
     ap.add_argument("--per-rank", type=int, default=120)
     ap.add_argument("--sleep", type=float, default=0.1)
+    ap.add_argument("--temporal", choices=("on", "off"), default="off",
+                    help="the temporal filter (off: the stand-in's ranks share this machine's cores)")
     ap.add_argument("--plot", default=str(common.ROOT / "docs" / "benchmarks-scaling.png"),
                     help="PNG to draw, or 'none'")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     ranks = [int(n) for n in args.ranks.split(",")]
     amount = f"{args.frames} frames" if args.frames else f"{args.per_rank} frames per rank"
-    print(f"# scaling: 320x180, {amount}, stand-in {args.sleep * 1000:.0f} ms/frame; "
+    print(f"# scaling: 320x180, {amount}, stand-in {args.sleep * 1000:.0f} ms/frame, temporal filter "
+          f"{args.temporal}; "
           f"{common.machine()}; {common.load_note()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stylempi-scaling-") as tmp:
-        rows = run_scaling(ranks, args.frames, args.sleep, Path(tmp), per_rank=args.per_rank)
+        rows = run_scaling(ranks, args.frames, args.sleep, Path(tmp), per_rank=args.per_rank,
+                           temporal=args.temporal)
     print("\n" + table(rows, args.sleep), flush=True)
     if args.plot != "none":
         line_plot(Path(args.plot), [r["ranks"] for r in rows],

@@ -76,6 +76,7 @@ def main() -> int:
     ap.add_argument("--network", action="store_true", help="the real network instead of the stand-in")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--chunk-frames", type=int, default=None)
+    ap.add_argument("--temporal", choices=("on", "off"), default="on", help="the temporal filter (as stylempi run)")
     ap.add_argument("--launched", type=float, default=None, help="time.time() when mpirun was started")
     args = ap.parse_args()
     comm = get_comm()
@@ -91,7 +92,7 @@ def main() -> int:
 
     options = RunOptions(input=args.clip, output=args.out, model=args.model, quiet=True, restart=True,
                          encoder=EncoderRequest(preset=args.preset), batch_size=args.batch_size if args.network else None,
-                         chunk_frames=args.chunk_frames)
+                         chunk_frames=args.chunk_frames, temporal=args.temporal)
     summary = run_job(options, stylizer_factory=factory, comm=comm)
     ended = time.time()
     stylizer = built[0] if built else None
