@@ -239,6 +239,23 @@ def cached_clip(cache: Path, **kw) -> Path:
 # Models
 # ---------------------------------------------------------------------------
 
+class StandInStylizer:
+    """What a stand-in network passed to ``run_job(..., stylizer_factory=...)`` has besides its
+    ``__call__`` (the rest of stylempi.network.stylize.Stylizer): it runs on the CPU, is never
+    compiled and takes RGB frames. Subclasses name themselves in ``precision`` (the summary
+    line's engine)."""
+
+    precision = "stand-in"
+    compiled = False
+    compile_seconds = 0.0
+    input_kind = "rgb"
+
+    @property
+    def device(self):
+        import torch  # here, as in random_model: the scripts that only plan or plot never load torch
+        return torch.device("cpu")
+
+
 def random_model(path: str | os.PathLike, width: int = 32, seed: int = 0) -> Path:
     """A randomly initialised TransformerNet checkpoint (timing does not depend on the weights)."""
     import torch

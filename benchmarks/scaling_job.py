@@ -26,21 +26,18 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch  # noqa: E402,F401 - before the start-up barrier, as a rank with a network has it
 
+from common import StandInStylizer  # noqa: E402
 from stylempi.job.comm import get_comm  # noqa: E402
 from stylempi.media import EncoderRequest  # noqa: E402
 from stylempi.job.run import RunOptions, build_stylizer, run_job  # noqa: E402
 
 
-class SleepStylizer:
+class SleepStylizer(StandInStylizer):
     """Sleeps ``seconds`` per frame, returns the frames unchanged (a GPU-like stand-in)."""
 
-    device = torch.device("cpu")  # the rest of stylempi.network.stylize.Stylizer
     precision = "sleep"
-    compiled = False
-    compile_seconds = 0.0
-    input_kind = "rgb"
 
     def __init__(self, seconds: float, batch_size: int):
         self.seconds = seconds

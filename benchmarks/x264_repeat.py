@@ -22,24 +22,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import last_json, machine, make_clip, random_model  # noqa: E402
+from common import StandInStylizer, last_json, machine, make_clip, random_model  # noqa: E402
 
 from stylempi.job.run import RunOptions, run_job  # noqa: E402
 from stylempi.media import cpu, decode_frames, index_frames, open_input, pick_video_stream  # noqa: E402
 
 
-class NoiseStylizer:
+class NoiseStylizer(StandInStylizer):
     """The frame's negative plus noise seeded by the frame's bytes: the same frame, the same picture."""
 
-    device = torch.device("cpu")  # the rest of stylempi.network.stylize.Stylizer
     precision = "noise"
-    compiled = False
-    compile_seconds = 0.0
-    input_kind = "rgb"
     batch_size = 3
 
     def __call__(self, frames):
